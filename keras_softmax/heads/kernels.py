@@ -1,0 +1,113 @@
+"""Heads of the form ``p_i ∝ f(z_i)`` for a positive function ``f`` other than ``exp``.
+
+Each is computed as ``softmax(log f(z))``, so the normalisation is stable for any logits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from keras_softmax.heads.base import NormalizedScoresHead
+
+
+def log_taylor_exp(z, order: int):
+    """``log(sum_{j=0..k} z^j / j!)`` for even ``k``, without overflow for large ``|z|``.
+
+    With ``s = max(1, |z|)`` and ``u = z / s`` the polynomial is ``s^k * sum_j u^j s^(j-k) / j!``,
+    whose terms are bounded by 1, so ``log f = log(sum_j ...) + k log s``. The even-order Taylor
+    polynomial of ``exp`` is strictly positive, so its log is finite.
+    """
+    s = ops.maximum(ops.abs(z), 1.0)
+    u = z / s
+    log_s = ops.log(s)
+    total = ops.zeros_like(z)
+    for j in range(order + 1):
+        total = total + ops.power(u, j) * ops.exp((j - order) * log_s) / math.factorial(j)
+    return ops.log(total) + order * log_s
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class TaylorSoftmax(NormalizedScoresHead):
+    """Taylor softmax: ``p_i ∝ 1 + z_i + z_i^2/2 + ... + z_i^k/k!`` (k even, always > 0).
+
+    The order-k Taylor polynomial of ``exp`` replaces ``exp`` (de Brébisson & Vincent 2016). Pair
+    it with :class:`keras_softmax.ProbabilityCrossEntropy`.
+
+    Args:
+        order: even integer k >= 2.
+
+    Example:
+        >>> ks.TaylorSoftmax(order=4)(keras.ops.array([[0.0, 1.0, -3.0]]))
+    """
+
+    def __init__(self, order=2, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(order, bool) or not isinstance(order, int) or order < 2 or order % 2:
+            raise ValueError(f"order must be an even integer >= 2 (got {order!r})")
+        self.order = order
+
+    def scores(self, z, training=False):
+        return log_taylor_exp(z, self.order)
+
+    def get_config(self):
+        return {**super().get_config(), "order": self.order}
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class LogTaylorSoftmax(TaylorSoftmax):
+    """Log-Taylor softmax: ``log p_i = log f_k(z_i) - log sum_j f_k(z_j)``, f_k the Taylor polynomial.
+
+    Pair it with :class:`keras_softmax.NegativeLogLikelihood`.
+
+    Example:
+        >>> ks.LogTaylorSoftmax(order=2)(keras.ops.array([[0.0, 1.0, -3.0]]))
+    """
+
+    log_output = True
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class Base2Softmax(NormalizedScoresHead):
+    """Base-2 softmax: ``p_i = 2^z_i / sum_j 2^z_j`` (= softmax with temperature 1/ln 2).
+
+    Pair it with :class:`keras_softmax.ProbabilityCrossEntropy`.
+
+    Example:
+        >>> ks.Base2Softmax()(keras.ops.array([[0.0, 1.0]]))  # [[1/3, 2/3]]
+    """
+
+    def scores(self, z, training=False):
+        return z * math.log(2.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class ExpSinSoftmax(NormalizedScoresHead):
+    """Exp-sine softmax: ``p_i = exp(sin z_i) / sum_j exp(sin z_j)``.
+
+    Bounded scores: the largest probability ratio between two classes is e^2, so it can never be
+    confident with many classes. Pair it with :class:`keras_softmax.ProbabilityCrossEntropy`.
+
+    Example:
+        >>> ks.ExpSinSoftmax()(keras.ops.array([[0.0, 1.5707964]]))
+    """
+
+    def scores(self, z, training=False):
+        return ops.sin(z)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class NormalCDFSoftmax(NormalizedScoresHead):
+    """Normal-CDF softmax: ``p_i ∝ exp(Phi(z_i))``, ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``.
+
+    Scores lie in [0, 1], so the probability ratio between classes is at most e. Pair it with
+    :class:`keras_softmax.ProbabilityCrossEntropy`.
+
+    Example:
+        >>> ks.NormalCDFSoftmax()(keras.ops.array([[0.0, 3.0]]))
+    """
+
+    def scores(self, z, training=False):
+        return 0.5 * (1.0 + ops.erf(z / math.sqrt(2.0)))

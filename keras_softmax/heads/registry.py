@@ -1,0 +1,122 @@
+"""The head registry: names (a public interface: CLI ``--head NAME``) to layer and matching loss."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import keras
+
+from keras_softmax import losses
+from keras_softmax.heads import gumbel, hierarchical, kernels, softmax, sparse
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """What the registry knows of one head: its layer class, its loss class and a one-line summary."""
+
+    name: str
+    layer_class: type
+    loss_class: type
+    summary: str
+
+    def parameters(self) -> dict:
+        """The layer's parameters and their defaults, in signature order."""
+        signature = inspect.signature(self.layer_class.__init__)
+        return {
+            name: param.default
+            for name, param in signature.parameters.items()
+            if name != "self" and param.kind is param.POSITIONAL_OR_KEYWORD
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadWithLoss:
+    """A configured head: ``layer`` maps logits to a distribution, ``loss`` matches its output."""
+
+    name: str
+    layer: keras.layers.Layer
+    loss: keras.losses.Loss
+    params: dict
+
+    @property
+    def output_kind(self) -> str:
+        """``"probabilities"`` or ``"log_probabilities"``."""
+        return self.layer.output_kind
+
+    def num_logits(self, num_classes: int) -> int:
+        """How many logits the layer consumes for ``num_classes`` classes."""
+        return self.layer.num_logits(num_classes)
+
+    def make_loss(self, label_smoothing: float = 0.0) -> keras.losses.Loss:
+        """A fresh matching loss, optionally with label smoothing."""
+        return type(self.loss)(label_smoothing=label_smoothing)
+
+
+_SPECS = (
+    HeadSpec("softmax", softmax.Softmax, losses.ProbabilityCrossEntropy, "softmax(z / T)"),
+    HeadSpec("log_softmax", softmax.LogSoftmax, losses.NegativeLogLikelihood, "log softmax(z / T)"),
+    HeadSpec("gumbel", gumbel.GumbelSoftmax, losses.ProbabilityCrossEntropy,
+             "softmax((z + g) / tau) in training, softmax(z / tau) at inference"),
+    HeadSpec("log_gumbel", gumbel.LogGumbelSoftmax, losses.NegativeLogLikelihood,
+             "log softmax((z + g) / tau) in training, log softmax(z / tau) at inference"),
+    HeadSpec("sparsemax", sparse.Sparsemax, losses.SparsemaxLoss, "Euclidean projection onto the simplex"),
+    HeadSpec("entmax15", sparse.Entmax15, losses.Entmax15Loss, "exact 1.5-entmax (sort-based)"),
+    HeadSpec("taylor", kernels.TaylorSoftmax, losses.ProbabilityCrossEntropy,
+             "p ∝ 1 + z + z^2/2 + ... + z^k/k!"),
+    HeadSpec("log_taylor", kernels.LogTaylorSoftmax, losses.NegativeLogLikelihood,
+             "log of the Taylor softmax"),
+    HeadSpec("base2", kernels.Base2Softmax, losses.ProbabilityCrossEntropy, "p ∝ 2^z"),
+    HeadSpec("exp_sin", kernels.ExpSinSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(sin z)"),
+    HeadSpec("normal_cdf", kernels.NormalCDFSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(Phi(z))"),
+    HeadSpec("hierarchical", hierarchical.HierarchicalSoftmax, losses.NegativeLogLikelihood,
+             "log p(coarse) + log p(fine | coarse)"),
+)
+HEADS = {spec.name: spec for spec in _SPECS}
+
+
+def list_heads() -> list[str]:
+    """The registry names of every head."""
+    return list(HEADS)
+
+
+def head_spec(name: str) -> HeadSpec:
+    """The spec of head ``name``; ``ValueError`` listing the valid names if there is none."""
+    try:
+        return HEADS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown head {name!r}; choose one of: {', '.join(HEADS)}") from None
+
+
+def get_head(name: str, **params) -> HeadWithLoss:
+    """Build head ``name`` with ``params`` and its matching loss.
+
+    Raises ``ValueError`` for an unknown head, an unknown parameter or an invalid value.
+
+    Example:
+        >>> head = get_head("log_gumbel", temperature=3.0)
+        >>> head.layer, head.loss
+    """
+    spec = head_spec(name)
+    allowed = spec.parameters()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        listed = ", ".join(allowed) or "none"
+        raise ValueError(f"head {name!r} has no parameter {unknown[0]!r}; its parameters are: {listed}")
+    layer = spec.layer_class(**params)
+    return HeadWithLoss(name=name, layer=layer, loss=spec.loss_class(), params=dict(params))
+
+
+def describe_heads() -> list[dict]:
+    """One row per head: name, layer and loss class names, output kind, summary, parameters."""
+    rows = []
+    for spec in _SPECS:
+        rows.append({
+            "name": spec.name,
+            "layer": spec.layer_class.__name__,
+            "loss": spec.loss_class.__name__,
+            "output": spec.layer_class.output_kind,
+            "summary": spec.summary,
+            "parameters": spec.parameters(),
+        })
+    return rows

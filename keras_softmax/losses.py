@@ -1,0 +1,169 @@
+"""Losses matched to what each head outputs (GUIDE §3).
+
+Every loss takes integer class labels of shape ``(batch,)`` or ``(batch, 1)`` and the head's output,
+computes in float32, and never looks behind its input: none of them relies on a backend recovering
+logits from a softmax output (the TensorFlow backend's ``_keras_logits`` shortcut).
+
+Optional ``label_smoothing`` ``eps`` replaces the one-hot target ``y`` by ``q = (1 - eps) y + eps / N``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_softmax.heads.base import check_fraction
+
+
+def _labels(y_true, y_pred):
+    """Integer labels of shape ``y_pred.shape[:-1] + (1,)``."""
+    y = ops.cast(y_true, "int32")
+    if len(y.shape) == len(y_pred.shape):
+        return y
+    return ops.expand_dims(y, -1)
+
+
+def _target(y_true, y_pred, label_smoothing):
+    """The (smoothed) one-hot target distribution ``q``."""
+    num_classes = ops.shape(y_pred)[-1]
+    q = ops.one_hot(ops.squeeze(_labels(y_true, y_pred), -1), num_classes, dtype="float32")
+    if label_smoothing:
+        q = q * (1.0 - label_smoothing) + label_smoothing / ops.cast(num_classes, "float32")
+    return q
+
+
+class _HeadLoss(keras.losses.Loss):
+    def __init__(self, label_smoothing=0.0, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype="float32")
+        self.label_smoothing = check_fraction("label_smoothing", label_smoothing)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction, "label_smoothing": self.label_smoothing}
+
+    def _cross_entropy(self, y_true, log_p):
+        """``-sum_j q_j log p_j`` without materialising ``q`` when there is no smoothing."""
+        nll = -ops.squeeze(ops.take_along_axis(log_p, _labels(y_true, log_p), axis=-1), -1)
+        if not self.label_smoothing:
+            return nll
+        eps = self.label_smoothing
+        return (1.0 - eps) * nll - eps * ops.mean(log_p, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class ProbabilityCrossEntropy(_HeadLoss):
+    """Cross-entropy on probabilities: ``-log max(p_y, epsilon)``.
+
+    For heads that output probabilities (softmax, gumbel, taylor, base2, exp_sin, normal_cdf). With
+    ``p = softmax(s)`` the gradient w.r.t. the scores is ``p - y`` while ``p_y > epsilon``.
+
+    Args:
+        epsilon: floor on the probability (default 1e-7), so a zero probability costs
+            ``-log(epsilon)`` (about 16.1) instead of infinity.
+        label_smoothing: eps in [0, 1).
+    """
+
+    def __init__(self, epsilon=1e-7, label_smoothing=0.0, name="probability_cross_entropy", **kwargs):
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+        self.epsilon = float(epsilon)
+        if not 0.0 < self.epsilon < 1.0:
+            raise ValueError(f"epsilon must be in (0, 1) (got {epsilon!r})")
+
+    def call(self, y_true, y_pred):
+        p = ops.cast(y_pred, "float32")
+        return self._cross_entropy(y_true, ops.log(ops.maximum(p, self.epsilon)))
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class NegativeLogLikelihood(_HeadLoss):
+    """Negative log-likelihood of log-probabilities: ``-log p_y``.
+
+    For heads that output log-probabilities (log_softmax, log_gumbel, log_taylor, hierarchical).
+    With ``log p = log_softmax(s)`` the gradient w.r.t. the scores is ``p - y``.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="negative_log_likelihood", **kwargs):
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return self._cross_entropy(y_true, ops.cast(y_pred, "float32"))
+
+
+class FenchelYoungLoss(_HeadLoss):
+    """Fenchel-Young loss ``L(z, q) = Omega*(z) + Omega(q) - <z, q>`` of a sparse head's output ``p``.
+
+    Its gradient w.r.t. the scores is ``p - q``. The loss sees only ``p``, so its value is
+    ``L(z_hat, q)`` at the canonical scores ``z_hat(p)`` that the head maps to ``p``; this equals
+    ``L(z, q)`` whenever the true class is in the support of ``p`` and is a lower bound otherwise.
+    The gradient it returns w.r.t. ``p`` is ``p - q``, which the head (with
+    ``fenchel_young_gradient=True``) hands to the logits unchanged: training follows the exact
+    Fenchel-Young gradient. Subclasses define ``value(p, q)``.
+    """
+
+    def value(self, p, q):
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        p = ops.cast(y_pred, "float32")
+        q = _target(y_true, p, self.label_smoothing)
+        value = ops.stop_gradient(self.value(p, q))
+        surrogate = ops.sum(ops.stop_gradient(p - q) * (p - ops.stop_gradient(p)), axis=-1)
+        return value + surrogate
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class SparsemaxLoss(FenchelYoungLoss):
+    """Sparsemax loss (Martins & Astudillo 2016): Fenchel-Young loss of ``Omega(p) = ||p||^2 / 2``.
+
+    On scores: ``L(z, y) = -z_y + (1/2) sum_{j in S} (z_j^2 - tau^2) + 1/2``; gradient ``p - y``.
+    From the head's output (``z_hat = p``): ``L = ||p - q||^2 / 2``.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="sparsemax_loss", **kwargs):
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+    def value(self, p, q):
+        return 0.5 * ops.sum(ops.square(p - q), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class Entmax15Loss(FenchelYoungLoss):
+    """1.5-entmax loss (Peters et al. 2019): Fenchel-Young loss of the Tsallis 1.5-entropy.
+
+    ``Omega(p) = (4/3) (sum_j p_j^1.5 - 1)``; gradient w.r.t. the scores ``p - y``. From the head's
+    output (``z_hat = 2 sqrt(p)``): ``L = (2/3) sum p^1.5 + (4/3) sum q^1.5 - 2 sum sqrt(p) q``.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="entmax15_loss", **kwargs):
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+    def value(self, p, q):
+        return (
+            (2.0 / 3.0) * ops.sum(ops.power(p, 1.5), axis=-1)
+            + (4.0 / 3.0) * ops.sum(ops.power(q, 1.5), axis=-1)
+            - 2.0 * ops.sum(ops.sqrt(p) * q, axis=-1)
+        )
+
+
+def sparsemax_loss(y, z):
+    """Exact sparsemax loss on scores ``z`` (reference; gradient ``sparsemax(z) - y``)."""
+    from keras_softmax.heads.sparse import sparsemax
+
+    z = ops.cast(z, "float32")
+    p = sparsemax(z)
+    q = _target(y, z, 0.0)
+    conj = ops.sum(z * p, axis=-1) - (0.5 * ops.sum(ops.square(p), axis=-1) - 0.5)
+    return conj - ops.sum(z * q, axis=-1)
+
+
+def entmax15_loss(y, z):
+    """Exact 1.5-entmax loss on scores ``z`` (reference; gradient ``entmax15(z) - y``)."""
+    from keras_softmax.heads.sparse import entmax15
+
+    z = ops.cast(z, "float32")
+    p = entmax15(z)
+    q = _target(y, z, 0.0)
+    omega_p = (4.0 / 3.0) * (ops.sum(ops.power(p, 1.5), axis=-1) - 1.0)
+    return ops.sum(z * p, axis=-1) - omega_p - ops.sum(z * q, axis=-1)
