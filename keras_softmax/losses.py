@@ -1,6 +1,7 @@
 """Losses matched to what each head outputs (GUIDE §3).
 
-Every loss takes integer class labels of shape ``(batch,)`` or ``(batch, 1)`` and the head's output,
+Every loss takes integer class labels of shape ``(batch,)`` or ``(batch, 1)`` (or target
+distributions of shape ``(batch, N)``, as CutMix makes) and the head's output,
 computes in float32, and never looks behind its input: none of them relies on a backend recovering
 logits from a softmax output (the TensorFlow backend's ``_keras_logits`` shortcut).
 
@@ -15,6 +16,11 @@ from keras import ops
 from keras_softmax.heads.base import check_fraction
 
 
+def _is_distribution(y_true, y_pred):
+    """True when ``y_true`` holds target distributions (e.g. from CutMix) rather than labels."""
+    return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] not in (None, 1)
+
+
 def _labels(y_true, y_pred):
     """Integer labels of shape ``y_pred.shape[:-1] + (1,)``."""
     y = ops.cast(y_true, "int32")
@@ -24,9 +30,12 @@ def _labels(y_true, y_pred):
 
 
 def _target(y_true, y_pred, label_smoothing):
-    """The (smoothed) one-hot target distribution ``q``."""
+    """The (smoothed) target distribution ``q``: one-hot labels, or given distributions."""
     num_classes = ops.shape(y_pred)[-1]
-    q = ops.one_hot(ops.squeeze(_labels(y_true, y_pred), -1), num_classes, dtype="float32")
+    if _is_distribution(y_true, y_pred):
+        q = ops.cast(y_true, "float32")
+    else:
+        q = ops.one_hot(ops.squeeze(_labels(y_true, y_pred), -1), num_classes, dtype="float32")
     if label_smoothing:
         q = q * (1.0 - label_smoothing) + label_smoothing / ops.cast(num_classes, "float32")
     return q
@@ -41,7 +50,9 @@ class _HeadLoss(keras.losses.Loss):
         return {"name": self.name, "reduction": self.reduction, "label_smoothing": self.label_smoothing}
 
     def _cross_entropy(self, y_true, log_p):
-        """``-sum_j q_j log p_j`` without materialising ``q`` when there is no smoothing."""
+        """``-sum_j q_j log p_j`` without materialising ``q`` when the targets are labels."""
+        if _is_distribution(y_true, log_p):
+            return -ops.sum(_target(y_true, log_p, self.label_smoothing) * log_p, axis=-1)
         nll = -ops.squeeze(ops.take_along_axis(log_p, _labels(y_true, log_p), axis=-1), -1)
         if not self.label_smoothing:
             return nll
