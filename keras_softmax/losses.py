@@ -16,6 +16,11 @@ from keras import ops
 from keras_softmax.heads.base import check_fraction
 
 
+def _as_tensor(y_true):
+    """Labels as a tensor: ``Loss.__call__`` leaves a Python list of labels a list of scalars."""
+    return ops.convert_to_tensor(y_true)
+
+
 def _is_distribution(y_true, y_pred):
     """True when ``y_true`` holds target distributions (e.g. from CutMix) rather than labels."""
     return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] not in (None, 1)
@@ -81,7 +86,7 @@ class ProbabilityCrossEntropy(_HeadLoss):
 
     def call(self, y_true, y_pred):
         p = ops.cast(y_pred, "float32")
-        return self._cross_entropy(y_true, ops.log(ops.maximum(p, self.epsilon)))
+        return self._cross_entropy(_as_tensor(y_true), ops.log(ops.maximum(p, self.epsilon)))
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -99,7 +104,7 @@ class NegativeLogLikelihood(_HeadLoss):
         super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        return self._cross_entropy(y_true, ops.cast(y_pred, "float32"))
+        return self._cross_entropy(_as_tensor(y_true), ops.cast(y_pred, "float32"))
 
 
 class FenchelYoungLoss(_HeadLoss):
@@ -118,7 +123,7 @@ class FenchelYoungLoss(_HeadLoss):
 
     def call(self, y_true, y_pred):
         p = ops.cast(y_pred, "float32")
-        q = _target(y_true, p, self.label_smoothing)
+        q = _target(_as_tensor(y_true), p, self.label_smoothing)
         value = ops.stop_gradient(self.value(p, q))
         surrogate = ops.sum(ops.stop_gradient(p - q) * (p - ops.stop_gradient(p)), axis=-1)
         return value + surrogate
@@ -164,9 +169,13 @@ def sparsemax_loss(y, z):
 
     z = ops.cast(z, "float32")
     p = sparsemax(z)
-    q = _target(y, z, 0.0)
-    conj = ops.sum(z * p, axis=-1) - (0.5 * ops.sum(ops.square(p), axis=-1) - 0.5)
-    return conj - ops.sum(z * q, axis=-1)
+    q = _target(_as_tensor(y), z, 0.0)
+
+    def omega(r):
+        return 0.5 * ops.sum(ops.square(r), axis=-1) - 0.5
+
+    # Omega(q) is 0 for one-hot labels but not for target distributions (label smoothing, CutMix).
+    return ops.sum(z * p, axis=-1) - omega(p) + omega(q) - ops.sum(z * q, axis=-1)
 
 
 def entmax15_loss(y, z):
@@ -175,6 +184,10 @@ def entmax15_loss(y, z):
 
     z = ops.cast(z, "float32")
     p = entmax15(z)
-    q = _target(y, z, 0.0)
-    omega_p = (4.0 / 3.0) * (ops.sum(ops.power(p, 1.5), axis=-1) - 1.0)
-    return ops.sum(z * p, axis=-1) - omega_p - ops.sum(z * q, axis=-1)
+    q = _target(_as_tensor(y), z, 0.0)
+
+    def omega(r):
+        return (4.0 / 3.0) * (ops.sum(ops.power(r, 1.5), axis=-1) - 1.0)
+
+    # Omega(q) is 0 for one-hot labels but not for target distributions (label smoothing, CutMix).
+    return ops.sum(z * p, axis=-1) - omega(p) + omega(q) - ops.sum(z * q, axis=-1)

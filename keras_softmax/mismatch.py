@@ -8,8 +8,10 @@ head saturates the softmax Jacobian ``diag(p) - p p^T`` goes to zero, so learnin
 survived in the study only because ``log_softmax`` is idempotent: ``log_softmax(log_softmax(z)) =
 log_softmax(z)``.
 
-This module builds that loss explicitly with ``from_logits=True``, so the demonstration does not
-depend on the TensorFlow backend's habit of recovering logits from a softmax output.
+This module writes that loss out as ``-log_softmax(output)_y`` with ``keras.ops``, so the
+demonstration does not depend on the TensorFlow backend's habit of recovering logits from a softmax
+output: ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` on TensorFlow finds the
+``_keras_logits`` behind a softmax output and silently computes the *matched* loss instead.
 """
 
 from __future__ import annotations
@@ -19,11 +21,27 @@ import numpy as np
 from keras import ops
 
 from keras_softmax.heads.registry import get_head
+from keras_softmax.losses import NegativeLogLikelihood
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class MismatchedCrossEntropy(NegativeLogLikelihood):
+    """Cross-entropy that treats the head's output as logits: ``-log_softmax(output)_y``.
+
+    Not ``SparseCategoricalCrossentropy(from_logits=True)``: on TensorFlow that one uses the logits
+    attached to a softmax output (``_keras_logits``) and so is not mismatched at all.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="mismatched_cross_entropy", **kwargs):
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return super().call(y_true, ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1))
 
 
 def mismatched_loss() -> keras.losses.Loss:
     """The study's loss: sparse categorical cross-entropy that treats the head's output as logits."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="mismatched_cross_entropy")
+    return MismatchedCrossEntropy()
 
 
 def logit_gradients(head_name: str, logits, labels, mismatched: bool, **head_params) -> np.ndarray:
@@ -35,9 +53,13 @@ def logit_gradients(head_name: str, logits, labels, mismatched: bool, **head_par
     loss = mismatched_loss() if mismatched else head.loss
     logits = np.asarray(logits, dtype="float32")
     labels = np.asarray(labels)
+    # The Fenchel-Young heads (sparsemax, entmax15) hand their matched loss's gradient p - y to the
+    # logits only in training mode; at inference they use the true Jacobian, which is 0 once the
+    # support is one class. The mismatched loss keeps that true Jacobian, as the study had it.
+    training = not mismatched and bool(getattr(head.layer, "fenchel_young_gradient", False))
 
     def loss_of(z):
-        return loss(labels, head.layer(z)) * logits.shape[0]
+        return loss(labels, head.layer(z, training=training)) * logits.shape[0]
 
     return np.asarray(ops.convert_to_numpy(_gradient(loss_of, logits)))
 

@@ -19,6 +19,8 @@ MASKED_LOGIT = -1e9
 
 def check_positive(name: str, value) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless it is a finite number > 0."""
+    if isinstance(value, (str, bytes)):  # float("2") would accept it: parse strings at the CLI
+        raise ValueError(f"{name} must be a number > 0, not a string (got {value!r})")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -30,6 +32,8 @@ def check_positive(name: str, value) -> float:
 
 def check_fraction(name: str, value) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless 0 <= value < 1."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be a number in [0, 1), not a string (got {value!r})")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -94,7 +98,8 @@ def mask_lowest(s, fraction: float):
     Ties at the threshold are kept, so at least ``N - floor(fraction * N)`` entries survive.
     """
     n = s.shape[-1]
-    k = int(math.floor(fraction * n)) if n is not None else 0
+    # round() first: 0.29 * 100 is 28.999999999999996 in binary, and 29% of 100 logits is 29.
+    k = int(math.floor(round(fraction * n, 9))) if n is not None else 0
     if k <= 0:
         return s
     threshold = ops.sort(s, axis=-1)[..., k : k + 1]  # the (k+1)-th smallest entry of each row

@@ -45,12 +45,15 @@ class GumbelSoftmax(Softmax):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def scores(self, z, training=False):
+        # drop_lowest masks the lowest *logits* before the noise, so training samples only the
+        # classes that inference keeps: (mask(z) + g) / tau.
+        s = super().scores(z)
         if training:
             u = keras.random.uniform(
                 ops.shape(z), minval=UNIFORM_EPS, maxval=1.0 - UNIFORM_EPS, seed=self.seed_generator
             )
-            z = z - ops.log(-ops.log(u))
-        return super().scores(z)
+            s = s - ops.log(-ops.log(u)) / self.temperature
+        return s
 
     def call(self, z, training=False):
         soft = super().call(z, training=training)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import keras
 import numpy as np
 from keras import ops
@@ -18,7 +20,14 @@ def _check_fine_to_coarse(fine_to_coarse, num_classes):
                 f"(the default is the CIFAR-100 superclass table; got num_classes={num_classes})"
             )
         fine_to_coarse = FINE_TO_COARSE
-    groups = [int(g) for g in fine_to_coarse]
+    if isinstance(fine_to_coarse, (str, bytes)) or not hasattr(fine_to_coarse, "__iter__"):
+        raise ValueError(f"fine_to_coarse must be a list of superclass indices (got {fine_to_coarse!r})")
+    try:
+        groups = [operator.index(g) for g in fine_to_coarse]
+    except TypeError:
+        raise ValueError(
+            f"fine_to_coarse must hold integer superclass indices (got {list(fine_to_coarse)!r})"
+        ) from None
     if any(g < 0 for g in groups) or len(groups) < 1:
         raise ValueError("fine_to_coarse must be a non-empty list of superclass indices >= 0")
     num_coarse = max(groups) + 1
@@ -58,9 +67,6 @@ class HierarchicalSoftmax(Head):
         self.fine_to_coarse, self.num_coarse = _check_fine_to_coarse(fine_to_coarse, num_classes)
         self.num_fine = len(self.fine_to_coarse)
         self.num_classes = self.num_fine
-        membership = np.zeros((self.num_fine, self.num_coarse), dtype="float32")
-        membership[np.arange(self.num_fine), self.fine_to_coarse] = 1.0
-        self._membership = membership
         self._groups = np.asarray(self.fine_to_coarse, dtype="int32")
 
     def num_logits(self, num_classes: int) -> int:
@@ -81,20 +87,20 @@ class HierarchicalSoftmax(Head):
     def call(self, z, training=False):
         z = self._float32(z)
         z_fine, z_coarse = z[..., : self.num_fine], z[..., self.num_fine :]
-        membership = ops.convert_to_tensor(self._membership)
         groups = ops.convert_to_tensor(self._groups)
-        # Per-superclass maximum of the fine logits, for a stable within-group logsumexp.
-        in_group = ops.expand_dims(z_fine, -1) * membership + (membership - 1.0) * 3e38
-        group_max = ops.stop_gradient(ops.max(in_group, axis=-2))
-        shift = ops.take(group_max, groups, axis=-1)
-        group_sum = ops.matmul(ops.exp(z_fine - shift), membership)  # >= 1 for every group
-        group_lse = ops.log(group_sum) + group_max
+        # Segment ops run over the fine classes, so bring them to the front: (F, rows).
+        fine = ops.transpose(ops.reshape(z_fine, (-1, self.num_fine)))
+        # Per-superclass maximum, for a stable within-group logsumexp. Memory and time are
+        # O(rows * (F + C)), so the head scales to 100k classes.
+        group_max = ops.stop_gradient(ops.segment_max(fine, groups, num_segments=self.num_coarse))
+        # Subtract the group maximum before anything else: adding it back to log(group_sum) first
+        # (z_f - (log S + m)) would round log S to the ulp of m, ~5e-4 for logits of 1e4.
+        centred = fine - ops.take(group_max, groups, axis=0)
+        group_sum = ops.segment_sum(ops.exp(centred), groups, num_segments=self.num_coarse)  # >= 1
+        log_p_fine_given_coarse = centred - ops.take(ops.log(group_sum), groups, axis=0)
+        log_p_fine_given_coarse = ops.reshape(ops.transpose(log_p_fine_given_coarse), ops.shape(z_fine))
         log_p_coarse = ops.log_softmax(z_coarse, axis=-1)
-        return (
-            ops.take(log_p_coarse, groups, axis=-1)
-            + z_fine
-            - ops.take(group_lse, groups, axis=-1)
-        )
+        return ops.take(log_p_coarse, groups, axis=-1) + log_p_fine_given_coarse
 
     def get_config(self):
         return {**super().get_config(), "fine_to_coarse": list(self.fine_to_coarse), "num_classes": self.num_fine}

@@ -23,9 +23,11 @@ def log_taylor_exp(z, order: int):
     s = ops.maximum(ops.abs(z), 1.0)
     u = z / s
     log_s = ops.log(s)
-    total = ops.zeros_like(z)
-    for j in range(order + 1):
-        total = total + ops.power(u, j) * ops.exp((j - order) * log_s) / math.factorial(j)
+    # The j = 0 term is s^-k (u^0 = 1): power(u, 0) would have a NaN gradient at u = 0 on TensorFlow.
+    total = ops.exp(-order * log_s)
+    for j in range(1, order + 1):
+        # 1/j! as a Python float: an int j! >= 13! overflows the int32 that JAX converts it to.
+        total = total + ops.power(u, j) * ops.exp((j - order) * log_s) * (1.0 / math.factorial(j))
     return ops.log(total) + order * log_s
 
 

@@ -61,7 +61,10 @@ def entmax15(z):
     mean = ops.cumsum(x_sorted, axis=-1) / ranks
     mean_sq = ops.cumsum(ops.square(x_sorted), axis=-1) / ranks
     delta = (1.0 - ranks * (mean_sq - ops.square(mean))) / ranks
-    tau_k = mean - ops.sqrt(ops.maximum(delta, 0.0))
+    # sqrt only where delta > 0: the derivative of sqrt at 0 is inf, and inf * 0 (the cotangent of
+    # the unused k) is NaN in the true-Jacobian gradient on JAX.
+    positive = delta > 0.0
+    tau_k = mean - ops.where(positive, ops.sqrt(ops.where(positive, delta, 1.0)), 0.0)
     k = ops.sum(ops.cast(tau_k <= x_sorted, "int32"), axis=-1, keepdims=True)
     tau = ops.take_along_axis(tau_k, k - 1, axis=-1)
     return ops.square(ops.maximum(x - tau, 0.0))
@@ -105,7 +108,7 @@ class Sparsemax(FenchelYoungHead):
             (module docstring). Set False to use the true Jacobian.
 
     Example:
-        >>> ks.Sparsemax()(keras.ops.array([[1.0, 2.0, 3.5]]))  # [[0., 0.25, 0.75]]
+        >>> ks.Sparsemax()(keras.ops.array([[1.0, 2.0, 2.5]]))  # [[0., 0.25, 0.75]]
     """
 
     mapping = staticmethod(sparsemax)

@@ -1,0 +1,187 @@
+"""``keras-softmax``: a thin Click layer over the library (train, evaluate, predict, export, ...).
+
+Every error a user can cause is reported as one line with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import re
+import sys
+from pathlib import Path
+
+import os
+
+import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the CLI
+
+
+def _user_errors():
+    """The exception types that mean "the user asked for something impossible"."""
+    from keras_softmax.data import DatasetError
+    from keras_softmax.export import ExportError
+    from keras_softmax.predict import PredictError
+    from keras_softmax.training.config import ConfigError
+    from keras_softmax.training.rundir import RunDirError
+
+    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, ValueError, FileNotFoundError)
+
+
+def friendly_errors(command):
+    """Turn user errors into ``Error: <message>`` and exit status 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except _user_errors() as error:
+            raise click.ClickException(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+
+    return wrapper
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keras-softmax")
+def main():
+    """Softmax-variant output heads for Keras: train, evaluate, export and compare them."""
+
+
+def _default_out(head: str, dataset: str) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(dataset).name.split(".")[0] or "data")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{head}-{stem}-{stamp}"
+
+
+@main.command()
+@click.option("--head", help="Head name (see `keras-softmax heads`). Default: log_softmax.")
+@click.option("--head-param", "head_params", multiple=True, metavar="KEY=VALUE",
+              help="A head parameter, e.g. temperature=3.0 (repeatable).")
+@click.option("--dataset", help="digits (default, bundled), cifar100 (downloads), or a class-folder path / .tar.gz.")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
+@click.option("--seed", type=click.IntRange(min=0))
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]))
+@click.option("--val-split", type=float, help="Validation fraction (<1) or image count (>=1). Default 0.1.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML preset (e.g. zoo/presets/*.toml).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of the config, e.g. weight_decay=1e-4 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<head>-<dataset>-<time>.")
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace whatever run is in --out.")
+@friendly_errors
+def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, val_split, config_file, settings,
+          out, resume, overwrite):
+    """Train a ResNet-12 with a softmax-variant head and write a run directory."""
+    from keras_softmax.training.config import ConfigError, parse_head_param, resolve
+    from keras_softmax.training.trainer import train as run_training
+
+    if resume:
+        if not out:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        run_training(None, out, resume=True, log=_echo)
+        return
+    overrides = dict(parse_head_param(s) for s in settings)
+    overrides.update(head=head, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                     precision=precision, val_split=int(val_split) if val_split and val_split >= 1 else val_split)
+    if head_params:
+        overrides["head_params"] = dict(parse_head_param(p) for p in head_params)
+    config = resolve(config_file, overrides)
+    out = Path(out) if out else _default_out(config.head, config.dataset)
+    run_training(config, out, overwrite=overwrite, log=_echo)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--dataset", help="Evaluate on another dataset (default: the run's).")
+@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
+@click.option("--tta-flip/--no-tta-flip", default=None, help="Average with horizontally flipped images.")
+@friendly_errors
+def evaluate(run_dir, dataset, split, tta_flip):
+    """Recompute the report of RUN_DIR on a split (written under RUN_DIR/evaluations/)."""
+    from keras_softmax.evaluation.run import evaluate_run
+
+    report, where = evaluate_run(run_dir, dataset=dataset, split=split, tta_flip=tta_flip)
+    click.echo(f"{split} accuracy {100 * report['accuracy']:.2f}%  top-5 {100 * report['top5_accuracy']:.2f}%  "
+               f"F1 {100 * report['f1_macro']:.2f}%  ECE {report['ece']:.4f}  loss {report['loss']:.4f}")
+    click.echo(f"report: {where / 'report.md'}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@friendly_errors
+def predict(model, images, top_k, as_json):
+    """Classify IMAGES with MODEL (a SavedModel directory, a .keras file or a run directory)."""
+    from keras_softmax.predict import predict_files
+
+    results = predict_files(model, images, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for result in results:
+        click.echo(result["image"])
+        for p in result["predictions"]:
+            click.echo(f"  {p['probability']:7.2%}  {p['class']}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "keras", "onnx"]), default="saved_model",
+              show_default=True)
+@friendly_errors
+def export(run_dir, fmt):
+    """Export the trained model of RUN_DIR."""
+    from keras_softmax.export import export_run
+
+    click.echo(f"wrote {export_run(run_dir, fmt)}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def heads(as_json):
+    """List the heads, their matching losses and their parameters."""
+    from keras_softmax.heads import describe_heads
+
+    rows = describe_heads()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        params = ", ".join(f"{k}={v!r}" for k, v in row["parameters"].items()) or "-"
+        click.echo(f"{row['name']:<13} {row['layer']:<19} {row['loss']:<24} {row['output']:<18} {params}")
+        click.echo(f"{'':<13} {row['summary']}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write a bar chart (PNG) here.")
+@friendly_errors
+def compare(run_dirs, plot):
+    """Compare finished runs side by side."""
+    from keras_softmax.evaluation.compare import compare_runs, format_table
+
+    rows = compare_runs(run_dirs)
+    click.echo(format_table(rows))
+    if plot:
+        from keras_softmax.evaluation.plots import plot_comparison
+
+        click.echo(f"plot: {plot_comparison(rows, plot)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

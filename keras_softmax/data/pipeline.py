@@ -1,0 +1,174 @@
+"""Batches for ``model.fit`` / ``model.evaluate``: tf.data on TensorFlow, numpy batches elsewhere.
+
+Both give uint8 images and int32 labels, or with CutMix float32 target distributions. CutMix
+(Yun et al. 2019) here works per sample: with probability ``cutmix`` each image gets a box, of area
+fraction ``1 - lam`` with ``lam ~ U(0, 1)`` before clipping to the image, pasted from a partner
+chosen by a random permutation of its batch; its target is ``lam' * onehot(y) + (1 - lam') *
+onehot(y_partner)`` with ``lam'`` the fraction of its own pixels that remain.
+
+>>> batches = make_batches(x_train, y_train, 128, shuffle=True, seed=0)
+>>> model.fit(batches, epochs=10)
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+import numpy as np
+
+
+def make_batches(x, y, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 drop_remainder: bool = False, cutmix: float = 0.0, num_classes: int | None = None,
+                 backend: str | None = None):
+    """Batch ``(x, y)`` for Keras, reshuffled every epoch when ``shuffle``.
+
+    Args:
+        x: uint8 images ``(N, H, W, C)``.
+        y: integer labels ``(N,)``.
+        batch_size: images per batch; the last batch is smaller unless ``drop_remainder``.
+        shuffle: reshuffle the images every epoch, deterministically from ``seed``.
+        seed: seeds the shuffling and CutMix.
+        drop_remainder: drop a last, incomplete batch.
+        cutmix: probability in [0, 1] that a sample gets a CutMix box (see the module docstring);
+            when > 0, targets are float32 distributions ``(batch, num_classes)``.
+        num_classes: number of classes; required for CutMix.
+        backend: ``"tensorflow"`` gives a ``tf.data.Dataset``; anything else a
+            ``keras.utils.PyDataset`` of numpy batches (which never imports TensorFlow). Defaults to
+            ``keras.backend.backend()``.
+
+    Returns:
+        A ``tf.data.Dataset`` or :class:`NumpyBatches`, either accepted by ``model.fit``. Pass
+        ``shuffle=False`` to ``fit``: these batches are shuffled already, and Keras would otherwise
+        reorder a PyDataset's batches with Python's global ``random`` (and warn about tf.data).
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    _check(x, y, batch_size, seed, cutmix, num_classes)
+    if (backend or keras.backend.backend()) == "tensorflow":
+        return _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes)
+    return NumpyBatches(x, y, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder,
+                        cutmix=cutmix, num_classes=num_classes)
+
+
+def _check(x, y, batch_size, seed, cutmix, num_classes):
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
+        raise ValueError(f"expected images (N, H, W, C) and labels (N,), "
+                         f"got shapes {x.shape} and {y.shape}")
+    if len(y) == 0:
+        raise ValueError("no images to batch")
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0 (got {seed!r})")
+    if not 0.0 <= cutmix <= 1.0:
+        raise ValueError(f"cutmix must be a probability in [0, 1] (got {cutmix!r})")
+    if cutmix:
+        if num_classes is None:
+            raise ValueError("cutmix needs num_classes")
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}) for cutmix")
+
+
+class NumpyBatches(keras.utils.PyDataset):
+    """Numpy batches for backends without TensorFlow, reshuffled each epoch from ``(seed, epoch)``.
+
+    Batch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``, so it is reproducible whatever order
+    (or thread) asks for it. Keras calls :meth:`on_epoch_end` after each epoch.
+    """
+
+    def __init__(self, x, y, batch_size, *, shuffle, seed=0, drop_remainder=False, cutmix=0.0,
+                 num_classes=None):
+        super().__init__()
+        self.x, self.y = x, y.astype(np.int32)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
+        self.drop_remainder, self.cutmix = drop_remainder, float(cutmix)
+        self.num_classes = num_classes
+        self.epoch = 0
+        self._order = self._epoch_order()
+
+    def __len__(self):
+        if self.drop_remainder:
+            return len(self.y) // self.batch_size
+        return -(-len(self.y) // self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range ({len(self)} batches)")
+        chosen = self._order[index * self.batch_size: (index + 1) * self.batch_size]
+        images, labels = self.x[chosen], self.y[chosen]
+        if self.cutmix:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            return _cutmix_numpy(images, labels, self.cutmix, self.num_classes, rng)
+        return images, labels
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._epoch_order()
+
+    def _epoch_order(self):
+        if not self.shuffle:
+            return np.arange(len(self.y))
+        return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.y))
+
+
+def _cutmix_numpy(images, labels, probability, num_classes, rng):
+    """CutMix a numpy batch: ``(mixed uint8 images, float32 targets)``."""
+    n, height, width = images.shape[:3]
+    partner = rng.permutation(n)
+    applied = rng.random(n) < probability
+    cut = np.sqrt(1.0 - rng.random(n))
+    cut_h = np.where(applied, np.floor(height * cut), 0).astype(np.int64)
+    cut_w = np.where(applied, np.floor(width * cut), 0).astype(np.int64)
+    top = rng.integers(0, height, n) - cut_h // 2
+    left = rng.integers(0, width, n) - cut_w // 2
+    y0, y1 = np.clip(top, 0, height), np.clip(top + cut_h, 0, height)
+    x0, x1 = np.clip(left, 0, width), np.clip(left + cut_w, 0, width)
+    mixed = images.copy()
+    for i in np.flatnonzero((y1 > y0) & (x1 > x0)):
+        mixed[i, y0[i]:y1[i], x0[i]:x1[i]] = images[partner[i], y0[i]:y1[i], x0[i]:x1[i]]
+    kept = (1.0 - (y1 - y0) * (x1 - x0) / (height * width)).astype(np.float32)[:, None]
+    eye = np.eye(num_classes, dtype=np.float32)
+    return mixed, kept * eye[labels] + (1.0 - kept) * eye[labels[partner]]
+
+
+def _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes):
+    """A tf.data pipeline: slices, cache, shuffle (reshuffled each epoch), batch, CutMix, prefetch."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if cutmix:
+        # One stateless seed pair per batch, new each epoch and reproducible from ``seed``.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, pair: _cutmix_tf(tf, *batch, cutmix, num_classes, pair),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _cutmix_tf(tf, images, labels, probability, num_classes, seed):
+    """CutMix a tf batch, same rules as :func:`_cutmix_numpy`, from a stateless seed pair."""
+    n = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    partner = tf.argsort(tf.random.stateless_uniform([n], seeds[0]))
+    applied = tf.random.stateless_uniform([n], seeds[1]) < probability
+    cut = tf.sqrt(1.0 - tf.random.stateless_uniform([n], seeds[2]))
+    cut_h = tf.where(applied, tf.cast(tf.floor(height * cut), tf.int32), 0)
+    cut_w = tf.where(applied, tf.cast(tf.floor(width * cut), tf.int32), 0)
+    top = tf.random.stateless_uniform([n], seeds[3], 0, height, tf.int32) - cut_h // 2
+    left = tf.random.stateless_uniform([n], seeds[4], 0, width, tf.int32) - cut_w // 2
+    y0, y1 = tf.clip_by_value(top, 0, height), tf.clip_by_value(top + cut_h, 0, height)
+    x0, x1 = tf.clip_by_value(left, 0, width), tf.clip_by_value(left + cut_w, 0, width)
+    rows = tf.range(height)[None, :, None]
+    cols = tf.range(width)[None, None, :]
+    box = ((rows >= y0[:, None, None]) & (rows < y1[:, None, None])
+           & (cols >= x0[:, None, None]) & (cols < x1[:, None, None]))
+    mixed = tf.where(box[..., None], tf.gather(images, partner), images)
+    kept = (1.0 - tf.cast((y1 - y0) * (x1 - x0), tf.float32) / (height * width))[:, None]
+    own = tf.one_hot(labels, num_classes)
+    other = tf.one_hot(tf.gather(labels, partner), num_classes)
+    return mixed, kept * own + (1.0 - kept) * other

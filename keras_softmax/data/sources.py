@@ -1,0 +1,365 @@
+"""Datasets as uint8 image arrays: bundled digits, CIFAR-100 (tensorflow-datasets), class folders.
+
+Every source gives 32×32 RGB ``uint8`` images and ``int32`` labels. The training pool is split into
+train and validation sets here (seeded, stratified); a source's own test split is kept as is.
+
+>>> data = load_dataset("digits", val_split=0.2, seed=1)
+>>> data.sizes()
+{'train': 1438, 'val': 359, 'test': 0}
+>>> x, y = data.split("val")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import numbers
+import os
+import tarfile
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from keras_softmax.cifar100 import FINE_NAMES, FINE_TO_COARSE
+from keras_softmax.io import atomic_path
+
+DATASETS = {
+    "digits": "scikit-learn's bundled 8×8 digits (1,797 images, 10 classes), upsampled to 32×32 RGB",
+    "cifar100": "CIFAR-100 from tensorflow-datasets (50,000 train + 10,000 test images, 100 classes)",
+}
+"""Named sources of :func:`load_dataset`; any other source is a path to class folders."""
+
+IMAGE_SIZE = 32
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_CACHE_FORMAT = "v1"
+_FOLDER_HINT = ("use a class-folder copy instead: a directory or .tar.gz of train/<class>/*.jpg, "
+                "e.g. ../shared/data/cifar100-train-jpg.tar.gz")
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded or split; the message is one line, meant for the user."""
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class Dataset:
+    """Images and labels of one source, split into train / val (/ test).
+
+    Images are ``uint8`` arrays of shape ``(N, 32, 32, 3)``, labels ``int32`` arrays of shape ``(N,)``
+    indexing ``class_names``. ``fine_to_coarse[i]`` is the superclass of class ``i`` where known.
+    """
+
+    name: str
+    class_names: list[str]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    fine_to_coarse: list[int] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.x_train.shape[1:])
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)`` of split ``"train"``, ``"val"`` or ``"test"``."""
+        if name == "train":
+            return self.x_train, self.y_train
+        if name == "val":
+            return self.x_val, self.y_val
+        if name == "test":
+            if self.x_test is None:
+                raise DatasetError(f"no test split in {self.name}; use --split val")
+            return self.x_test, self.y_test
+        raise DatasetError(f"unknown split {name!r}: expected train, val or test")
+
+    def sizes(self) -> dict:
+        """Number of images per split (0 for a missing test split)."""
+        return {"train": len(self.y_train), "val": len(self.y_val),
+                "test": 0 if self.y_test is None else len(self.y_test)}
+
+    def __repr__(self):
+        sizes = ", ".join(f"{split}={size}" for split, size in self.sizes().items())
+        return f"Dataset(name={self.name!r}, num_classes={self.num_classes}, {sizes})"
+
+
+def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: int | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load ``source`` and hold out a seeded, stratified validation set from its training images.
+
+    Args:
+        source: ``"digits"``, ``"cifar100"`` (tensorflow-datasets), or the path of a directory of
+            class folders (``train/<class>/*.jpg``, optional ``test/<class>/...``, or the class
+            folders directly), or of a ``.tar.gz`` of such a tree. Class ``i`` is the i-th folder
+            name in sorted order. Decoded folders are cached as ``.npz`` files in ``cache_dir``.
+        val_split: a fraction in (0, 1) of the training images, or an integer count >= 1.
+        seed: seeds the ``limit`` subset and the validation split; the same seed gives the same split.
+        limit: keep only this many training images (a seeded, stratified subset) before splitting.
+        cache_dir: where decoded class folders (and tensorflow-datasets downloads) are kept; default
+            ``$KERAS_SOFTMAX_CACHE`` or ``~/.cache/keras_softmax``.
+
+    Raises:
+        DatasetError: the source is missing, unreadable or empty, or the split arguments are invalid.
+    """
+    source = os.fspath(source)
+    _check_split_args(val_split, seed, limit)
+    if source == "digits":
+        pool = _load_digits()
+    elif source == "cifar100":
+        pool = _load_cifar100(cache_dir)
+    else:
+        pool = _load_folder(source, _cache_root(cache_dir))
+    return _hold_out(pool, val_split, seed, limit)
+
+
+# --- splitting -----------------------------------------------------------------------------------
+
+def _check_split_args(val_split, seed, limit):
+    if isinstance(val_split, bool) or not isinstance(val_split, numbers.Real) or not (
+            (isinstance(val_split, numbers.Integral) and val_split >= 1) or 0 < val_split < 1):
+        raise DatasetError(f"val_split must be a fraction in (0, 1) or an integer count >= 1 "
+                           f"(got {val_split!r})")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DatasetError(f"seed must be an integer >= 0 (got {seed!r})")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+                              or limit < 1):
+        raise DatasetError(f"limit must be an integer >= 1 (got {limit!r})")
+
+
+def _hold_out(pool: Dataset, val_split, seed, limit) -> Dataset:
+    """``pool`` with its training images reduced to ``limit`` and split into train and val."""
+    rng = np.random.default_rng(seed)
+    x, y = pool.x_train, pool.y_train
+    if limit is not None and limit < len(y):
+        keep = _stratified_sample(y, limit, rng)
+        x, y = x[keep], y[keep]
+    if isinstance(val_split, numbers.Integral):
+        num_val = int(val_split)
+    else:
+        num_val = max(1, round(val_split * len(y)))
+    if num_val >= len(y):
+        raise DatasetError(f"val_split={val_split!r} leaves no training images "
+                           f"({len(y)} images in {pool.name})")
+    val = _stratified_sample(y, num_val, rng)
+    train = np.setdiff1d(np.arange(len(y)), val, assume_unique=True)
+    return dataclasses.replace(pool, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val])
+
+
+def _stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``size`` labels, each class taking its share (largest remainder, random ties)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * size / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    order = rng.permutation(len(classes))
+    by_remainder = order[np.argsort(-(quota - take)[order], kind="stable")]
+    take[by_remainder[: size - take.sum()]] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
+
+
+def _pool(name, class_names, x_train, y_train, x_test=None, y_test=None, fine_to_coarse=None):
+    """A Dataset holding the whole training pool, before the validation split."""
+    empty_x, empty_y = x_train[:0], y_train[:0]
+    return Dataset(name, list(class_names), x_train, y_train.astype(np.int32), empty_x, empty_y,
+                   x_test, None if y_test is None else y_test.astype(np.int32), fine_to_coarse)
+
+
+# --- named sources -------------------------------------------------------------------------------
+
+def _load_digits() -> Dataset:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise DatasetError("the digits dataset needs scikit-learn (pip install scikit-learn)") \
+            from error
+    digits = load_digits()
+    small = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    large = np.stack([np.asarray(Image.fromarray(image).resize((IMAGE_SIZE, IMAGE_SIZE),
+                                                                 Image.Resampling.BILINEAR))
+                      for image in small])
+    x = np.repeat(large[..., None], 3, axis=-1)
+    return _pool("digits", [str(i) for i in range(10)], x, digits.target)
+
+
+def _load_cifar100(cache_dir) -> Dataset:
+    try:
+        import tensorflow_datasets as tfds
+    except Exception as error:  # ImportError, or a broken TensorFlow underneath
+        raise DatasetError(f"cifar100 needs tensorflow-datasets, which cannot be imported "
+                           f"({_one_line(error)}); {_FOLDER_HINT}") from error
+    data_dir = None if cache_dir is None else os.fspath(Path(cache_dir).expanduser() / "tfds")
+    try:
+        builder = tfds.builder("cifar100", data_dir=data_dir)
+        builder.download_and_prepare()
+        train, test = (tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+                       for split in ("train", "test"))
+        class_names = builder.info.features["label"].names
+    except Exception as error:  # no network, a failed download, a corrupt preparation...
+        raise DatasetError(f"could not load cifar100 with tensorflow-datasets "
+                           f"({_one_line(error)}); {_FOLDER_HINT}") from error
+    return _pool("cifar100", class_names, train["image"], train["label"], test["image"],
+                 test["label"], list(FINE_TO_COARSE))
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+# --- class folders -------------------------------------------------------------------------------
+
+def _cache_root(cache_dir) -> Path:
+    if cache_dir is None:
+        cache_dir = (os.environ.get("KERAS_SOFTMAX_CACHE")
+                     or Path.home() / ".cache" / "keras_softmax")
+    return Path(cache_dir).expanduser()
+
+
+def _load_folder(source: str, cache_root: Path) -> Dataset:
+    """A directory or tar archive of class folders, decoded once and then read from the cache."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset path not found: {source}")
+    path = path.resolve()
+    if path.is_dir():
+        members = _list_directory(path)
+        stats = [(m[0], *_size_and_mtime(m[1])) for m in members]
+    elif tarfile.is_tarfile(path):
+        members = None  # read only on a cache miss
+        stats = _size_and_mtime(path)
+    else:
+        raise DatasetError(f"not a dataset: {source} is neither a directory of class folders "
+                           f"nor a .tar.gz archive of one")
+    key = hashlib.sha256(repr((_CACHE_FORMAT, IMAGE_SIZE, str(path), stats)).encode()).hexdigest()
+    cache_file = cache_root / f"{path.name}-{key[:16]}.npz"
+    arrays = _read_cache(cache_file)
+    if arrays is None:
+        arrays = _decode_tree(_read_tar(path) if members is None else members, source)
+        _write_cache(cache_file, arrays)
+    class_names = [str(name) for name in arrays["class_names"]]
+    fine_to_coarse = list(FINE_TO_COARSE) if tuple(class_names) == FINE_NAMES else None
+    return _pool(source, class_names, arrays["x_train"], arrays["y_train"], arrays.get("x_test"),
+                 arrays.get("y_test"), fine_to_coarse)
+
+
+def _size_and_mtime(path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _image_parts(name: str) -> tuple[str, ...] | None:
+    """The path components of an image file's name, or None for other and hidden files."""
+    parts = tuple(p for p in name.replace(os.sep, "/").split("/") if p not in ("", "."))
+    if not parts or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+        return None
+    if any(p.startswith(".") for p in parts):
+        return None
+    return parts
+
+
+def _list_directory(root: Path) -> list[tuple[tuple[str, ...], str]]:
+    """``(relative path components, file path)`` of every image under ``root``, in sorted order."""
+    members = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders.sort()
+        for file in sorted(files):
+            parts = _image_parts(os.path.relpath(os.path.join(folder, file), root))
+            if parts:
+                members.append((parts, os.path.join(folder, file)))
+    return members
+
+
+def _read_tar(path: Path) -> list[tuple[tuple[str, ...], bytes]]:
+    """``(path components, file bytes)`` of every image in a tar archive, read without extracting."""
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            return [(parts, archive.extractfile(member).read()) for member in archive
+                    if member.isfile() and (parts := _image_parts(member.name))]
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise DatasetError(f"cannot read archive {path}: {_one_line(error)}") from error
+
+
+def _decode_tree(members, source: str) -> dict[str, np.ndarray]:
+    """Sort members into splits and classes and decode them: the arrays the cache holds."""
+    parts = [p for p, _ in members]
+    while (parts and all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1
+           and parts[0][0] not in ("train", "test")):
+        parts = [p[1:] for p in parts]  # a wrapping folder, e.g. "cifar/train/apple/1.jpg"
+    has_splits = any(p[0] == "train" for p in parts)
+    splits = {"train": [], "test": []}
+    for p, (_, payload) in zip(parts, members):
+        if has_splits and len(p) > 2 and p[0] in splits:
+            splits[p[0]].append((p[1], "/".join(p), payload))
+        elif not has_splits and len(p) > 1:
+            splits["train"].append((p[0], "/".join(p), payload))
+    if not splits["train"]:
+        raise DatasetError(f"no images found in {source}: expected train/<class>/*.jpg "
+                           f"or <class>/*.jpg ({', '.join(IMAGE_EXTENSIONS)})")
+    class_names = sorted({item[0] for item in splits["train"]})
+    unknown = sorted({item[0] for item in splits["test"]} - set(class_names))
+    if unknown:
+        raise DatasetError(f"test classes missing from train in {source}: {', '.join(unknown[:5])}")
+    label = {name: i for i, name in enumerate(class_names)}
+    arrays = {"class_names": np.array(class_names)}
+    for split, items in splits.items():
+        if items:
+            items.sort(key=lambda item: item[1])
+            arrays[f"x_{split}"] = _decode_all([(f"{source}:{name}", payload)
+                                                for _, name, payload in items])
+            arrays[f"y_{split}"] = np.array([label[item[0]] for item in items], np.int32)
+    return arrays
+
+
+def _decode_all(items: list[tuple[str, bytes | str]]) -> np.ndarray:
+    """Decode ``(name, bytes or file path)`` items into one ``(N, 32, 32, 3)`` uint8 array.
+
+    One process: CIFAR-100's 50,000 JPEGs take about 5 s, once (then the cache serves them). A
+    process pool would cost more than it saves: each spawned worker re-imports Keras and its backend
+    (about 5 s), and forking a process that runs TensorFlow or JAX threads is unsafe.
+    """
+    out = np.empty((len(items), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for i, (name, payload) in enumerate(items):
+        out[i] = _decode_image(name, payload)
+    return out
+
+
+def _decode_image(name: str, payload: bytes | str) -> np.ndarray:
+    """One image as a (32, 32, 3) uint8 array: RGB, resized (bilinear) if it is another size."""
+    try:
+        with Image.open(io.BytesIO(payload) if isinstance(payload, bytes) else payload) as image:
+            image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale if large
+            image = image.convert("RGB")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
+        raise DatasetError(f"cannot decode image {name}: {_one_line(error)}") from None
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"ignoring unreadable dataset cache {path}: {_one_line(error)}", stacklevel=4)
+        return None
+
+
+def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            np.savez(file, **arrays)
+    except OSError as error:
+        warnings.warn(f"could not write dataset cache {path}: {_one_line(error)}", stacklevel=4)

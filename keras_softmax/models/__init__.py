@@ -1,0 +1,15 @@
+"""Models: the ResNet-12 backbone, in-model preprocessing, and the classifier factory."""
+
+from keras_softmax.models.augment import (
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    ImageNormalization,
+    RandomCropFlip,
+)
+from keras_softmax.models.factory import BACKBONES, build_model, compile_model
+from keras_softmax.models.resnet12 import resnet12, resnet12_num_params, residual_stage
+
+__all__ = [
+    "BACKBONES", "CIFAR100_MEAN", "CIFAR100_STD", "ImageNormalization", "RandomCropFlip",
+    "build_model", "compile_model", "residual_stage", "resnet12", "resnet12_num_params",
+]

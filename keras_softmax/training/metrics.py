@@ -1,0 +1,21 @@
+"""Training-time accuracy that accepts labels or target distributions (CutMix)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+def label_accuracy(y_true, y_pred):
+    """1 where ``argmax(y_pred)`` is the label (or the target distribution's argmax), else 0."""
+    predicted = ops.argmax(y_pred, axis=-1)
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] not in (None, 1):
+        labels = ops.argmax(y_true, axis=-1)
+    else:
+        labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(predicted))
+    return ops.cast(ops.equal(ops.cast(labels, "int32"), ops.cast(predicted, "int32")), "float32")
+
+
+def accuracy_metric():
+    return keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")

@@ -1,0 +1,135 @@
+"""The run directory of GUIDE §6, and the rules that keep finished work safe.
+
+A run is *finished* once ``report.json`` exists. A finished run is only replaced with ``overwrite``;
+an unfinished one is continued with ``resume`` (from ``checkpoints/``) or replaced with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import shutil
+from pathlib import Path
+
+from keras_softmax import io
+
+HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr", "epoch_seconds",
+                   "images_per_second", "elapsed_seconds")
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (one-line message)."""
+
+
+class RunDirectory:
+    """Paths and state of one run directory."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.config = self.path / "config.toml"
+        self.history = self.path / "history.csv"
+        self.checkpoints = self.path / "checkpoints"
+        self.state = self.checkpoints / "state.json"
+        self.model_keras = self.path / "model.keras"
+        self.saved_model = self.path / "saved_model"
+        self.model_info = self.path / "model_info.json"
+        self.report = self.path / "report.json"
+
+    @property
+    def finished(self) -> bool:
+        return self.report.is_file()
+
+    def check(self, *, resume: bool, overwrite: bool) -> str:
+        """What ``prepare`` would do: ``"fresh"``, ``"overwrite"`` or ``"resume"``; changes nothing.
+
+        Raises ``RunDirError`` rather than touch work the user did not ask to replace.
+        """
+        if resume and overwrite:
+            raise RunDirError("--resume and --overwrite exclude each other")
+        exists = self.path.exists() and any(self.path.iterdir())
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is not a directory")
+        if not exists:
+            if resume:
+                raise RunDirError(f"nothing to resume: {self.path} does not hold a run")
+            return "fresh"
+        if overwrite:
+            return "overwrite"
+        if self.finished:
+            raise RunDirError(
+                f"{self.path} already holds a finished run; pass --overwrite to replace it "
+                "or --out to choose another directory"
+            )
+        if not resume:
+            raise RunDirError(
+                f"{self.path} holds an unfinished run; pass --resume to continue it "
+                "or --overwrite to start again"
+            )
+        if not self.config.is_file():
+            raise RunDirError(f"cannot resume: {self.config} is missing")
+        return "resume"
+
+    def prepare(self, *, resume: bool, overwrite: bool) -> dict | None:
+        """Make the directory ready (see ``check``); return the checkpoint state to resume from."""
+        action = self.check(resume=resume, overwrite=overwrite)
+        if action == "resume":
+            return self.read_state()
+        if action == "overwrite":
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def read_state(self) -> dict | None:
+        """The last checkpoint's state (``epoch``, ``weights``, ``history``), or None."""
+        if not self.state.is_file():
+            return None
+        state = json.loads(self.state.read_text(encoding="utf-8"))
+        if not (self.checkpoints / state["weights"]).is_file():
+            return None
+        return state
+
+    def save_checkpoint(self, model, epoch: int, history: list[dict]) -> None:
+        """Save weights and optimizer state after ``epoch`` epochs, atomically.
+
+        The weights file is named by epoch and only becomes current once ``state.json`` (written
+        last, atomically) names it, so a kill at any moment leaves a consistent pair.
+        """
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch:04d}.weights.h5"
+        with io.atomic_path(self.checkpoints / name, suffix=".weights.h5") as tmp:
+            model.save_weights(str(tmp))
+        io.write_json(self.state, {"epoch": epoch, "weights": name, "history": history})
+        for old in self.checkpoints.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def drop_checkpoint_weights(self) -> None:
+        """Remove checkpoint weights once the run is finished (``model.keras`` holds them)."""
+        for old in self.checkpoints.glob("epoch-*.weights.h5"):
+            old.unlink(missing_ok=True)
+
+    def write_history(self, rows: list[dict]) -> None:
+        buffer = _io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _format(row.get(k)) for k in HISTORY_COLUMNS})
+        io.write_text(self.history, buffer.getvalue())
+
+    def read_history(self) -> list[dict]:
+        if not self.history.is_file():
+            return []
+        with self.history.open(newline="", encoding="utf-8") as handle:
+            return [
+                {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(handle)
+            ]
+
+
+def _format(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value

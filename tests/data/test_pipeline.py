@@ -1,0 +1,178 @@
+"""make_batches: numpy batches (any backend) and tf.data (when TensorFlow is installed), CutMix."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_softmax.data import make_batches
+from keras_softmax.data.pipeline import NumpyBatches
+
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+PATHS = ["numpy", pytest.param("tensorflow", marks=pytest.mark.skipif(not HAS_TENSORFLOW,
+                                                                     reason="no TensorFlow"))]
+
+
+def epochs(batches, count):
+    """``count`` epochs of ``[(images, targets), ...]`` as numpy arrays, as Keras would draw them."""
+    out = []
+    for _ in range(count):
+        out.append([(np.asarray(x), np.asarray(y)) for x, y in batches])
+        if isinstance(batches, NumpyBatches):
+            batches.on_epoch_end()
+    return out
+
+
+def labelled_images(n, size=8):
+    """Image i is filled with the value i and labelled i: pixels tell where each came from."""
+    y = np.arange(n, dtype=np.int64)
+    x = np.broadcast_to(y.astype(np.uint8)[:, None, None, None], (n, size, size, 3)).copy()
+    return x, y
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("drop_remainder, sizes", [(False, [4, 4, 2]), (True, [4, 4])])
+def test_batch_sizes_and_dtypes(path, drop_remainder, sizes):
+    x, y = labelled_images(10)
+    batches = make_batches(x, y, 4, shuffle=False, drop_remainder=drop_remainder, backend=path)
+    [epoch] = epochs(batches, 1)
+    assert [len(yb) for _, yb in epoch] == sizes
+    assert all(xb.dtype == np.uint8 and yb.dtype == np.int32 for xb, yb in epoch)
+    np.testing.assert_array_equal(np.concatenate([yb for _, yb in epoch]), np.arange(sum(sizes)))
+    if path == "numpy":
+        assert isinstance(batches, NumpyBatches) and len(batches) == len(sizes)
+        with pytest.raises(IndexError):
+            batches[len(sizes)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_shuffle_sees_every_sample_once_and_is_seeded(path):
+    x, y = labelled_images(50)
+    runs = [epochs(make_batches(x, y, 8, shuffle=True, seed=s, backend=path), 2) for s in (3, 3, 4)]
+    orders = [[np.concatenate([yb for _, yb in epoch]) for epoch in run] for run in runs]
+    for order in (o for run in orders for o in run):
+        assert sorted(order) == list(range(50))
+    for (xb, yb) in runs[0][0]:
+        np.testing.assert_array_equal(xb[:, 0, 0, 0], yb)  # images stay with their labels
+    np.testing.assert_array_equal(orders[0][0], orders[1][0])  # same seed, same epochs
+    np.testing.assert_array_equal(orders[0][1], orders[1][1])
+    assert not np.array_equal(orders[0][0], orders[0][1])  # reshuffled every epoch
+    assert not np.array_equal(orders[0][0], orders[2][0])  # another seed, another order
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_cutmix_targets_match_pasted_area(path):
+    n = 200
+    x, y = labelled_images(n)
+    batches = make_batches(x, y, 64, shuffle=True, cutmix=0.5, num_classes=n, backend=path)
+    mixed = 0
+    for epoch in epochs(batches, 2):
+        for images, targets in epoch:
+            assert images.dtype == np.uint8 and targets.dtype == np.float32
+            assert targets.shape == (len(images), n)
+            np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+            assert (images == images[..., :1]).all()  # the same box in every channel
+            area = np.stack([np.bincount(im[..., 0].ravel(), minlength=n) for im in images]) / 64
+            np.testing.assert_allclose(targets, area, atol=1e-6)
+            mixed += int((targets.max(axis=1) < 1).sum())
+    assert 0.3 < mixed / (2 * n) < 0.6  # about half the samples get a box
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_cutmix_is_seeded(path):
+    x, y = labelled_images(40)
+    a, b, c = (epochs(make_batches(x, y, 16, shuffle=False, seed=s, cutmix=1.0, num_classes=40,
+                                   backend=path), 2) for s in (0, 0, 1))
+    for epoch_a, epoch_b in zip(a, b):
+        for (xa, ta), (xb, tb) in zip(epoch_a, epoch_b):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ta, tb)
+    assert not np.array_equal(a[0][0][1], a[1][0][1])  # new boxes every epoch
+    assert not np.array_equal(a[0][0][1], c[0][0][1])
+
+
+def test_numpy_batch_depends_only_on_seed_epoch_and_index():
+    x, y = labelled_images(40)
+    batches = make_batches(x, y, 16, shuffle=True, seed=5, cutmix=1.0, num_classes=40, backend="jax")
+    first = batches[0]
+    batches[2], batches[1]
+    again = batches[0]
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_default_backend():
+    x, y = labelled_images(8)
+    batches = make_batches(x, y, 4, shuffle=False)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        assert isinstance(batches, tf.data.Dataset)
+    else:
+        assert isinstance(batches, NumpyBatches)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"cutmix": 0.5}, "cutmix needs num_classes"),
+    ({"cutmix": 1.5, "num_classes": 8}, "cutmix must be a probability"),
+    ({"cutmix": 0.5, "num_classes": 4}, r"labels must lie in \[0, 4\)"),
+    ({"seed": -1}, "seed must be"),
+    ({"y": np.arange(7)}, "expected images"),
+])
+def test_bad_arguments(kwargs, message):
+    x, y = labelled_images(8)
+    args = {"x": x, "y": y, "batch_size": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        make_batches(args.pop("x"), args.pop("y"), args.pop("batch_size"), shuffle=True, **args)
+
+
+@pytest.mark.parametrize("cutmix", [0.0, 1.0])
+def test_model_fit_accepts_batches(cutmix):
+    x, y = labelled_images(32)
+    y = y % 4
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")])
+    loss = "categorical_crossentropy" if cutmix else "sparse_categorical_crossentropy"
+    model.compile("sgd", loss)
+    batches = make_batches(x, y, 8, shuffle=True, cutmix=cutmix, num_classes=4)
+    history = model.fit(batches, epochs=2, verbose=0, shuffle=False)  # keep Keras from reordering
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    if isinstance(batches, NumpyBatches):  # on JAX, once more after a first batch builds the model
+        assert batches.epoch in (2, 3)
+
+
+def test_numpy_path_works_without_tensorflow(tmp_path):
+    """Under JAX with TensorFlow unimportable, loading and batching never reach for it."""
+    pytest.importorskip("jax")
+    script = textwrap.dedent("""
+        import sys
+
+        class NoTensorFlow:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "tensorflow_datasets"):
+                    raise ImportError(f"{name} is blocked")
+
+        sys.meta_path.insert(0, NoTensorFlow())
+        from keras_softmax.data import DatasetError, load_dataset, make_batches
+
+        data = load_dataset("digits", limit=100)
+        batches = make_batches(*data.split("train"), 32, shuffle=True, cutmix=0.5, num_classes=10)
+        assert len([b for b in batches]) == 3
+        try:
+            load_dataset("cifar100")
+        except DatasetError as error:
+            assert "class-folder copy" in str(error)
+        assert not any(m.split(".")[0] == "tensorflow" for m in sys.modules), "tensorflow imported"
+        print("ok")
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -1,0 +1,117 @@
+"""Plots: valid PNGs of a sensible size, written atomically, readable at 100 classes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_softmax.evaluation.metrics import compute_metrics
+from keras_softmax.evaluation.plots import plot_comparison, plot_confusion_matrix, plot_curves, plot_reliability
+
+HISTORY = {
+    "loss": [2.3, 1.7, 1.2, 0.9, 0.8],
+    "val_loss": [2.2, 1.8, 1.4, 1.3, 1.35],
+    "accuracy": [0.1, 0.35, 0.55, 0.68, 0.72],
+    "val_accuracy": [0.12, 0.33, 0.5, 0.58, 0.57],
+}
+
+
+def png_size(path) -> tuple[int, int]:
+    """Open with Pillow, check it is a complete PNG, and return (width, height)."""
+    path = Path(path)
+    assert path.is_file(), path
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.verify()
+    with Image.open(path) as image:
+        image.load()  # decodes every pixel: fails on a truncated file
+        return image.size
+
+
+def no_temp_files(directory) -> bool:
+    return not [p for p in Path(directory).rglob(".*") if p.is_file()]
+
+
+def test_plot_curves(tmp_path):
+    loss, acc = plot_curves(HISTORY, tmp_path / "plots" / "loss_curve.png", tmp_path / "plots" / "acc.png")
+    assert loss == tmp_path / "plots" / "loss_curve.png" and acc == tmp_path / "plots" / "acc.png"
+    for path in (loss, acc):
+        width, height = png_size(path)
+        assert 400 <= width <= 1500 and 300 <= height <= 1200
+    assert no_temp_files(tmp_path)
+
+
+def test_plot_curves_optional_validation_and_gaps(tmp_path):
+    history = {"loss": [1.0, 0.5, 0.4], "accuracy": [0.2, 0.5, 0.6]}
+    plot_curves(history, tmp_path / "l.png", tmp_path / "a.png")
+    gaps = {"loss": [1.0, 0.5], "val_loss": [None, 0.7], "accuracy": [0.2, 0.5], "val_accuracy": [None, 0.4]}
+    plot_curves(gaps, tmp_path / "l2.png", tmp_path / "a2.png")
+    only_val = {"val_loss": np.array([1.0, 0.9]), "val_accuracy": np.array([0.3, 0.4], np.float32)}
+    plot_curves(only_val, tmp_path / "l3.png", tmp_path / "a3.png")
+    for name in ("l", "a", "l2", "a2", "l3", "a3"):
+        png_size(tmp_path / f"{name}.png")
+
+
+def test_plot_curves_missing_series_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="neither 'accuracy' nor 'val_accuracy'"):
+        plot_curves({"loss": [1.0, 0.5]}, tmp_path / "l.png", tmp_path / "a.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_confusion_matrix_100_classes_renders_large(tmp_path):
+    rng = np.random.default_rng(0)
+    c = 100
+    cm = rng.integers(0, 3, size=(c, c)) + np.diag(rng.integers(20, 60, size=c))
+    cm[7] = 0  # a class with no examples must not break the row normalisation
+    names = [f"class_{i:03d}" for i in range(c)]
+    path = plot_confusion_matrix(cm.tolist(), names, tmp_path / "confusion_matrix.png")
+    width, height = png_size(path)
+    assert width >= 1500 and height >= 1500  # ~20 in at 100 dpi: 100 rows of labels fit
+    assert width <= 3000 and height <= 3000
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_confusion_matrix_small_annotated(tmp_path, normalize):
+    cm = [[5, 1, 0], [2, 3, 1], [0, 0, 4]]
+    path = plot_confusion_matrix(cm, None, tmp_path / "cm.png", normalize=normalize)
+    width, height = png_size(path)
+    assert 400 <= width <= 1500 and 400 <= height <= 1500
+
+
+def test_confusion_matrix_validation(tmp_path):
+    with pytest.raises(ValueError, match="square"):
+        plot_confusion_matrix([[1, 2, 3]], None, tmp_path / "cm.png")
+    with pytest.raises(ValueError, match="class_names has 2 names"):
+        plot_confusion_matrix(np.eye(3), ["a", "b"], tmp_path / "cm.png")
+    assert not (tmp_path / "cm.png").exists()
+
+
+def test_reliability(tmp_path):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10) * 0.3, size=500)
+    y = rng.integers(0, 10, size=500)
+    metrics = compute_metrics(y, probs)
+    path = plot_reliability(metrics["reliability"], tmp_path / "reliability.png", title="softmax on digits")
+    width, height = png_size(path)
+    assert 400 <= width <= 1500 and 500 <= height <= 1500
+    # Bins as they come back from report.json, with empty bins (None) included.
+    sparse = compute_metrics(np.array([0, 1]), np.array([[0.95, 0.05], [0.55, 0.45]]))["reliability"]
+    assert any(b["count"] == 0 for b in sparse)
+    png_size(plot_reliability(sparse, tmp_path / "sparse.png"))
+    with pytest.raises(ValueError, match="empty"):
+        plot_reliability([], tmp_path / "empty.png")
+    assert no_temp_files(tmp_path)
+
+
+def test_comparison(tmp_path):
+    rows = [
+        {"label": "softmax", "accuracy": 0.612, "f1_macro": 0.605},
+        {"label": "log_gumbel_t3_long_run_name", "accuracy": 0.623, "f1_macro": None},
+        {"label": "sparsemax", "accuracy": 0.58, "f1_macro": 0.57},
+    ]
+    width, height = png_size(plot_comparison(rows, tmp_path / "comparison.png"))
+    assert 500 <= width <= 1500 and 200 <= height <= 1500
+    with pytest.raises(ValueError, match="no runs"):
+        plot_comparison([], tmp_path / "none.png")

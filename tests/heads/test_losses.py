@@ -1,0 +1,96 @@
+"""The matching losses on their own: labels in every shape, target distributions, label smoothing."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_softmax as ks
+from keras_softmax import losses
+
+from . import references as ref
+from .helpers import to_np
+
+Z = np.array([[2.0, -1.0, 0.5, 1.0, 1.9], [0.0, 3.0, -2.0, 1.5, 2.8], [1.0, 1.0, 1.0, 1.0, 1.0]],
+             dtype="float32")
+Y = np.array([0, 4, 2])
+
+
+def outputs(loss):
+    if isinstance(loss, ks.NegativeLogLikelihood):
+        return to_np(keras.ops.log_softmax(Z))
+    if isinstance(loss, ks.SparsemaxLoss):
+        return to_np(ks.Sparsemax()(Z))
+    if isinstance(loss, ks.Entmax15Loss):
+        return to_np(ks.Entmax15()(Z))
+    return to_np(keras.ops.softmax(Z))
+
+
+LOSS_CLASSES = [ks.ProbabilityCrossEntropy, ks.NegativeLogLikelihood, ks.SparsemaxLoss, ks.Entmax15Loss]
+
+
+@pytest.mark.parametrize("loss_class", LOSS_CLASSES)
+def test_label_shapes_and_one_hot_targets_agree(loss_class):
+    loss = loss_class()
+    pred = outputs(loss)
+    want = to_np(loss(Y, pred))
+    for labels in (Y[:, None], list(Y), Y.astype("float32"), np.eye(5, dtype="float32")[Y]):
+        np.testing.assert_allclose(to_np(loss(labels, pred)), want, rtol=1e-6)
+
+
+def test_probability_cross_entropy_value_and_floor():
+    p = to_np(keras.ops.softmax(Z))
+    want = -np.log(p[np.arange(3), Y]).mean()
+    assert float(to_np(ks.ProbabilityCrossEntropy()(Y, p))) == pytest.approx(want, rel=1e-6)
+    zero = np.array([[0.0, 1.0]], dtype="float32")
+    assert float(to_np(ks.ProbabilityCrossEntropy()(np.array([0]), zero))) == pytest.approx(-math.log(1e-7))
+    assert float(to_np(ks.ProbabilityCrossEntropy(epsilon=1e-3)(np.array([0]), zero))) == pytest.approx(
+        -math.log(1e-3))
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_label_smoothing_cross_entropy(eps):
+    log_p = ref.log_softmax(Z)
+    q = (1 - eps) * np.eye(5)[Y] + eps / 5
+    want = -(q * log_p).sum(-1).mean()
+    got_nll = to_np(ks.NegativeLogLikelihood(label_smoothing=eps)(Y, log_p.astype("float32")))
+    got_ce = to_np(ks.ProbabilityCrossEntropy(label_smoothing=eps)(Y, np.exp(log_p).astype("float32")))
+    assert float(got_nll) == pytest.approx(want, rel=1e-5)
+    assert float(got_ce) == pytest.approx(want, rel=1e-5)
+    # the same through explicit target distributions
+    assert float(to_np(ks.NegativeLogLikelihood()(q.astype("float32"), log_p.astype("float32")))) == \
+        pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_class,exact", [(ks.SparsemaxLoss, ref.sparsemax_loss),
+                                              (ks.Entmax15Loss, ref.entmax15_loss)])
+def test_fenchel_young_label_smoothing_is_bounded_by_exact_loss(loss_class, exact):
+    """With smoothing the target has full support, so the loss from p is a lower bound of the exact
+    score-space loss; without smoothing and with the label in the support they are equal."""
+    eps = 0.1
+    loss = loss_class(label_smoothing=eps, reduction=None)
+    pred = outputs(loss)
+    q = (1 - eps) * np.eye(5)[Y] + eps / 5
+    got = to_np(loss(Y, pred))
+    assert np.all(got <= exact(q, Z) + 1e-5)
+    assert np.all(got >= 0)
+
+
+@pytest.mark.parametrize(
+    "name,fn", [("sparsemax", losses.sparsemax_loss), ("entmax15", losses.entmax15_loss)]
+)
+def test_exact_losses_accept_target_distributions(name, fn):
+    q = np.array([[0.2, 0.0, 0.3, 0.1, 0.4], [0.0, 0.5, 0.0, 0.0, 0.5], [0.2] * 5], dtype="float32")
+    reference = ref.sparsemax_loss if name == "sparsemax" else ref.entmax15_loss
+    np.testing.assert_allclose(to_np(fn(q, Z)), reference(q, Z), atol=1e-5)
+    assert np.all(to_np(fn(q, Z)) >= -1e-6)  # Fenchel-Young losses are non-negative
+
+
+@pytest.mark.parametrize("loss_class", LOSS_CLASSES)
+def test_losses_compute_in_float32_from_low_precision_inputs(loss_class):
+    loss = loss_class()
+    pred = outputs(loss)
+    value = loss(Y, keras.ops.cast(pred, "bfloat16"))
+    assert keras.backend.standardize_dtype(value.dtype) == "float32"
+    assert np.isfinite(to_np(value))

@@ -1,0 +1,66 @@
+"""The registry: the twelve public names, each paired with the loss that matches its output (GUIDE §3)."""
+
+import keras
+import pytest
+
+import keras_softmax as ks
+
+EXPECTED = {
+    "softmax": ("probabilities", ks.ProbabilityCrossEntropy),
+    "log_softmax": ("log_probabilities", ks.NegativeLogLikelihood),
+    "gumbel": ("probabilities", ks.ProbabilityCrossEntropy),
+    "log_gumbel": ("log_probabilities", ks.NegativeLogLikelihood),
+    "sparsemax": ("probabilities", ks.SparsemaxLoss),
+    "entmax15": ("probabilities", ks.Entmax15Loss),
+    "taylor": ("probabilities", ks.ProbabilityCrossEntropy),
+    "log_taylor": ("log_probabilities", ks.NegativeLogLikelihood),
+    "base2": ("probabilities", ks.ProbabilityCrossEntropy),
+    "exp_sin": ("probabilities", ks.ProbabilityCrossEntropy),
+    "normal_cdf": ("probabilities", ks.ProbabilityCrossEntropy),
+    "hierarchical": ("log_probabilities", ks.NegativeLogLikelihood),
+}
+
+
+def test_list_heads_is_the_public_twelve():
+    assert ks.list_heads() == list(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_head_pairs_with_matching_loss(name):
+    head = ks.get_head(name)
+    kind, loss_class = EXPECTED[name]
+    assert head.name == name
+    assert isinstance(head.layer, keras.layers.Layer)
+    assert head.output_kind == kind == head.layer.output_kind
+    assert type(head.loss) is loss_class
+    fresh = head.make_loss(label_smoothing=0.1)
+    assert type(fresh) is loss_class and fresh.label_smoothing == 0.1 and fresh is not head.loss
+    assert head.num_logits(100) == (120 if name == "hierarchical" else 100)
+
+
+def test_get_head_builds_independent_layers_and_records_params():
+    a = ks.get_head("gumbel", temperature=2.0, seed=1)
+    b = ks.get_head("gumbel", temperature=2.0, seed=1)
+    assert a.layer is not b.layer
+    assert a.params == {"temperature": 2.0, "seed": 1}
+
+
+def test_describe_heads():
+    rows = ks.describe_heads()
+    assert [row["name"] for row in rows] == list(EXPECTED)
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["softmax"]["parameters"] == {"temperature": 1.0, "drop_lowest": 0.0}
+    assert by_name["taylor"]["parameters"] == {"order": 2}
+    assert set(by_name["gumbel"]["parameters"]) == {"temperature", "hard", "seed", "drop_lowest"}
+    assert by_name["base2"]["parameters"] == {}
+    for row in rows:
+        assert row["output"] == EXPECTED[row["name"]][0]
+        assert row["loss"] == EXPECTED[row["name"]][1].__name__
+        assert row["summary"]
+
+
+def test_public_classes_are_exported():
+    for name in ("Softmax", "LogSoftmax", "GumbelSoftmax", "LogGumbelSoftmax", "Sparsemax", "Entmax15",
+                 "TaylorSoftmax", "LogTaylorSoftmax", "Base2Softmax", "ExpSinSoftmax", "NormalCDFSoftmax",
+                 "HierarchicalSoftmax"):
+        assert issubclass(getattr(ks, name), ks.Head)
