@@ -89,11 +89,14 @@ def plot(rows, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for name in dict.fromkeys(r["head"] for r in rows):
+    colours = plt.get_cmap("tab20").colors
+    for index, name in enumerate(dict.fromkeys(r["head"] for r in rows)):
         mine = [r for r in rows if r["head"] == name]
-        style = {"color": "black", "linewidth": 2.5, "linestyle": "--"} if name == "dense_softmax_baseline" else {}
+        style = {"color": colours[index % len(colours)], "marker": "osD^v<>ph*XP"[index % 11]}
+        if name == "dense_softmax_baseline":
+            style = {"color": "black", "linewidth": 2.5, "linestyle": "--", "marker": "o"}
         for ax, key in zip(axes, ("head_ms", "dense_plus_head_ms")):
-            ax.plot([r["classes"] for r in mine], [r[key] for r in mine], marker="o", label=name, **style)
+            ax.plot([r["classes"] for r in mine], [r[key] for r in mine], label=name, **style)
     for ax, title in zip(axes, ("head + loss alone (forward + backward)", "Dense(D→N) + head + loss")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -115,7 +118,12 @@ def main() -> None:
     parser.add_argument("--heads", nargs="*", default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--replot", metavar="JSON", help="only redraw --plot from an earlier --json file")
     args = parser.parse_args()
+    if args.replot:
+        with open(args.replot) as handle:
+            plot(json.load(handle)["rows"], args.plot)
+        return
 
     import keras
 
