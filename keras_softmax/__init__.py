@@ -44,9 +44,16 @@ def build_model(*args, **kwargs):
     return _build_model(*args, **kwargs)
 
 
+def compile_model(*args, **kwargs):
+    """Compile a model with its head's matching loss. See :func:`keras_softmax.models.compile_model`."""
+    from keras_softmax.models import compile_model as _compile_model
+
+    return _compile_model(*args, **kwargs)
+
+
 __all__ = [
     "Base2Softmax", "Entmax15", "Entmax15Loss", "ExpSinSoftmax", "FenchelYoungLoss", "GumbelSoftmax",
     "Head", "HeadWithLoss", "HierarchicalSoftmax", "LogGumbelSoftmax", "LogSoftmax", "LogTaylorSoftmax",
     "NegativeLogLikelihood", "NormalCDFSoftmax", "ProbabilityCrossEntropy", "Softmax", "Sparsemax",
-    "SparsemaxLoss", "TaylorSoftmax", "build_model", "describe_heads", "get_head", "list_heads",
+    "SparsemaxLoss", "TaylorSoftmax", "build_model", "compile_model", "describe_heads", "get_head", "list_heads",
 ]

@@ -94,8 +94,9 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
         run_training(None, out, resume=True, log=_echo)
         return
     overrides = dict(parse_head_param(s) for s in settings)
-    overrides.update(head=head, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                     precision=precision, val_split=int(val_split) if val_split and val_split >= 1 else val_split)
+    flags = dict(head=head, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                 precision=precision, val_split=int(val_split) if val_split and val_split >= 1 else val_split)
+    overrides.update({k: v for k, v in flags.items() if v is not None})  # an unset flag keeps a --set value
     if head_params:
         overrides["head_params"] = dict(parse_head_param(p) for p in head_params)
     config = resolve(config_file, overrides)

@@ -62,7 +62,7 @@ def cache_root():
     import os
     from pathlib import Path
 
-    return Path(os.environ.get("KERAS_SOFTMAX_CACHE") or Path.home() / ".cache" / "keras_softmax")
+    return Path(os.environ.get("KERAS_SOFTMAX_CACHE") or Path.home() / ".cache" / "keras_softmax").expanduser()
 
 
 def enable_compilation_cache() -> None:

@@ -59,9 +59,12 @@ def export_saved_model(model, path, info: dict | None = None) -> Path:
 
 
 def export_onnx(model, path) -> Path:
+    # A model loaded from a .keras file has never been called, and Keras then refuses to infer the
+    # input signature ("The model provided has never called"): give it the model's input.
+    signature = [model.inputs[0]] if len(getattr(model, "inputs", None) or ()) == 1 else None
     try:
         with io.atomic_path(path, suffix=".onnx") as tmp:
-            model.export(str(tmp), format="onnx", verbose=False)
+            model.export(str(tmp), format="onnx", verbose=False, input_signature=signature)
     except ImportError as error:
         raise ExportError(f"ONNX export needs extra packages: {error}") from None
     return Path(path)

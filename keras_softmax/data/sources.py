@@ -219,10 +219,9 @@ def _one_line(error: BaseException) -> str:
 # --- class folders -------------------------------------------------------------------------------
 
 def _cache_root(cache_dir) -> Path:
-    if cache_dir is None:
-        cache_dir = (os.environ.get("KERAS_SOFTMAX_CACHE")
-                     or Path.home() / ".cache" / "keras_softmax")
-    return Path(cache_dir).expanduser()
+    from keras_softmax.environment import cache_root
+
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
 
 
 def _load_folder(source: str, cache_root: Path) -> Dataset:

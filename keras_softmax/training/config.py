@@ -153,6 +153,9 @@ def resolve(config_file=None, overrides: dict | None = None) -> TrainConfig:
         merged["head_params"] = dict(overrides.get("head_params", {}))
     if isinstance(merged.get("widths"), tuple):
         merged["widths"] = list(merged["widths"])
+    unknown = sorted(set(merged) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}; valid settings: {', '.join(FIELDS)}")
     try:
         config = TrainConfig(**merged)
     except TypeError as error:
