@@ -34,6 +34,11 @@ from keras_softmax.losses import (
     SparsemaxLoss,
 )
 
+# Imported for their side effect: they register the model's layers and initializer and the training
+# metric with Keras, so that `keras.saving.load_model` reads a run's model.keras in a fresh process.
+from keras_softmax import models as _models  # noqa: E402,F401
+from keras_softmax.training import metrics as _metrics  # noqa: E402,F401
+
 __version__ = "0.1.0"
 
 

@@ -184,5 +184,55 @@ def compare(run_dirs, plot):
         click.echo(f"plot: {plot_comparison(rows, plot)}")
 
 
+@main.group()
+def bench():
+    """GPU benchmarks: head cost against the number of classes, pipeline throughput."""
+
+
+@bench.command("heads")
+@click.option("--classes", "classes", multiple=True, type=click.IntRange(min=2),
+              help="Class counts (repeatable). Default: 100 1000 10000 100000.")
+@click.option("--head", "heads", multiple=True, help="Heads to measure (repeatable). Default: all.")
+@click.option("--batch", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows here.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the plot (PNG) here.")
+@friendly_errors
+def bench_heads(classes, heads, batch, repeats, json_path, plot):
+    """Forward + backward time of every head with its loss (KERAS_BACKEND=jax)."""
+    from keras_softmax import benchmark, environment, io
+    from keras_softmax.heads.registry import head_spec
+
+    for name in heads:
+        head_spec(name)
+    rows = benchmark.head_cost_rows(classes or (100, 1000, 10000, 100000), heads or None, batch=batch,
+                                    repeats=repeats, log=_echo)
+    if json_path:
+        io.write_json(json_path, {"environment": environment.describe(), "rows": rows})
+    if plot:
+        benchmark.plot_head_cost(rows, plot)
+
+
+@bench.command("throughput")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False))
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE")
+@click.option("--epochs", type=click.IntRange(min=2), default=4, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result here.")
+@friendly_errors
+def bench_throughput(dataset, config_file, settings, epochs, json_path):
+    """The real pipeline's images/s against the same model on synthetic in-memory data."""
+    from keras_softmax import benchmark, io
+    from keras_softmax.training.config import parse_head_param, resolve
+
+    overrides = dict(parse_head_param(s) for s in settings)
+    overrides["dataset"] = dataset
+    result = benchmark.throughput_rows(resolve(config_file, overrides), epochs, log=_echo)
+    for row in result["rows"]:
+        click.echo(json.dumps(row))
+    if json_path:
+        io.write_json(json_path, result)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
