@@ -91,7 +91,11 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
     if resume:
         if not out:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-        run_training(None, out, resume=True, log=_echo)
+        given = [name for name, value in (("--head", head), ("--dataset", dataset), ("--epochs", epochs),
+                                          ("--config", config_file)) if value] + list(settings) + list(head_params)
+        if given:
+            click.echo(f"note: --resume continues with {out}/config.toml; ignoring {', '.join(given)}", err=True)
+        _train_or_explain(run_training, None, Path(out), resume=True)
         return
     overrides = dict(parse_head_param(s) for s in settings)
     flags = dict(head=head, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -101,7 +105,16 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
         overrides["head_params"] = dict(parse_head_param(p) for p in head_params)
     config = resolve(config_file, overrides)
     out = Path(out) if out else _default_out(config.head, config.dataset)
-    run_training(config, out, overwrite=overwrite, log=_echo)
+    _train_or_explain(run_training, config, out, overwrite=overwrite)
+
+
+def _train_or_explain(run_training, config, out: Path, **options):
+    """Run training; on Ctrl-C say how to continue, since the run directory is resumable."""
+    try:
+        run_training(config, out, log=_echo, **options)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; continue with: keras-softmax train --resume --out {out}", err=True)
+        sys.exit(130)
 
 
 @main.command()
