@@ -12,11 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-import os
-
 import click
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the CLI
 
 
 def _user_errors():
