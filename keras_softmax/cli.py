@@ -87,6 +87,8 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
     if resume:
         if not out:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        if overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
         given = [name for name, value in (("--head", head), ("--dataset", dataset), ("--epochs", epochs),
                                           ("--config", config_file)) if value] + list(settings) + list(head_params)
         if given:

@@ -1,0 +1,143 @@
+"""Every error a user can cause: a non-zero exit and one clear ``Error:`` line, never a traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+
+from keras_softmax.heads import list_heads
+
+from .helpers import TINY, assert_ok, assert_user_error, invoke
+
+
+def _nothing_written(path):
+    assert not path.exists() or not any(path.iterdir()), f"{path} was written to"
+
+
+def test_unknown_head_lists_the_valid_names(tmp_path):
+    line = assert_user_error(invoke("train", "--head", "softmaxx", *TINY, "--out", tmp_path / "run"),
+                             "unknown head 'softmaxx'")
+    for name in list_heads():
+        assert name in line
+    _nothing_written(tmp_path / "run")
+
+
+def test_invalid_head_parameter_value_names_it(tmp_path):
+    assert_user_error(invoke("train", "--head", "softmax", "--head-param", "temperature=-1", *TINY,
+                             "--out", tmp_path / "run"), "temperature", "-1")
+    _nothing_written(tmp_path / "run")
+
+
+def test_unknown_head_parameter_lists_the_parameters(tmp_path):
+    assert_user_error(invoke("train", "--head", "softmax", "--head-param", "temprature=2", *TINY,
+                             "--out", tmp_path / "run"), "no parameter 'temprature'", "temperature")
+    _nothing_written(tmp_path / "run")
+
+
+@pytest.mark.parametrize("value", ["temperature", "=2", ""])
+def test_bad_head_param_syntax(tmp_path, value):
+    assert_user_error(invoke("train", "--head-param", value, "--out", tmp_path / "run"), "KEY=VALUE")
+
+
+def test_missing_dataset_path(tmp_path):
+    missing = tmp_path / "no-such-data.tar.gz"
+    assert_user_error(invoke("train", "--dataset", missing, *TINY, "--out", tmp_path / "run"),
+                      "dataset path not found", str(missing))
+    _nothing_written(tmp_path / "run")
+
+
+def test_epochs_zero(tmp_path):
+    result = invoke("train", "--epochs", "0", "--out", tmp_path / "run")
+    assert_user_error(result, "--epochs", "0")
+    # And through --set, which reaches the config's own validation.
+    assert_user_error(invoke("train", "--set", "epochs=0", "--out", tmp_path / "run"), "epochs must be a positive")
+    _nothing_written(tmp_path / "run")
+
+
+def test_set_values_are_not_dropped(tmp_path):
+    # --set of a setting that also has its own flag applies when the flag is not given.
+    assert_user_error(invoke("train", "--set", "head=softmaxx", "--out", tmp_path / "run"), "unknown head")
+    assert_user_error(invoke("train", "--set", "batch_size=0", "--out", tmp_path / "run"), "batch_size")
+
+
+def test_unknown_setting(tmp_path):
+    assert_user_error(invoke("train", "--set", "epochz=3", "--out", tmp_path / "run"), "unknown setting 'epochz'")
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    preset = tmp_path / "preset.toml"
+    preset.write_text('head = "softmax"\nepochz = 3\n')
+    assert_user_error(invoke("train", "--config", preset, "--out", tmp_path / "run"),
+                      "unknown setting 'epochz'", str(preset))
+    _nothing_written(tmp_path / "run")
+
+
+def test_malformed_and_missing_config_file(tmp_path):
+    preset = tmp_path / "preset.toml"
+    preset.write_text("epochs = \n")
+    assert_user_error(invoke("train", "--config", preset, "--out", tmp_path / "run"), "not valid TOML")
+    assert_user_error(invoke("train", "--config", tmp_path / "absent.toml", "--out", tmp_path / "run"),
+                      "config file not found")
+
+
+def test_predict_missing_model(tmp_path, digit_pngs):
+    paths, _, _ = digit_pngs
+    assert_user_error(invoke("predict", tmp_path / "absent", paths[0]), "model not found")
+    assert_user_error(invoke("predict", tmp_path, paths[0]), "neither a SavedModel directory nor a run directory")
+
+
+def test_predict_unreadable_and_missing_image(tmp_path, shared_run):
+    bad = tmp_path / "not-an-image.png"
+    bad.write_text("this is text, not a PNG")
+    assert_user_error(invoke("predict", shared_run.path, bad), "cannot read image", str(bad))
+    assert_user_error(invoke("predict", shared_run.path, tmp_path / "absent.png"), "image not found")
+
+
+def test_predict_corrupt_keras_file(tmp_path, digit_pngs):
+    corrupt = tmp_path / "model.keras"
+    corrupt.write_bytes(b"not a zip file")
+    assert_user_error(invoke("predict", corrupt, digit_pngs[0][0]), "cannot load")
+
+
+def test_evaluate_non_run_directory(tmp_path):
+    assert_user_error(invoke("evaluate", tmp_path), "not a run directory")
+
+
+def test_evaluate_test_split_of_digits(shared_run):
+    assert_user_error(invoke("evaluate", shared_run.path, "--split", "test"), "no test split", "--split val")
+    assert not (shared_run.path / "evaluations" / "digits-test").exists()
+
+
+def test_compare_unfinished_run(tmp_path, shared_run):
+    assert_user_error(invoke("compare", shared_run.path, tmp_path), "no report.json")
+
+
+def test_export_without_a_model(tmp_path):
+    assert_user_error(invoke("export", tmp_path), "model.keras is missing")
+
+
+def test_export_onnx(tmp_path, shared_run):
+    run = tmp_path / "run"
+    shutil.copytree(shared_run.path, run)
+    result = invoke("export", run, "--format", "onnx")
+    if all(importlib.util.find_spec(name) for name in ("onnx", "tf2onnx")):
+        assert_ok(result)
+        assert (run / "model.onnx").is_file()
+    else:
+        assert_user_error(result, "ONNX export needs extra packages")
+        assert not (run / "model.onnx").exists()
+        assert not list(run.glob(".model.onnx*")), "a temporary file was left behind"
+
+
+def test_unknown_export_format(shared_run):
+    assert_user_error(invoke("export", shared_run.path, "--format", "tflite"), "--format")
+
+
+def test_failed_train_leaves_a_finished_run_alone(shared_run):
+    # A failed command leaves the finished run's report as it was.
+    before = json.loads((shared_run.path / "report.json").read_text())
+    invoke("train", "--head", "softmaxx", "--out", shared_run.path)
+    assert json.loads((shared_run.path / "report.json").read_text()) == before

@@ -1,0 +1,38 @@
+"""The scripts in examples/ run as documented."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from .helpers import ROOT
+
+
+def _load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("head", ["sparsemax", "log_softmax"])
+def test_head_in_your_model(head, capsys):
+    accuracy = _load_example("head_in_your_model").main(head)
+    assert accuracy > 0.8
+    assert f"{head}: validation accuracy" in capsys.readouterr().out
+
+
+def test_classify_with_saved_model(shared_run, digit_pngs, capsys):
+    pytest.importorskip("tensorflow")
+    paths, _, _ = digit_pngs
+    _load_example("classify_with_saved_model").main(str(shared_run.path / "saved_model"), *map(str, paths))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(paths)
+    for line, path in zip(lines, paths):
+        assert line.startswith(f"{path}: ")
+        guesses = line.split(": ", 1)[1].split(", ")
+        assert len(guesses) == 3
+        for guess in guesses:
+            name, percent = guess.split()
+            assert name in [str(i) for i in range(10)] and percent.endswith("%")
