@@ -97,13 +97,23 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
         return
     overrides = dict(parse_head_param(s) for s in settings)
     flags = dict(head=head, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                 precision=precision, val_split=int(val_split) if val_split and val_split >= 1 else val_split)
+                 precision=precision, val_split=_val_split(val_split))
     overrides.update({k: v for k, v in flags.items() if v is not None})  # an unset flag keeps a --set value
     if head_params:
         overrides["head_params"] = dict(parse_head_param(p) for p in head_params)
     config = resolve(config_file, overrides)
     out = Path(out) if out else _default_out(config.head, config.dataset)
     _train_or_explain(run_training, config, out, overwrite=overwrite)
+
+
+def _val_split(value):
+    """A fraction below 1 stays a float; 1 or more must be a whole number of images."""
+    if value is None or value < 1:
+        return value
+    if value != int(value):
+        raise click.BadParameter(f"{value} is neither a fraction below 1 nor a whole image count",
+                                 param_hint="'--val-split'")
+    return int(value)
 
 
 def _train_or_explain(run_training, config, out: Path, **options):

@@ -141,3 +141,14 @@ def test_failed_train_leaves_a_finished_run_alone(shared_run):
     before = json.loads((shared_run.path / "report.json").read_text())
     invoke("train", "--head", "softmaxx", "--out", shared_run.path)
     assert json.loads((shared_run.path / "report.json").read_text()) == before
+
+
+def test_fractional_validation_count_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_softmax.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--val-split", "1.5", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert "neither a fraction below 1 nor a whole image count" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
