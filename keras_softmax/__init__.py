@@ -34,26 +34,12 @@ from keras_softmax.losses import (
     SparsemaxLoss,
 )
 
-# Imported for their side effect: they register the model's layers and initializer and the training
-# metric with Keras, so that `keras.saving.load_model` reads a run's model.keras in a fresh process.
-from keras_softmax import models as _models  # noqa: E402,F401
+# The model's layers and initializer and the training metric register themselves with Keras on import,
+# so that `keras.saving.load_model` reads a run's model.keras in a fresh process.
+from keras_softmax.models import build_model, compile_model  # noqa: E402
 from keras_softmax.training import metrics as _metrics  # noqa: E402,F401
 
 __version__ = "0.1.0"
-
-
-def build_model(*args, **kwargs):
-    """Build a classifier: backbone + Dense logits + head. See :func:`keras_softmax.models.build_model`."""
-    from keras_softmax.models import build_model as _build_model
-
-    return _build_model(*args, **kwargs)
-
-
-def compile_model(*args, **kwargs):
-    """Compile a model with its head's matching loss. See :func:`keras_softmax.models.compile_model`."""
-    from keras_softmax.models import compile_model as _compile_model
-
-    return _compile_model(*args, **kwargs)
 
 
 __all__ = [
