@@ -147,7 +147,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
     log("evaluating on the validation split")
     report = evaluate_model(model, head, dataset, "val", batch_size=batch_size, tta_flip=config.tta_flip)
     save_run_model(model, head, dataset, run_dir, log=log)
-    report.update(run_summary(config, dataset, model, recorder.rows, train_seconds))
+    report.update(run_summary(config, dataset, model, recorder.rows, train_seconds, steps_per_epoch * batch_size))
     report["wall_seconds"] = time.perf_counter() - started
 
     from keras_softmax.evaluation.report import write_report
@@ -160,15 +160,14 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
     return report
 
 
-def run_summary(config: TrainConfig, dataset, model, rows: list[dict], train_seconds: float) -> dict:
+def run_summary(config: TrainConfig, dataset, model, rows: list[dict], train_seconds: float,
+                images_per_epoch: int) -> dict:
     """Timing, size and provenance entries of the report."""
     from keras_softmax import environment
 
     epoch_seconds = [r["epoch_seconds"] for r in rows]
     steady = epoch_seconds[1:] or epoch_seconds
     steady_seconds = statistics.median(steady) if steady else math.nan
-    images_per_epoch = (len(dataset.y_train) // min(config.batch_size, len(dataset.y_train))) * min(
-        config.batch_size, len(dataset.y_train))
     summary = {
         "head": config.head,
         "head_params": dict(config.head_params),
