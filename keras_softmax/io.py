@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -44,19 +47,30 @@ def write_text(path, text: str) -> Path:
 
 def write_json(path, data) -> Path:
     """Write ``data`` as indented JSON atomically."""
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return write_text(path, json.dumps(to_jsonable(data, str(path)), indent=2) + "\n")
 
 
-def _jsonable(value):
-    try:
-        import numpy as np
+def to_jsonable(value, _where: str = "report"):
+    """A deep copy of ``value`` made of plain JSON types.
 
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
+    numpy scalars and arrays become Python numbers and lists, tuples become lists, ``Path`` becomes a
+    string, mapping keys become strings, and non-finite floats (NaN, ±Inf, e.g. the loss of a diverged
+    run) become ``None`` so the file stays strict JSON that any parser (JavaScript, jq) reads.
+    """
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v, f"{_where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{_where} has a value of type {type(value).__name__} that cannot be written as JSON")

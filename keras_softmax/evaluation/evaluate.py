@@ -7,14 +7,11 @@ import numpy as np
 
 def predict_probabilities(model, images, output_kind: str, *, batch_size: int = 256, tta_flip: bool = False):
     """Class probabilities of ``images`` (uint8, NHWC) at inference, optionally averaged with flips."""
-    import keras
-
     outputs = [np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype="float64")]
     if tta_flip:
         outputs.append(np.asarray(model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0),
                                   dtype="float64"))
     probabilities = [np.exp(o) if output_kind == "log_probabilities" else o for o in outputs]
-    del keras
     return np.mean(probabilities, axis=0)
 
 

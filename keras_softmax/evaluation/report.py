@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_softmax.evaluation import plots as _plots
-from keras_softmax.io import write_json, write_text
+from keras_softmax.io import to_jsonable, write_json, write_text
 
 __all__ = ["REQUIRED_KEYS", "read_report", "to_jsonable", "write_report"]
 
@@ -38,32 +38,6 @@ _PLOT_FILES = {
     "confusion_matrix": "confusion_matrix.png",
     "reliability": "reliability.png",
 }
-
-
-def to_jsonable(value, _where: str = "report"):
-    """A deep copy of ``value`` made of plain JSON types.
-
-    numpy scalars and arrays become Python numbers and lists, tuples become lists, ``Path`` becomes a
-    string, mapping keys become strings, and non-finite floats (NaN, ±Inf, e.g. the loss of a diverged
-    run) become ``None`` so the file stays strict JSON that any parser (JavaScript, jq) reads.
-    """
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v, f"{_where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"{_where} has a value of type {type(value).__name__} that cannot be written as JSON")
 
 
 def _class_names(report: dict, class_names) -> list[str] | None:
