@@ -12,11 +12,9 @@ concurrent reader never sees a half-written report.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 
-import numpy as np
 
 from keras_softmax.evaluation import plots as _plots
 from keras_softmax.io import to_jsonable, write_json, write_text
