@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 
 from keras_softmax import environment
-from keras_softmax.data import load_dataset
+from keras_softmax.data import even_batch_size, load_dataset
 from keras_softmax.evaluation.evaluate import evaluate_model
 from keras_softmax.evaluation.report import read_report, write_report
 from keras_softmax.export import ExportError, save_run_model
@@ -40,7 +40,8 @@ def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite:
     trained = train(config, out, resume=resume, overwrite=overwrite, log=log)
     config, run_dir = trained.config, trained.run_dir
     log("evaluating on the validation split")
-    report = evaluate_model(trained.model, trained.head, trained.dataset, "val", batch_size=trained.batch_size,
+    report = evaluate_model(trained.model, trained.head, trained.dataset, "val",
+                            batch_size=even_batch_size(len(trained.dataset.y_val), trained.batch_size),
                             tta_flip=config.tta_flip)
     save_run_model(trained.model, trained.head, trained.dataset, run_dir, log=log)
     report.update(run_summary(trained))

@@ -12,7 +12,7 @@ import time
 import keras
 
 from keras_softmax import environment, io
-from keras_softmax.data import Dataset, load_dataset, make_batches
+from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
 from keras_softmax.heads import HeadWithLoss, get_head
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import build_model
@@ -83,6 +83,7 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
     config saved there (``config`` may then be None). Raises ``RunDirError``/``DatasetError``/
     ``ConfigError`` for user errors, before touching the directory where it can.
     """
+    environment.configure_xla()
     run_dir = RunDirectory(out)
     if resume:
         state = run_dir.prepare(resume=True, overwrite=False)
@@ -121,7 +122,8 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
         dataset.x_train, dataset.y_train, batch_size, shuffle=True, seed=config.seed, drop_remainder=True,
         cutmix=config.cutmix, num_classes=dataset.num_classes,
     )
-    val_batches = make_batches(dataset.x_val, dataset.y_val, batch_size, shuffle=False)
+    val_batches = make_batches(dataset.x_val, dataset.y_val, even_batch_size(len(dataset.y_val), batch_size),
+                               shuffle=False)
 
     initial_epoch, history = 0, []
     if state is not None:
