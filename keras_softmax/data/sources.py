@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from keras_softmax.cifar100 import FINE_NAMES, FINE_TO_COARSE
+from keras_softmax.cifar100 import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 from keras_softmax.environment import cache_root
 from keras_softmax.io import atomic_path
 
@@ -95,7 +95,7 @@ class Dataset:
 
 
 def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: int | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+                 cache_dir: str | os.PathLike | None = None, labels: str = "fine") -> Dataset:
     """Load ``source`` and hold out a seeded, stratified validation set from its training images.
 
     Args:
@@ -108,6 +108,9 @@ def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: 
         limit: keep only this many training images (a seeded, stratified subset) before splitting.
         cache_dir: where decoded class folders (and tensorflow-datasets downloads) are kept; default
             ``$KERAS_SOFTMAX_CACHE`` or ``~/.cache/keras_softmax``.
+        labels: ``"fine"`` (the classes) or ``"coarse"``: the superclasses of the source's
+            fine->coarse map (see :func:`to_coarse`), split after the fine-label split so that the
+            same images are held out either way.
 
     Raises:
         DatasetError: the source is missing, unreadable or empty, or the split arguments are invalid.
@@ -120,7 +123,35 @@ def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: 
         pool = _load_cifar100(cache_dir)
     else:
         pool = _load_folder(source, _cache_root(cache_dir))
-    return _hold_out(pool, val_split, seed, limit)
+    if labels not in ("fine", "coarse"):
+        raise DatasetError(f"labels must be fine or coarse (got {labels!r})")
+    if labels == "coarse" and pool.fine_to_coarse is None:
+        raise DatasetError(f"labels = \"coarse\" needs a fine->coarse map, and {pool.name} has none "
+                           "(CIFAR-100 and class folders named as its 100 classes have one)")
+    data = _hold_out(pool, val_split, seed, limit)
+    return to_coarse(data) if labels == "coarse" else data
+
+
+def to_coarse(data: Dataset) -> Dataset:
+    """``data`` relabelled with its superclasses: ``y -> fine_to_coarse[y]`` in every split.
+
+    Class names are CIFAR-100's superclass names for its table, else ``"coarse<i>"``; the result
+    has no map of its own.
+    """
+    if data.fine_to_coarse is None:
+        raise DatasetError(f"{data.name} has no fine->coarse map, so it has no superclass labels")
+    table = np.asarray(data.fine_to_coarse, dtype=np.int32)
+    if len(table) != data.num_classes:
+        raise DatasetError(f"{data.name}: fine->coarse map has {len(table)} entries for {data.num_classes} classes")
+    num_coarse = int(table.max()) + 1
+    if tuple(data.fine_to_coarse) == FINE_TO_COARSE:
+        names = list(COARSE_NAMES)
+    else:
+        names = [f"coarse{i}" for i in range(num_coarse)]
+    return dataclasses.replace(
+        data, class_names=names, y_train=table[data.y_train], y_val=table[data.y_val],
+        y_test=None if data.y_test is None else table[data.y_test], fine_to_coarse=None,
+    )
 
 
 # --- splitting -----------------------------------------------------------------------------------

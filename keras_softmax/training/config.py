@@ -15,8 +15,15 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 #: "auto": mixed_bfloat16 on accelerators with native bf16, float32 elsewhere (resolved when a run
 #: starts; the run's config.toml and report record the resolved policy).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw", "adam")
+#: "onecycle" (Smith & Topin 2019, PyTorch's OneCycleLR defaults): linear warm-up from lr/25 to
+#: ``lr`` over the first 30 % of the steps, then cosine decay to lr/(25 * 10^4); ``warmup_epochs``
+#: is ignored. PyTorch's version warms up along a cosine and cycles Adam's beta1 as well; this one
+#: is Keras's own ``CosineDecay`` with a linear warm-up and leaves the momentum alone.
+SCHEDULES = ("cosine", "constant", "onecycle")
+#: "fine": the dataset's own classes. "coarse": the superclasses of its fine->coarse map (CIFAR-100's
+#: 20), for a flat model of the superclasses; the validation images are the same as with "fine".
+LABELS = ("fine", "coarse")
 
 
 class ConfigError(ValueError):
@@ -44,6 +51,8 @@ class TrainConfig:
     weight_decay: float = 5e-3
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
+    # Clip the gradient to this global L2 norm (all variables together) before each step; 0: off.
+    global_clipnorm: float = 0.0
     label_smoothing: float = 0.0
     # "matched": the head's own loss. "mismatched": the original study's error, the head's output fed
     # to a cross-entropy that expects logits (keras_softmax.mismatch), for demonstrations only.
@@ -52,6 +61,10 @@ class TrainConfig:
     ema: float = 0.0  # EMA momentum of the weights (0: off)
     widths: list = dataclasses.field(default_factory=lambda: [64, 160, 320, 640])
     augment: bool = True
+    # Standardise pixels with the CIFAR-100 channel mean and std (false: pixel / 255 only, as the
+    # original study fed them).
+    normalize: bool = True
+    labels: str = "fine"
     crop_padding: int = 4
     flip: bool = True
     dropout: float = 0.0
@@ -73,6 +86,12 @@ class TrainConfig:
         _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}", self.optimizer)
         _require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}", self.schedule)
         _require(self.loss in ("matched", "mismatched"), "loss must be matched or mismatched", self.loss)
+        _require(self.labels in LABELS, f"labels must be one of {', '.join(LABELS)}", self.labels)
+        _require(isinstance(self.global_clipnorm, (int, float)) and not isinstance(self.global_clipnorm, bool)
+                 and math.isfinite(self.global_clipnorm) and self.global_clipnorm >= 0,
+                 "global_clipnorm must be a number >= 0 (0: no clipping)", self.global_clipnorm)
+        for flag in ("normalize", "augment", "flip", "nesterov", "tta_flip", "jit_compile", "compile_cache"):
+            _require(isinstance(getattr(self, flag), bool), f"{flag} must be true or false", getattr(self, flag))
         _require(0 <= self.momentum < 1, "momentum must be in [0, 1)", self.momentum)
         _require(self.weight_decay >= 0, "weight_decay must be >= 0", self.weight_decay)
         _require(self.warmup_epochs >= 0, "warmup_epochs must be >= 0", self.warmup_epochs)

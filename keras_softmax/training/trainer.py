@@ -16,6 +16,7 @@ from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batc
 from keras_softmax.heads import HeadWithLoss, get_head
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import build_model
+from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
 from keras_softmax.training.callbacks import RunRecorder, StepProgress
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
 from keras_softmax.training.metrics import accuracy_metric
@@ -58,12 +59,16 @@ def setup_backend(config: TrainConfig) -> None:
 
 
 def build_for(config: TrainConfig, dataset):
-    """The head and the model for ``config`` on ``dataset``."""
+    """The head and the model for ``config`` on ``dataset``.
+
+    ``normalize = false`` keeps the model's normalisation layer with mean 0 and std 1: pixels / 255.
+    """
     head = get_head(config.head, **head_params_for(config, dataset))
     model = build_model(
         head, num_classes=dataset.num_classes, widths=tuple(config.widths),
         input_shape=dataset.image_shape, augment=config.augment, crop_padding=config.crop_padding,
         flip=config.flip, dropout=config.dropout, seed=config.seed,
+        mean=CIFAR100_MEAN if config.normalize else 0.0, std=CIFAR100_STD if config.normalize else 1.0,
     )
     return head, model
 
@@ -98,7 +103,8 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
 
     started = time.perf_counter()
     setup_backend(config)
-    dataset = load_dataset(config.dataset, val_split=config.val_split, seed=config.seed, limit=config.limit or None)
+    dataset = load_dataset(config.dataset, val_split=config.val_split, seed=config.seed, limit=config.limit or None,
+                           labels=config.labels)
     data_seconds = time.perf_counter() - started
     head, model = build_for(config, dataset)
     model_seconds = time.perf_counter() - started - data_seconds
