@@ -133,14 +133,25 @@ def _train_or_explain(run_training, config, out: Path, **options):
 @click.option("--dataset", help="Evaluate on another dataset (default: the run's).")
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
 @click.option("--tta-flip/--no-tta-flip", default=None, help="Average with horizontally flipped images.")
+@click.option("--calibrate", is_flag=True,
+              help="Fit one temperature on the split by NLL (temperature scaling) and report ECE and NLL "
+                   "before and after.")
 @friendly_errors
-def evaluate(run_dir, dataset, split, tta_flip):
+def evaluate(run_dir, dataset, split, tta_flip, calibrate):
     """Recompute the report of RUN_DIR on a split (written under RUN_DIR/evaluations/)."""
     from keras_softmax.job import evaluate_run
 
-    report, where = evaluate_run(run_dir, dataset=dataset, split=split, tta_flip=tta_flip)
+    report, where = evaluate_run(run_dir, dataset=dataset, split=split, tta_flip=tta_flip, calibrate=calibrate)
     click.echo(f"{split} accuracy {100 * report['accuracy']:.2f}%  top-5 {100 * report['top5_accuracy']:.2f}%  "
                f"F1 {100 * report['f1_macro']:.2f}%  ECE {report['ece']:.4f}  loss {report['loss']:.4f}")
+    if calibrate:
+        c = report["calibration"]
+        if c.get("applicable"):
+            click.echo(f"temperature {c['temperature']:.3f} (fit on {split} by NLL): NLL {c['nll_before']:.4f} -> "
+                       f"{c['nll_after']:.4f}  ECE ({c['num_bins']} bins) {c['ece_before']:.4f} -> {c['ece_after']:.4f} "
+                       f"(2-fold cross-fitted {c['ece_after_crossfit']:.4f})")
+        else:
+            click.echo(f"temperature scaling not applicable: {c['reason']}")
     click.echo(f"report: {where / 'report.md'}")
 
 

@@ -42,7 +42,7 @@ def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite:
     log("evaluating on the validation split")
     report = evaluate_model(trained.model, trained.head, trained.dataset, "val",
                             batch_size=even_batch_size(len(trained.dataset.y_val), trained.batch_size),
-                            tta_flip=config.tta_flip)
+                            tta_flip=config.tta_flip, calibrate=True)
     save_run_model(trained.model, trained.head, trained.dataset, run_dir, log=log)
     report.update(run_summary(trained))
     report["wall_seconds"] = time.perf_counter() - trained.started
@@ -66,6 +66,8 @@ def run_summary(trained: TrainedRun) -> dict:
         "dataset": trained.dataset.name,
         "split_sizes": trained.dataset.sizes(),
         "seed": config.seed,
+        "labels": config.labels,
+        "loss_pairing": config.loss,
         "epochs": len(rows),
         "epoch_seconds": epoch_seconds,
         "steady_epoch_seconds": steady_seconds,
@@ -81,10 +83,13 @@ def run_summary(trained: TrainedRun) -> dict:
     return summary
 
 
-def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta_flip: bool | None = None):
+def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta_flip: bool | None = None,
+                 calibrate: bool = False):
     """Evaluate ``run_dir``'s ``model.keras`` and write ``run_dir/evaluations/<dataset>-<split>/``.
 
-    The validation split is the run's own (same seed and size). Returns ``(report, directory)``.
+    The validation split is the run's own (same seed and size). With ``calibrate``, the report holds
+    ``calibration``: a temperature fit and measured on ``split`` (GUIDE §9; the run's own
+    ``report.json`` always has one for the validation split). Returns ``(report, directory)``.
     """
     run = RunDirectory(run_dir)
     if not run.config.is_file():
@@ -93,14 +98,14 @@ def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta
         raise ExportError(f"no trained model in {run.path} (model.keras is missing)")
     config = resolve(run.config)
     data = load_dataset(dataset or config.dataset, val_split=config.val_split, seed=config.seed,
-                        limit=config.limit or None)
+                        limit=config.limit or None, labels=config.labels)
     head = get_head(config.head, **head_params_for(config, data))
     model = keras.saving.load_model(str(run.model_keras))
     tta = config.tta_flip if tta_flip is None else tta_flip
-    report = evaluate_model(model, head, data, split, batch_size=config.batch_size, tta_flip=tta)
+    report = evaluate_model(model, head, data, split, batch_size=config.batch_size, tta_flip=tta, calibrate=calibrate)
     trained = read_report(run.path) if run.finished else {}
     for key in ("epoch_seconds", "train_seconds", "images_per_second", "num_params", "head", "head_params",
-                "seed", "backend", "device", "versions", "compile_seconds"):
+                "seed", "labels", "loss_pairing", "backend", "device", "versions", "compile_seconds"):
         if key in trained:
             report.setdefault(key, trained[key])
     report.setdefault("num_params", int(model.count_params()))

@@ -195,6 +195,21 @@ def _timing_rows(data: dict) -> list[list[str]]:
     return rows
 
 
+def _calibration_rows(calibration) -> list[list[str]]:
+    """Rows of the temperature-scaling figures (``report["calibration"]``), if any."""
+    if not isinstance(calibration, dict):
+        return []
+    if not calibration.get("applicable"):
+        return [["temperature scaling", _md(f"not applicable: {calibration.get('reason', '')}")]]
+    return [
+        ["temperature T (fit on this split by NLL)", _num(calibration.get("temperature"), 3)],
+        ["NLL before → after temperature scaling",
+         f"{_num(calibration.get('nll_before'))} → {_num(calibration.get('nll_after'))}"],
+        ["ECE after temperature scaling (same split)", _pct(calibration.get("ece_after"))],
+        ["ECE after temperature scaling (2-fold cross-fitted)", _pct(calibration.get("ece_after_crossfit"))],
+    ]
+
+
 def render_markdown(data: dict, *, run_name: str | None = None) -> str:
     """The ``report.md`` text for a (JSON-able) report dict with ``plots`` filled in."""
     head, dataset = data.get("head", "?"), data.get("dataset", "?")
@@ -212,6 +227,12 @@ def render_markdown(data: dict, *, run_name: str | None = None) -> str:
         ["expected calibration error", _pct(data.get("ece"))],
         ["loss", _num(data.get("loss"))],
     ]
+    if data.get("coarse_accuracy") is not None:
+        summary.append(["superclass accuracy (probabilities summed per superclass)", _pct(data["coarse_accuracy"])])
+    if data.get("coarse_accuracy_mapped") is not None:
+        summary.append(["superclass accuracy (superclass of the predicted class)",
+                        _pct(data["coarse_accuracy_mapped"])])
+    summary += _calibration_rows(data.get("calibration"))
     if data.get("num_examples") is not None:
         summary.append(["examples", f"{int(data['num_examples']):,}"])
     lines += _table(["metric", "value"], summary, "lr") + [""]
