@@ -23,9 +23,11 @@ def _user_errors():
     from keras_softmax.export import ExportError
     from keras_softmax.predict import PredictError
     from keras_softmax.training.config import ConfigError
+    from keras_softmax.study.spec import StudyError
     from keras_softmax.training.rundir import RunDirError
 
-    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, ValueError, FileNotFoundError)
+    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, StudyError, ValueError,
+            FileNotFoundError)
 
 
 def friendly_errors(command):
@@ -217,6 +219,40 @@ def compare(run_dirs, plot):
         from keras_softmax.evaluation.plots import plot_comparison
 
         click.echo(f"plot: {plot_comparison(rows, plot)}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="The study directory (runs/, results.jsonl, STUDY.md, plots/). Re-running continues it.")
+@click.option("--dataset", help="The dataset of every run, e.g. ../shared/data/cifar100-train-jpg.tar.gz.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A train setting laid over every run, e.g. epochs=1 (repeatable).")
+@click.option("--devices", metavar="N|all",
+              help="Runs at the same time, one per GPU. Default: every GPU `nvidia-smi -L` lists, else 1.")
+@click.option("--report-only", is_flag=True, help="Train nothing; rebuild results.jsonl and STUDY.md from what exists.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Write the report here instead of OUT/STUDY.md (e.g. zoo/STUDY.md).")
+@click.option("--plots-dir", type=click.Path(file_okay=False),
+              help="Write the report's plots here instead of OUT/plots (e.g. docs/study).")
+@friendly_errors
+def study(spec, out, dataset, settings, devices, report_only, report_path, plots_dir):
+    """Train every head (and variant) of SPEC on every seed, then write results.jsonl and STUDY.md.
+
+    Finished runs are never trained again and an interrupted one is resumed, so the same command
+    continues a study after a time limit or a crash.
+    """
+    from keras_softmax.study import run_study
+
+    try:
+        outcome = run_study(spec, out, dataset=dataset, settings=settings, devices=devices,
+                            report_only=report_only, report_path=report_path, plots_dir=plots_dir, log=_echo)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; the same command continues the study in {out}", err=True)
+        sys.exit(130)
+    if outcome.failed:
+        raise click.ClickException(f"{len(outcome.failed)} of {outcome.planned} runs failed "
+                                   f"({', '.join(run for run, _ in outcome.failed)}); see {out}/logs/")
 
 
 @main.group()

@@ -108,15 +108,17 @@ def calibrate(y_true, probs, *, head: str | None = None, num_bins: int = NUM_BIN
         seed: seeds the halving of the cross-fitted figures.
 
     Returns:
-        ``{"applicable": False, "reason": ...}``, or ``applicable``, ``temperature``, ``nll_before``,
+        ``{"applicable": False, "reason": ..., "nll_before", "ece_before", ...}``, or ``applicable``, ``temperature``, ``nll_before``,
         ``nll_after``, ``ece_before``, ``ece_after`` (fit and measured on the same examples),
         ``nll_after_crossfit``, ``ece_after_crossfit`` (2-fold cross-fitted), ``crossfit_temperatures``,
         ``num_bins``, ``num_examples`` and ``reliability_after`` (the bins after scaling).
     """
     ok, reason = temperature_applicable(head) if head is not None else (True, None)
-    if not ok:
-        return {"applicable": False, "reason": f"{head}: {reason}"}
     y, p = _check_inputs(y_true, probs)
+    if not ok:
+        return {"applicable": False, "reason": f"{head}: {reason}", "nll_before": negative_log_likelihood(y, p),
+                "ece_before": expected_calibration_error(y, p, num_bins), "num_bins": int(num_bins),
+                "num_examples": int(len(y))}
     temperature = fit_temperature(y, p)
     after = scale(_log(p), temperature)
 
@@ -144,6 +146,8 @@ def calibrate(y_true, probs, *, head: str | None = None, num_bins: int = NUM_BIN
         "nll_after_crossfit": negative_log_likelihood(y, crossfit),
         "ece_after_crossfit": expected_calibration_error(y, crossfit, num_bins),
         "crossfit_temperatures": temperatures,
+        # At a bound the NLL still fell towards it: a near-constant model (T -> inf) or a perfect one (T -> 0).
+        "temperature_at_bound": bool(min(abs(np.log(temperature / b)) for b in TEMPERATURE_BOUNDS) < 1e-3),
         "num_bins": int(num_bins),
         "num_examples": int(len(y)),
         "reliability_after": reliability_bins(y, after, num_bins),

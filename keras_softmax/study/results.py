@@ -1,0 +1,98 @@
+"""``results.jsonl``: one row per finished run of a study, copied from the run's own ``report.json``.
+
+A row holds ``name`` (head or variant), ``kind``, ``head``, ``seed``, ``run_dir`` (relative to the
+study directory), what distinguishes the run (``settings``, ``loss_pairing``, ``labels``, ``lr``,
+``label_smoothing``, ``head_params``), the report's figures (:data:`FIGURES`), the calibration
+figures and, where the run's data had a fine->coarse map, the superclass accuracy. Two rows may share
+a ``run_dir`` when their settings resolve to the same run (e.g. the tuning grid point that is the
+shared recipe).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from keras_softmax.io import write_text
+
+__all__ = ["FIGURES", "best_points", "collect", "read_results", "write_results"]
+
+#: The report figures every row carries (GUIDE §6 keys and the timing summary).
+FIGURES = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", "ece",
+           "steady_epoch_seconds", "images_per_second", "wall_seconds")
+_EXTRA = ("epochs", "train_seconds", "compile_seconds", "num_params", "dataset", "backend", "device", "precision")
+_CALIBRATION = ("nll_before", "nll_after", "ece_after", "nll_after_crossfit", "ece_after_crossfit", "temperature")
+
+
+def row_for(planned, report: dict) -> dict:
+    """The results row of ``planned`` (a :class:`~keras_softmax.study.spec.PlannedRun`) from its report."""
+    config = planned.config
+    row = {
+        "name": planned.name, "kind": planned.kind, "group": planned.group, "head": config.head,
+        "seed": planned.seed, "run_dir": f"runs/{planned.run_id}", "settings": planned.settings,
+        "loss_pairing": config.loss, "labels": config.labels, "lr": config.lr,
+        "label_smoothing": config.label_smoothing, "head_params": dict(config.head_params),
+    }
+    for key in FIGURES + _EXTRA:
+        row[key] = report.get(key)
+    calibration = report.get("calibration") or {}
+    row["nll"] = calibration.get("nll_before")
+    row["calibration_applicable"] = calibration.get("applicable")
+    if calibration.get("applicable") is False:
+        row["calibration_reason"] = calibration.get("reason")
+    for key in _CALIBRATION[1:]:
+        row[key] = calibration.get(key)
+    row["num_classes"] = report.get("num_classes")
+    if config.labels == "coarse":  # a model of the superclasses: its accuracy is the superclass accuracy
+        row["coarse_accuracy"] = row["coarse_accuracy_mapped"] = report.get("accuracy")
+    else:
+        row["coarse_accuracy"] = report.get("coarse_accuracy")
+        row["coarse_accuracy_mapped"] = report.get("coarse_accuracy_mapped")
+    return row
+
+
+def collect(planned_runs, out) -> list[dict]:
+    """The rows of every finished planned run, in plan order (unfinished runs are skipped)."""
+    rows = []
+    for planned in planned_runs:
+        path = Path(out) / "runs" / planned.run_id / "report.json"
+        if path.is_file():
+            rows.append(row_for(planned, json.loads(path.read_text(encoding="utf-8"))))
+    return rows
+
+
+def write_results(rows, path) -> Path:
+    """Write ``rows`` as JSON lines, atomically."""
+    return write_text(path, "".join(json.dumps(row, sort_keys=False) + "\n" for row in rows))
+
+
+def read_results(path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def best_points(tuning, rows) -> dict:
+    """Each tuned head's best grid point by ``tuning.metric`` (mean over the grid seeds that finished).
+
+    A head is left out until every one of its grid points has a finished run on every grid seed, so
+    that the choice never depends on which runs happened to finish first. Ties go to the earlier point.
+    """
+    from keras_softmax.study.spec import tune_name
+
+    by_name: dict[str, list[float]] = {}
+    for row in rows:
+        if row["kind"] == "tune" and row.get(tuning.metric) is not None:
+            by_name.setdefault(row["name"], []).append(float(row[tuning.metric]))
+    best = {}
+    for head in tuning.heads:
+        scores = []
+        for point in tuning.points():
+            values = by_name.get(tune_name(head, point), [])
+            if len(values) < len(tuning.seeds):
+                break
+            scores.append((sum(values) / len(values), point))
+        else:
+            best[head] = max(scores, key=lambda item: item[0])[1]  # max keeps the first of equal scores
+    return best

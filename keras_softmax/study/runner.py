@@ -1,0 +1,442 @@
+"""Run a study: train every planned run that is not finished, then write results.jsonl and STUDY.md.
+
+The study directory::
+
+    DIR/
+      study.json        the invocation (spec, --dataset, --set), for the report's command line
+      configs/<run>.toml  the resolved settings of each run (what `train --config` is given)
+      runs/<run>/       ordinary run directories (GUIDE §6)
+      logs/<run>.log    everything each training process printed, attempt after attempt
+      results.jsonl     one row per finished run
+      STUDY.md, plots/  the report
+
+Each run trains in its own process, ``keras-softmax train`` (through :mod:`.child`): Keras's global
+state (dtype policy, seeds, compiled functions) stays per run, and a process sees exactly one GPU
+(``CUDA_VISIBLE_DEVICES``). A run directory with ``report.json`` is finished and never trained again;
+one with ``config.toml`` but no report is continued with ``train --resume`` (from its last checkpoint,
+or from the start when it has none); one without ``config.toml`` never got past loading and is
+replaced. A finished run whose settings differ from the spec's is an error, not silently kept or
+retrained. A run that fails is recorded and the others go on; the study then exits non-zero.
+
+With several devices, ``devices`` worker slots each take the next run; slot ``i`` runs on GPU ``i``
+(of ``CUDA_VISIBLE_DEVICES`` when set). The parent never imports a backend's device runtime, so it
+holds no GPU memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from keras_softmax import io
+from keras_softmax.study.results import best_points, collect, write_results
+from keras_softmax.study.spec import PlannedRun, Planner, StudyError, load_spec
+from keras_softmax.training.config import ConfigError, parse_head_param, resolve, to_toml
+
+__all__ = ["StudyOutcome", "run_study", "visible_gpus"]
+
+_RELAY = ("epoch ", "resuming ", "done:", "Error", "note:")
+#: The study's process id, for :func:`keras_softmax.study.child.die_with_parent` (not imported here:
+#: ``python -m keras_softmax.study.child`` must be the first import of that module).
+PARENT_ENV = "KERAS_SOFTMAX_STUDY_PARENT"
+
+
+@dataclasses.dataclass
+class StudyOutcome:
+    """What a study invocation did."""
+
+    planned: int  # distinct run directories
+    finished: int  # with a report after this invocation
+    trained: int  # trained (or resumed) by this invocation
+    failed: list  # (run id, one-line reason)
+    report: Path | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    index: int
+    gpu: str | None  # CUDA_VISIBLE_DEVICES of its processes; None on a machine without GPUs
+
+    @property
+    def label(self) -> str:
+        return f"GPU {self.gpu}" if self.gpu is not None else ("CPU" if self.index == 0 else f"CPU slot {self.index}")
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids a process may use: ``CUDA_VISIBLE_DEVICES`` when set, else those ``nvidia-smi -L`` lists.
+
+    Never imports JAX or TensorFlow (either would take GPU memory in this process).
+    """
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+
+
+def make_slots(devices) -> list[Slot]:
+    """Worker slots for ``devices`` (None: one per visible GPU, at least one; ``"all"``; or a count)."""
+    gpus = visible_gpus()
+    if devices in (None, "all"):
+        count = max(1, len(gpus))
+    else:
+        try:
+            count = int(devices)
+        except (TypeError, ValueError):
+            raise StudyError(f"--devices must be a positive number or all (got {devices!r})") from None
+        if count < 1:
+            raise StudyError(f"--devices must be a positive number or all (got {devices!r})")
+        if gpus and count > len(gpus):
+            raise StudyError(f"--devices {count}, but only {len(gpus)} GPU(s) are visible (one run per GPU)")
+    return [Slot(i, gpus[i] if gpus else None) for i in range(count)]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def parse_settings(settings) -> dict:
+    """``KEY=VALUE`` strings (``--set``) as a dict, values read as TOML where they can be."""
+    try:
+        return dict(parse_head_param(s) for s in settings or ())
+    except ConfigError as error:
+        raise StudyError(str(error).replace("--head-param", "--set")) from None
+
+
+# --------------------------------------------------------------------------------------------- run state
+
+
+def run_state(path: Path) -> str:
+    """``"finished"``, ``"resume"`` (config.toml, no report), ``"replace"`` (other leftovers) or ``"new"``."""
+    if (path / "report.json").is_file():
+        return "finished"
+    if (path / "config.toml").is_file():
+        return "resume"
+    if path.exists():
+        return "replace"
+    return "new"
+
+
+def _differences(planned: PlannedRun, path: Path) -> list[str]:
+    """Settings in which the run directory's config.toml differs from the planned run's."""
+    try:
+        existing = resolve(path / "config.toml").to_dict()
+    except ConfigError as error:
+        return [f"its config.toml cannot be read ({error})"]
+    wanted = planned.config.to_dict()
+    if wanted["precision"] == "auto":
+        existing["precision"] = "auto"  # resolved to the device's policy when the run started
+    return [f"{key}={existing.get(key)!r} (the spec now gives {value!r})"
+            for key, value in wanted.items() if existing.get(key) != value]
+
+
+# --------------------------------------------------------------------------------------------- the study
+
+
+class _Runner:
+    def __init__(self, out: Path, slots: list[Slot], log):
+        self.out, self.slots, self.log = out, slots, log
+        self.lock = threading.Lock()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.stopping = False
+        self.walls: list[float] = []
+        self.prior: list[float] = []
+        self.failed: list[tuple[str, str]] = []
+        self.trained = 0
+
+    def eta(self, remaining: int) -> str:
+        walls = self.walls or self.prior
+        if not walls:
+            return "ETA unknown until a run finishes"
+        return f"ETA {format_duration(sum(walls) / len(walls) * remaining / len(self.slots))}"
+
+    def execute(self, jobs: list[tuple[PlannedRun, str]]) -> None:
+        """Train ``jobs`` (planned run, state) on the slots; returns when all are done or failed."""
+        if not jobs:
+            return
+        queue = collections.deque(jobs)
+        total, started, done = len(jobs), [0], [0]
+
+        def worker(slot: Slot):
+            while True:
+                with self.lock:
+                    if self.stopping or not queue:
+                        return
+                    planned, state = queue.popleft()
+                    started[0] += 1
+                    index = started[0]
+                    verb = "resuming" if state == "resume" else "training"
+                    self.log(f"[{index}/{total}] {verb} {planned.run_id} on {slot.label} ... "
+                             f"{self.eta(total - done[0])}")
+                began = time.perf_counter()
+                code, reason = self.train(planned, state, slot)
+                wall = time.perf_counter() - began
+                with self.lock:
+                    done[0] += 1
+                    if self.stopping:
+                        return
+                    if code == 0:
+                        self.walls.append(wall)
+                        self.trained += 1
+                        self.log(f"[{index}/{total}] finished {planned.run_id} in {format_duration(wall)}"
+                                 f"{self._accuracy(planned)}; {self.eta(total - done[0])}")
+                    else:
+                        self.failed.append((planned.run_id, reason))
+                        self.log(f"[{index}/{total}] FAILED {planned.run_id} (exit {code}): {reason}; "
+                                 f"log: {self.out / 'logs' / (planned.run_id + '.log')}")
+
+        threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in self.slots]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)
+        except BaseException:
+            self.stop()
+            for thread in threads:
+                thread.join(timeout=30)
+            raise
+
+    def _accuracy(self, planned: PlannedRun) -> str:
+        try:
+            report = json.loads((self.out / "runs" / planned.run_id / "report.json").read_text())
+            return f" (val top-1 {100 * report['accuracy']:.2f}%)"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
+    def command(self, planned: PlannedRun, state: str) -> list[str]:
+        run_dir = (self.out / "runs" / planned.run_id).resolve()
+        base = [sys.executable, "-m", "keras_softmax.study.child", "train"]
+        if state == "resume":
+            return base + ["--resume", "--out", str(run_dir)]
+        config = (self.out / "configs" / f"{planned.run_id}.toml").resolve()
+        command = base + ["--config", str(config), "--out", str(run_dir)]
+        return command + (["--overwrite"] if state == "replace" else [])
+
+    def environment(self, slot: Slot) -> dict:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # this keras_softmax, whatever the child's sys.path
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env[PARENT_ENV] = str(os.getpid())
+        if slot.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        return env
+
+    def train(self, planned: PlannedRun, state: str, slot: Slot) -> tuple[int, str]:
+        """Run one training process, its output to logs/<run>.log; ``(exit status, last error line)``."""
+        command = self.command(planned, state)
+        log_path = self.out / "logs" / f"{planned.run_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        last_error = ""
+        with log_path.open("a", encoding="utf-8") as log_file:
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            log_file.write(f"==== {stamp} on {slot.label}: {shlex.join(command)}\n")
+            log_file.flush()
+            with self.lock:
+                if self.stopping:
+                    return 130, "interrupted"
+                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                           errors="replace", env=self.environment(slot))
+                self.procs[planned.run_id] = process
+            try:
+                for line in process.stdout:
+                    log_file.write(line)
+                    log_file.flush()
+                    text = line.rstrip()
+                    if text.startswith("Error"):
+                        last_error = text
+                    if text.startswith(_RELAY):
+                        with self.lock:
+                            self.log(f"    {planned.run_id} | {text}")
+                code = process.wait()
+            finally:
+                with self.lock:
+                    self.procs.pop(planned.run_id, None)
+        if code != 0 and not last_error:
+            tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+            last_error = tail[-1] if tail else f"exit status {code}"
+        return code, last_error
+
+    def stop(self) -> None:
+        """Stop every training process (they are resumable) and start no other."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs.values())
+        for process in procs:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 20
+        for process in procs:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _jobs(planned_runs, out: Path) -> tuple[list, int]:
+    """The distinct runs that still need training (with their state), and how many are finished."""
+    jobs, seen, finished = [], set(), 0
+    for planned in planned_runs:
+        if planned.run_id in seen:
+            continue
+        seen.add(planned.run_id)
+        path = out / "runs" / planned.run_id
+        state = run_state(path)
+        if state in ("finished", "resume"):
+            differences = _differences(planned, path)
+            if differences and state == "finished":
+                raise StudyError(f"{path} was trained with {differences[0]}: give the same --dataset and --set "
+                                 "as when it was trained, or remove that run directory to retrain it, or use "
+                                 "another --out")
+            if differences:
+                state = "replace"  # an unfinished run of other settings: start it again
+        if state == "finished":
+            finished += 1
+        else:
+            jobs.append((planned, state))
+    return jobs, finished
+
+
+def _write_configs(planned_runs, out: Path) -> None:
+    for planned in planned_runs:
+        path = out / "configs" / f"{planned.run_id}.toml"
+        text = to_toml(planned.config)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            io.write_text(path, text)
+
+
+def _describe(jobs, finished: int, slots) -> str:
+    resume = sum(1 for _, state in jobs if state == "resume")
+    train = len(jobs) - resume
+    where = f"{len(slots)} device(s): " + ", ".join(slot.label for slot in slots)
+    return f"{finished + len(jobs)} runs: {finished} finished, {resume} to resume, {train} to train; {where}"
+
+
+def _prior_walls(planned_runs, out: Path) -> list[float]:
+    walls = []
+    for planned in planned_runs:
+        path = out / "runs" / planned.run_id / "report.json"
+        if path.is_file():
+            try:
+                wall = json.loads(path.read_text()).get("wall_seconds")
+            except ValueError:
+                continue
+            if wall:
+                walls.append(float(wall))
+    return walls
+
+
+def study_command(spec_path, out, dataset, settings: dict) -> str:
+    words = ["keras-softmax", "study", str(spec_path), "--out", str(out)]
+    if dataset:
+        words += ["--dataset", str(dataset)]
+    for key, value in settings.items():
+        words += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return shlex.join(words)
+
+
+def run_study(spec_path, out, *, dataset: str | None = None, settings=(), devices=None, report_only: bool = False,
+              report_path=None, plots_dir=None, log=print) -> StudyOutcome:
+    """Train what ``spec_path`` plans into ``out`` (skipping finished runs), then write the report.
+
+    Args:
+        spec_path: the study spec (TOML; see :mod:`keras_softmax.study.spec`).
+        out: the study directory.
+        dataset: replaces every run's dataset (e.g. the class-folder copy of CIFAR-100).
+        settings: ``KEY=VALUE`` strings (or a dict) laid over every run's settings.
+        devices: worker slots: None or ``"all"`` (one per visible GPU, else one) or a count.
+        report_only: train nothing; rebuild ``results.jsonl`` and ``STUDY.md`` from what exists.
+        report_path: write the report here instead of ``out/STUDY.md`` (e.g. ``zoo/STUDY.md``).
+        plots_dir: write its plots here instead of ``out/plots`` (linked relative to the report).
+        log: prints one line.
+
+    Raises:
+        StudyError: the spec or the study directory cannot be used (before any training).
+    """
+    from keras_softmax.study.report import write_study_report
+
+    out = Path(out)
+    overrides = dict(settings) if isinstance(settings, dict) else parse_settings(settings)
+    spec = load_spec(spec_path)
+    planner = Planner(spec, dataset=dataset, settings=overrides)
+    planned = planner.plan()
+    jobs, finished = _jobs(planned, out)
+    slots = make_slots(devices) if not report_only else [Slot(0, None)]
+    out.mkdir(parents=True, exist_ok=True)
+    command = study_command(spec_path, out, dataset, overrides)
+    io.write_json(out / "study.json", {"spec": str(spec_path), "dataset": dataset, "settings": overrides,
+                                       "command": command})
+    runner = _Runner(out, slots, log)
+    runner.prior = _prior_walls(planned, out)
+    if report_only:
+        log(f"study {spec.path}: report only; {finished} of {finished + len(jobs)} runs finished")
+    else:
+        log(f"study {spec.path}: {_describe(jobs, finished, slots)}")
+        _write_configs(planned, out)
+        _with_signals(lambda: runner.execute(jobs))
+        write_results(collect(planned, out), out / "results.jsonl")
+
+    if spec.tuning:
+        best = best_points(spec.tuning, collect(planned, out))
+        tuned = planner.plan_tuned(best)
+        waiting = [h for h in spec.tuning.heads if h not in best]
+        if tuned and not report_only:
+            more, done = _jobs(tuned, out)
+            log(f"tuning: best grid point of {len(best)} head(s) chosen; {len(more)} more run(s) at those settings"
+                + (f"; still waiting for the grid of {', '.join(waiting)}" if waiting else ""))
+            _write_configs(tuned, out)
+            _with_signals(lambda: runner.execute(more))
+        planned = planned + tuned
+
+    rows = collect(planned, out)
+    write_results(rows, out / "results.jsonl")
+    distinct = {p.run_id for p in planned}
+    done_ids = {p.run_id for p in planned if (out / "runs" / p.run_id / "report.json").is_file()}
+    report = write_study_report(spec, planned, rows, out, command=command, report_path=report_path,
+                                plots_dir=plots_dir)
+    log(f"results: {out / 'results.jsonl'} ({len(rows)} rows); report: {report}")
+    if runner.failed:
+        log(f"{len(runner.failed)} run(s) failed: " + "; ".join(f"{run}: {why}" for run, why in runner.failed))
+    return StudyOutcome(planned=len(distinct), finished=len(done_ids), trained=runner.trained,
+                        failed=runner.failed, report=report)
+
+
+def _with_signals(work) -> None:
+    """Run ``work`` with SIGTERM turned into KeyboardInterrupt (so ``timeout`` stops the runs cleanly)."""
+    if threading.current_thread() is not threading.main_thread():
+        work()
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        work()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

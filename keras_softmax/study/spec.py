@@ -1,0 +1,445 @@
+"""A study spec (TOML) and the runs it plans.
+
+A spec names the heads and seeds of a comparison, the shared training recipe, and optional named
+variants, recipes, a per-head tuning grid and report sections::
+
+    description = "every head on CIFAR-100, 3 seeds"
+    base = "../presets/cifar100-heads.toml"   # a train preset, relative to this file (optional)
+    heads = ["softmax", "log_softmax"]
+    seeds = [0, 1, 2]
+    reference = "log_softmax"                 # differences are taken against it (default log_softmax)
+    epochs = 30                               # any `train` setting: the shared recipe
+
+    [recipes.original]                        # named sets of settings a variant can use
+    optimizer = "adam"
+
+    [[variants]]
+    name = "softmax-mismatched"               # a run name: letters, digits, - _ .
+    head = "softmax"
+    loss = "mismatched"
+    recipe = "original"                       # optional; also: seeds, group, compare_to, description
+
+    [tuning]                                  # optional: the same small grid for every head
+    lr = [0.1, 0.2, 0.4]
+    label_smoothing = [0.0, 0.1]
+    seeds = [0]                               # the grid's seeds; each head's best then runs on `seeds`
+
+    [[sections]]                              # optional: a table of named rows in STUDY.md
+    title = "The wiring error"
+    rows = ["softmax", "softmax-mismatched"]
+    reference = "softmax"
+
+``extends = "other.toml"`` starts from another spec: its keys are the defaults, ``variants`` and
+``sections`` are appended, ``recipes`` merged.
+
+Settings of one run, lowest first: the built-in defaults and the dataset's preset, ``base``, the
+spec's top-level settings, the variant's recipe, the variant's (or tuning point's) own settings, then
+the command line's ``--set`` and ``--dataset``. ``head_params`` tables merge key by key, and are
+dropped when a later layer changes the head. Every planned run is resolved and validated here, before
+anything is trained. Two planned runs whose resolved settings are identical (a grid point that *is*
+the shared recipe, a variant equal to a plain head) share one run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import tomllib
+from pathlib import Path
+
+from keras_softmax.heads.base import check_fraction, check_positive
+from keras_softmax.heads.registry import HEADS, head_spec
+from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
+
+SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
+             "sections")
+VARIANT_KEYS = ("name", "description", "group", "recipe", "seeds", "compare_to")
+TUNING_KEYS = ("heads", "seeds", "metric")
+SECTION_KEYS = ("title", "text", "rows", "reference")
+TRAIN_KEYS = tuple(name for name in FIELDS if name != "seed")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Short names of grid settings in tuning run names (``tune-softmax-lr0.1-ls0``).
+_SHORT = {"lr": "lr", "label_smoothing": "ls", "weight_decay": "wd", "batch_size": "bs", "epochs": "ep"}
+
+
+class StudyError(ValueError):
+    """The study spec or the study directory cannot be used as asked (one-line message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A named run recipe: its own settings on top of the shared ones."""
+
+    name: str
+    settings: dict
+    recipe: str | None = None
+    seeds: tuple | None = None
+    group: str | None = None
+    compare_to: str | None = None
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """The same grid of settings for every head, on ``seeds``; then each head's best on the study seeds."""
+
+    heads: tuple
+    grid: dict  # setting -> list of values, in the order given
+    seeds: tuple
+    metric: str = "accuracy"
+
+    def points(self) -> list[dict]:
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A table of named rows in STUDY.md, with differences against ``reference``."""
+
+    title: str
+    rows: tuple
+    text: str = ""
+    reference: str | None = None
+
+
+@dataclasses.dataclass
+class StudySpec:
+    path: Path
+    description: str
+    base: Path | None
+    settings: dict
+    heads: tuple
+    seeds: tuple
+    reference: str
+    recipes: dict
+    variants: tuple
+    tuning: Tuning | None
+    sections: tuple
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One (head or variant) × seed of the study, and the run directory that holds it.
+
+    ``kind`` is ``"head"``, ``"variant"``, ``"tune"`` (a grid point) or ``"tuned"`` (a head at its
+    best grid point). ``settings`` are what distinguishes it from the shared recipe.
+    """
+
+    name: str
+    seed: int
+    run_id: str
+    kind: str
+    config: TrainConfig
+    settings: dict
+    group: str | None = None
+    compare_to: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def load_spec(path) -> StudySpec:
+    """Read and check the spec at ``path``; ``StudyError`` names the first problem."""
+    path = Path(path)
+    data = _read(path, seen=())
+    return _parse(path, data)
+
+
+def _read(path: Path, seen: tuple) -> dict:
+    if not path.is_file():
+        raise StudyError(f"study spec not found: {path}")
+    if path.resolve() in seen:
+        raise StudyError(f"{path}: extends itself (through {' -> '.join(str(p) for p in seen)})")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"{path}: not valid TOML: {error}") from None
+    for key in ("base",):
+        if isinstance(data.get(key), str):
+            data[key] = str((path.parent / data[key]).resolve())
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise StudyError(f"{path}: extends must be the path of another study spec (got {parent!r})")
+    inherited = _read((path.parent / parent).resolve(), seen + (path.resolve(),))
+    merged = dict(inherited)
+    for key, value in data.items():
+        if key in ("variants", "sections"):
+            merged[key] = list(inherited.get(key, [])) + list(value)
+        elif key == "recipes" and isinstance(value, dict):
+            merged[key] = {**inherited.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _where(path: Path, what: str | None = None) -> str:
+    return f"{path}" + (f", {what}" if what else "")
+
+
+def _parse(path: Path, data: dict) -> StudySpec:
+    unknown = sorted(set(data) - set(SPEC_KEYS) - set(TRAIN_KEYS))
+    if "seed" in data:
+        raise StudyError(f"{path}: use seeds = [...] for a study, not seed")
+    if unknown:
+        raise StudyError(f"{path}: unknown key {unknown[0]!r}; a study spec holds {', '.join(SPEC_KEYS)} "
+                         f"and any train setting")
+    heads = data.get("heads")
+    if not isinstance(heads, list) or not heads or not all(isinstance(h, str) for h in heads):
+        raise StudyError(f"{path}: heads must be a non-empty list of head names, e.g. heads = [\"softmax\"]")
+    for head in heads:
+        _check_head(path, head)
+    if len(set(heads)) != len(heads):
+        raise StudyError(f"{path}: heads lists a head twice")
+    seeds = _seeds(path, data.get("seeds"), "seeds")
+    base = data.get("base")
+    if base is not None:
+        if not isinstance(base, str):
+            raise StudyError(f"{path}: base must be the path of a train preset (got {base!r})")
+        base = Path(base)
+        if not base.is_file():
+            raise StudyError(f"{path}: base preset not found: {base}")
+        try:
+            read_toml(base)
+        except ConfigError as error:
+            raise StudyError(f"{path}: base: {error}") from None
+    settings = {k: v for k, v in data.items() if k in TRAIN_KEYS}
+    if "head" in settings:
+        raise StudyError(f"{path}: a study's heads are listed in heads = [...], not head")
+    recipes = data.get("recipes", {})
+    if not isinstance(recipes, dict) or not all(isinstance(r, dict) for r in recipes.values()):
+        raise StudyError(f"{path}: recipes must be tables, e.g. [recipes.original]")
+    for name, recipe in recipes.items():
+        _check_settings(path, f"recipe {name!r}", recipe)
+    variants = tuple(_variant(path, raw, recipes) for raw in _tables(path, data.get("variants", []), "variants"))
+    names = list(heads) + [v.name for v in variants]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise StudyError(f"{path}: the name {duplicated[0]!r} is used twice (heads and variant names must differ)")
+    tuning = _tuning(path, data.get("tuning"), heads)
+    reference = data.get("reference", "log_softmax")
+    known = set(names) | ({f"tuned-{h}" for h in tuning.heads} if tuning else set())
+    if not isinstance(reference, str):
+        raise StudyError(f"{path}: reference must be a head or variant name (got {reference!r})")
+    sections = tuple(_section(path, raw, known) for raw in _tables(path, data.get("sections", []), "sections"))
+    for variant in variants:
+        if variant.compare_to is not None and variant.compare_to not in known:
+            raise StudyError(f"{path}: variant {variant.name!r}: compare_to {variant.compare_to!r} is not a head "
+                             "or variant of this study")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise StudyError(f"{path}: description must be a string")
+    return StudySpec(path=path, description=description, base=base, settings=settings, heads=tuple(heads),
+                     seeds=seeds, reference=reference, recipes=recipes, variants=variants, tuning=tuning,
+                     sections=sections)
+
+
+def _tables(path, value, key) -> list:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise StudyError(f"{path}: {key} must be a list of tables ([[{key}]])")
+    return value
+
+
+def _seeds(path, value, key) -> tuple:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        raise StudyError(f"{path}: {key} must be a non-empty list of integers >= 0, e.g. {key} = [0, 1, 2] "
+                         f"(got {value!r})")
+    if len(set(value)) != len(value):
+        raise StudyError(f"{path}: {key} lists a seed twice")
+    return tuple(value)
+
+
+def _check_head(path, head, what: str | None = None) -> None:
+    if head not in HEADS:
+        raise StudyError(f"{_where(path, what)}: unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+
+
+def _check_settings(path, what: str, settings: dict) -> None:
+    """Names, and the head parameters that can be checked without building a layer."""
+    if "seed" in settings:
+        raise StudyError(f"{_where(path, what)}: set seeds = [...] instead of seed")
+    unknown = sorted(set(settings) - set(TRAIN_KEYS))
+    if unknown:
+        raise StudyError(f"{_where(path, what)}: unknown setting {unknown[0]!r}; valid settings: "
+                         f"{', '.join(TRAIN_KEYS)}")
+    if "head" in settings:
+        _check_head(path, settings["head"], what)
+    params = settings.get("head_params", {})
+    if not isinstance(params, dict):
+        raise StudyError(f"{_where(path, what)}: head_params must be a table")
+
+
+def _check_head_params(path, what: str, head: str, params: dict) -> None:
+    allowed = head_spec(head).parameters()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise StudyError(f"{_where(path, what)}: head {head!r} has no parameter {unknown[0]!r}; its parameters "
+                         f"are: {', '.join(allowed) or 'none'}")
+    # The checks the layers make, without building one (a layer may allocate device memory).
+    try:
+        if "temperature" in params:
+            check_positive("temperature", params["temperature"])
+        if "drop_lowest" in params:
+            check_fraction("drop_lowest", params["drop_lowest"])
+    except ValueError as error:
+        raise StudyError(f"{_where(path, what)}: {error}") from None
+
+
+def _variant(path, raw: dict, recipes: dict) -> Variant:
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise StudyError(f"{path}: every variant needs a name of letters, digits, '-', '_' or '.' (got {name!r})")
+    what = f"variant {name!r}"
+    settings = {k: v for k, v in raw.items() if k not in VARIANT_KEYS}
+    _check_settings(path, what, settings)
+    recipe = raw.get("recipe")
+    if recipe is not None and recipe not in recipes:
+        raise StudyError(f"{path}, {what}: unknown recipe {recipe!r}; recipes: {', '.join(recipes) or 'none'}")
+    seeds = _seeds(path, raw["seeds"], f"variant {name!r} seeds") if "seeds" in raw else None
+    for key in ("group", "compare_to", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise StudyError(f"{path}, {what}: {key} must be a string")
+    return Variant(name=name, settings=settings, recipe=recipe, seeds=seeds, group=raw.get("group"),
+                   compare_to=raw.get("compare_to"), description=raw.get("description", ""))
+
+
+def _tuning(path, raw, heads) -> Tuning | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: tuning must be a table ([tuning])")
+    grid = {k: v for k, v in raw.items() if k not in TUNING_KEYS}
+    _check_settings(path, "tuning", grid)
+    if not grid:
+        raise StudyError(f"{path}: tuning needs at least one setting with a list of values, e.g. lr = [0.1, 0.2]")
+    for key, values in grid.items():
+        if key in ("head", "head_params") or not isinstance(values, list) or not values:
+            raise StudyError(f"{path}: tuning: {key} must be a non-empty list of values to try")
+    tuned_heads = raw.get("heads", list(heads))
+    if not isinstance(tuned_heads, list) or not tuned_heads:
+        raise StudyError(f"{path}: tuning heads must be a non-empty list of head names")
+    for head in tuned_heads:
+        _check_head(path, head, "tuning")
+    metric = raw.get("metric", "accuracy")
+    if metric not in ("accuracy", "top5_accuracy", "f1_macro"):
+        raise StudyError(f"{path}: tuning metric must be accuracy, top5_accuracy or f1_macro (got {metric!r})")
+    seeds = _seeds(path, raw["seeds"], "tuning seeds") if "seeds" in raw else (0,)
+    return Tuning(heads=tuple(tuned_heads), grid=grid, seeds=seeds, metric=metric)
+
+
+def _section(path, raw: dict, known: set) -> Section:
+    unknown = sorted(set(raw) - set(SECTION_KEYS))
+    if unknown:
+        raise StudyError(f"{path}: sections: unknown key {unknown[0]!r}; a section holds {', '.join(SECTION_KEYS)}")
+    title, rows = raw.get("title"), raw.get("rows")
+    if not isinstance(title, str) or not title:
+        raise StudyError(f"{path}: every section needs a title")
+    if rows is None and raw.get("text"):
+        rows = []  # a section of text only
+    if not isinstance(rows, list) or not (rows or raw.get("text")) or not all(isinstance(r, str) for r in rows):
+        raise StudyError(f"{path}: section {title!r}: rows must be a non-empty list of head or variant names")
+    for name in rows + ([raw["reference"]] if "reference" in raw else []):
+        if name not in known:
+            raise StudyError(f"{path}: section {title!r}: {name!r} is not a head or variant of this study")
+    return Section(title=title, rows=tuple(rows), text=str(raw.get("text", "")), reference=raw.get("reference"))
+
+
+# --------------------------------------------------------------------------------------------- planning
+
+
+def _layer(merged: dict, layer: dict) -> None:
+    """Lay ``layer`` over ``merged``: head_params merge (dropped when the head changes), others replace."""
+    if "head" in layer and merged.get("head") not in (None, layer["head"]):
+        merged.pop("head_params", None)
+    for key, value in layer.items():
+        if key == "head_params":
+            merged["head_params"] = {**merged.get("head_params", {}), **value}
+        else:
+            merged[key] = value
+
+
+def _format_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def tune_name(head: str, point: dict) -> str:
+    parts = [f"{_SHORT.get(k, k)}{_format_value(v)}" for k, v in point.items()]
+    return "-".join(["tune", head, *parts])
+
+
+class Planner:
+    """Resolves the spec's runs with the command line's overrides, sharing identical runs."""
+
+    def __init__(self, spec: StudySpec, *, dataset: str | None = None, settings: dict | None = None):
+        self.spec = spec
+        self.cli = dict(settings or {})
+        if dataset is not None:
+            self.cli["dataset"] = dataset
+        bad = sorted(set(self.cli) - set(TRAIN_KEYS))
+        if bad:
+            raise StudyError(f"--set {bad[0]}: unknown setting; valid settings: {', '.join(TRAIN_KEYS)}")
+        self._by_config: dict[str, str] = {}
+        self._ids: set[str] = set()
+
+    def config(self, what: str, layers: list[dict], seed: int) -> TrainConfig:
+        merged: dict = {}
+        for layer in [self.spec.settings, *layers, self.cli, {"seed": seed}]:
+            _layer(merged, layer)
+        merged.setdefault("head", "log_softmax")
+        _check_head(self.spec.path, merged["head"], what)
+        _check_head_params(self.spec.path, what, merged["head"], merged.get("head_params", {}))
+        try:
+            return resolve(self.spec.base, merged)
+        except ConfigError as error:
+            raise StudyError(f"{self.spec.path}, {what}: {error}") from None
+
+    def run(self, name: str, seed: int, kind: str, layers: list[dict], settings: dict, **extra) -> PlannedRun:
+        config = self.config(f"{name} (seed {seed})", layers, seed)
+        key = json.dumps(config.to_dict(), sort_keys=True, default=str)
+        run_id = self._by_config.get(key)
+        if run_id is None:
+            run_id = f"{name}-seed{seed}"
+            if run_id in self._ids:
+                raise StudyError(f"{self.spec.path}: two runs would be named {run_id!r}")
+            self._by_config[key] = run_id
+            self._ids.add(run_id)
+        return PlannedRun(name=name, seed=seed, run_id=run_id, kind=kind, config=config, settings=settings, **extra)
+
+    def plan(self) -> list[PlannedRun]:
+        """Every head × seed, variant × seed and tuning grid point × grid seed, in that order."""
+        spec, runs = self.spec, []
+        for head in spec.heads:
+            for seed in spec.seeds:
+                runs.append(self.run(head, seed, "head", [{"head": head}], {}))
+        for variant in spec.variants:
+            recipe = spec.recipes.get(variant.recipe, {}) if variant.recipe else {}
+            settings = dict(variant.settings)
+            if variant.recipe:
+                settings = {"recipe": variant.recipe, **settings}
+            for seed in variant.seeds or spec.seeds:
+                runs.append(self.run(variant.name, seed, "variant", [recipe, variant.settings], settings,
+                                     group=variant.group, compare_to=variant.compare_to))
+        if spec.tuning:
+            for head in spec.tuning.heads:
+                for point in spec.tuning.points():
+                    for seed in spec.tuning.seeds:
+                        runs.append(self.run(tune_name(head, point), seed, "tune", [{"head": head}, point],
+                                             dict(point), group=f"tune-{head}"))
+        return runs
+
+    def plan_tuned(self, best: dict) -> list[PlannedRun]:
+        """Each tuned head at its best grid point (``best``: head -> point) on the study's seeds."""
+        runs = []
+        for head, point in best.items():
+            for seed in self.spec.seeds:
+                runs.append(self.run(f"tuned-{head}", seed, "tuned", [{"head": head}, point], dict(point),
+                                     group="tuned", compare_to=None))
+        return runs

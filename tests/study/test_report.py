@@ -1,0 +1,225 @@
+"""STUDY.md from synthetic run directories: tables, tuning, superclasses, plots; and the runner's rules."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_softmax.io import write_json
+from keras_softmax.study import plots, runner
+from keras_softmax.study.results import best_points, read_results
+from keras_softmax.study.runner import StudyError, make_slots, run_state, run_study
+from keras_softmax.study.spec import Planner, load_spec
+from keras_softmax.training.config import to_toml
+from keras_softmax.training.rundir import RunDirectory
+
+SPEC = """
+description = "synthetic study"
+heads = ["softmax", "log_softmax", "sparsemax"]
+seeds = [0, 1, 2]
+epochs = 3
+lr = 0.05
+[[variants]]
+name = "softmax-coarse"
+head = "softmax"
+labels = "coarse"
+[tuning]
+heads = ["softmax", "sparsemax"]
+lr = [0.05, 0.1]
+[[sections]]
+title = "A question"
+text = "Some words."
+rows = ["softmax", "softmax-coarse"]
+reference = "softmax"
+[[sections]]
+title = "Only words"
+text = "No runs here."
+"""
+FINE_TO_COARSE = [0, 0, 1, 1]
+# Accuracy by (name, lr): sparsemax gains a lot from lr 0.1, softmax does not.
+BASE = {"softmax": 0.70, "log_softmax": 0.69, "sparsemax": 0.60, "softmax-coarse": 0.80}
+
+
+def accuracy(planned) -> float:
+    value = BASE[planned.name if planned.kind in ("head", "variant") else planned.config.head]
+    if planned.config.head == "sparsemax" and planned.config.lr == 0.1:
+        value += 0.15
+    return value + 0.01 * planned.seed
+
+
+def fake_run(out, planned) -> dict:
+    """A finished run directory with the files the report reads."""
+    run = RunDirectory(out / "runs" / planned.run_id)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(to_toml(planned.config))
+    acc = accuracy(planned)
+    run.write_history([{"epoch": e + 1, "loss": 2.0 / (e + 1), "val_loss": 2.2 / (e + 1), "accuracy": acc - 0.1,
+                        "val_accuracy": acc - 0.05 * (2 - e), "epoch_seconds": 1.0 + 0.01 * planned.seed}
+                       for e in range(3)])
+    classes = 2 if planned.config.labels == "coarse" else 4
+    confusion = (np.eye(classes) * 40 + 3).astype(int).tolist()
+    applicable = planned.config.head != "sparsemax"
+    calibration = ({"applicable": True, "temperature": 1.5, "nll_before": 1.0, "nll_after": 0.9, "ece_before": 0.1,
+                    "ece_after": 0.03, "ece_after_crossfit": 0.04, "nll_after_crossfit": 0.92}
+                   if applicable else {"applicable": False, "reason": "sparsemax: exact zeros", "nll_before": 3.0,
+                                       "ece_before": 0.2})
+    report = {"accuracy": acc, "top5_accuracy": min(1.0, acc + 0.2), "precision_macro": acc - 0.01,
+              "recall_macro": acc, "f1_macro": acc - 0.02, "loss": 1.0, "ece": 0.1, "steady_epoch_seconds": 1.0,
+              "images_per_second": 1000.0 + planned.seed, "wall_seconds": 10.0, "num_classes": classes,
+              "confusion_matrix": confusion, "calibration": calibration, "dataset": "synthetic",
+              "reliability": [{"lower": i / 15, "upper": (i + 1) / 15, "count": 2 if i == 10 else 0,
+                               "confidence": 0.7 if i == 10 else None, "accuracy": acc if i == 10 else None}
+                              for i in range(15)]}
+    if classes == 4:
+        report.update(fine_to_coarse=FINE_TO_COARSE, coarse_accuracy=acc + 0.1, coarse_accuracy_mapped=acc + 0.05)
+    write_json(run.report, report)
+    return report
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(textwrap.dedent(SPEC))
+    out = tmp_path / "study"
+    spec = load_spec(spec_path)
+    planner = Planner(spec)
+    planned = planner.plan() + planner.plan_tuned({"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}})
+    for run in {p.run_id: p for p in planned}.values():
+        fake_run(out, run)
+    return spec_path, out, spec, planner, planned
+
+
+def _cells(markdown: str, name: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith(f"| `{name}` |")]
+
+
+def test_report_only_builds_every_table_from_the_runs(synthetic):
+    spec_path, out, spec, planner, planned = synthetic
+    lines = []
+    outcome = run_study(spec_path, out, report_only=True, log=lines.append)
+    assert outcome.trained == 0 and outcome.failed == []
+    text = (out / "STUDY.md").read_text()
+
+    # The tuning grid is complete: each tuned head gets its best point, whose seed-0 run is the grid run.
+    best = best_points(spec.tuning, read_results(out / "results.jsonl"))
+    assert best == {"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}}
+    assert "runs: 16 of 16 finished" in text and "## Not finished" not in text
+
+    # Accuracy table: mean ± sample std over the 3 seeds, and the Welch interval against log_softmax.
+    row = _cells(text, "softmax")[0]
+    values = [accuracy(p) for p in planned if p.name == "softmax"]
+    assert row[1] == "3"
+    assert row[2] == f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}"
+    assert row[-1].startswith("+1.00 [")
+    assert _cells(text, "log_softmax")[0][-1] == "reference"
+    # sparsemax has no temperature: a footnote says why instead of a number.
+    calibration_row = [r for r in _cells(text, "sparsemax") if "n/a¹" in r][0]
+    assert calibration_row[2] == "3.0000 ± 0.0000"  # NLL
+    assert "sparsemax: exact zeros" in text
+
+    # The tuned table, the comparison with the shared recipe and the conclusion that changes.
+    assert "## Per-head tuning" in text
+    assert "Conclusions that change with tuning: `sparsemax`: worse → better" in text
+    tuned_row = _cells(text, "tuned-softmax")[0]
+    assert tuned_row[1] == "3"
+
+    # Superclasses: the coarse model first, then fine models with their two superclass figures.
+    superclass = text.split("## The 20 superclasses")[1]
+    first_row = next(line for line in superclass.splitlines() if line.startswith("| `"))
+    assert first_row.startswith("| `softmax-coarse` | coarse | 2 | 3 |")
+    assert "## Only words" in text and "No runs here." in text
+
+    # Every figure it links exists and is a PNG.
+    links = re.findall(r"\]\((plots/[^)]+\.png)\)", text)
+    assert {"plots/heads-val_loss.png", "plots/heads-confusion.png", "plots/heads-reliability.png",
+            "plots/heads-epoch_time.png", "plots/a-question-val_accuracy.png"} <= set(links)
+    for link in links:
+        assert (out / link).read_bytes()[:4] == b"\x89PNG"
+    assert any("report only" in line for line in lines)
+
+
+def test_unfinished_runs_are_listed_and_left_out(synthetic):
+    import shutil
+
+    spec_path, out, *_ = synthetic
+    shutil.rmtree(out / "runs" / "tuned-sparsemax-seed2")
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    assert "runs: 15 of 16 finished" in text
+    assert "## Not finished" in text and "- `runs/tuned-sparsemax-seed2`" in text
+    assert _cells(text, "tuned-sparsemax")[0][1] == "2"
+
+
+def test_results_rows_copy_each_report(synthetic):
+    spec_path, out, *_ = synthetic
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    rows = read_results(out / "results.jsonl")
+    row = next(r for r in rows if r["name"] == "log_softmax" and r["seed"] == 1)
+    report = json.loads((out / "runs" / "log_softmax-seed1" / "report.json").read_text())
+    for key in ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", "ece",
+                "steady_epoch_seconds", "images_per_second", "wall_seconds"):
+        assert row[key] == report[key]
+    assert (row["head"], row["run_dir"], row["temperature"], row["nll"]) == (
+        "log_softmax", "runs/log_softmax-seed1", 1.5, 1.0)
+    coarse = next(r for r in rows if r["name"] == "softmax-coarse")
+    assert coarse["coarse_accuracy"] == coarse["accuracy"]
+    # The grid point that is the shared recipe is the head's own run, listed under both names.
+    assert next(r for r in rows if r["name"] == "tune-softmax-lr0.05")["run_dir"] == "runs/softmax-seed0"
+
+
+def test_a_finished_run_with_other_settings_is_an_error(synthetic):
+    spec_path, out, *_ = synthetic
+    with pytest.raises(StudyError, match=r"softmax-seed0 was trained with lr=0.05 \(the spec now gives 0.3\)"):
+        run_study(spec_path, out, settings=["lr=0.3"], report_only=True, log=lambda line: None)
+
+
+def test_superclass_confusion_by_hand():
+    confusion = [[5, 1, 0, 2],
+                 [2, 4, 1, 0],
+                 [0, 0, 6, 3],
+                 [1, 0, 2, 7]]
+    mapped = plots.superclass_confusion(confusion, [0, 0, 1, 1])
+    np.testing.assert_array_equal(mapped, [[5 + 1 + 2 + 4, 0 + 2 + 1 + 0], [0 + 0 + 1 + 0, 6 + 3 + 2 + 7]])
+    assert mapped.sum() == np.sum(confusion)
+
+
+def test_pooled_reliability_weights_by_count():
+    a = [{"lower": 0.0, "upper": 1.0, "count": 1, "confidence": 0.9, "accuracy": 1.0}]
+    b = [{"lower": 0.0, "upper": 1.0, "count": 3, "confidence": 0.5, "accuracy": 0.0}]
+    pooled = plots.pool_reliability([a, b])[0]
+    assert pooled["count"] == 4
+    assert pooled["confidence"] == pytest.approx(0.6) and pooled["accuracy"] == pytest.approx(0.25)
+
+
+def test_run_states(tmp_path):
+    assert run_state(tmp_path / "none") == "new"
+    (tmp_path / "leftover").mkdir()
+    assert run_state(tmp_path / "leftover") == "replace"
+    (tmp_path / "leftover" / "config.toml").write_text("")
+    assert run_state(tmp_path / "leftover") == "resume"
+    (tmp_path / "leftover" / "report.json").write_text("{}")
+    assert run_state(tmp_path / "leftover") == "finished"
+
+
+def test_device_slots_follow_the_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert [(s.gpu, s.label) for s in make_slots(None)] == [("2", "GPU 2"), ("3", "GPU 3")]
+    assert [s.gpu for s in make_slots(1)] == ["2"]
+    with pytest.raises(StudyError, match="--devices 4, but only 2 GPU"):
+        make_slots(4)
+    with pytest.raises(StudyError, match="--devices must be a positive number or all"):
+        make_slots("two")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert [(s.gpu, s.label) for s in make_slots("all")] == [(None, "CPU")]
+    assert [s.label for s in make_slots(2)] == ["CPU", "CPU slot 1"]
+
+
+def test_the_child_and_the_runner_agree_on_the_parent_variable():
+    from keras_softmax.study import child
+
+    assert child.PARENT_ENV == runner.PARENT_ENV

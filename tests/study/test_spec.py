@@ -1,0 +1,178 @@
+"""Study specs: what they may hold, the one-line errors, and the runs they plan."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from keras_softmax.study.spec import Planner, StudyError, load_spec, tune_name
+
+TINY = """
+heads = ["softmax", "log_softmax"]
+seeds = [0, 1]
+epochs = 1
+widths = [4, 8, 8, 8]
+"""
+
+
+def write(tmp_path, text, name="spec.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def plan(tmp_path, text, **options):
+    return Planner(load_spec(write(tmp_path, text)), **options).plan()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("seeds = [0]\n", "heads must be a non-empty list"),
+    ("heads = []\nseeds = [0]\n", "heads must be a non-empty list"),
+    ("heads = ['softmax']\n", "seeds must be a non-empty list"),
+    ("heads = ['softmax']\nseeds = [0, 0]\n", "lists a seed twice"),
+    ("heads = ['softmax']\nseeds = [-1]\n", "seeds must be a non-empty list of integers >= 0"),
+    ("heads = ['softmx']\nseeds = [0]\n", "unknown head 'softmx'"),
+    ("heads = ['softmax']\nseeds = [0]\nepochz = 3\n", "unknown key 'epochz'"),
+    ("heads = ['softmax']\nseeds = [0]\nseed = 3\n", "use seeds = [...]"),
+    ("heads = ['softmax']\nseeds = [0]\nhead = 'softmax'\n", "not head"),
+    ("heads = ['softmax']\nseeds = [0]\nbase = 'missing.toml'\n", "base preset not found"),
+    ("heads = ['softmax']\nseeds = [0]\nepochs = 0\n", "epochs must be a positive integer"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nhead = 'softmax'\n", "every variant needs a name"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'a b'\n", "every variant needs a name"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'softmax'\nlr = 0.1\n", "used twice"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'v'\nhead = 'softmax'\nlrr = 0.1\n",
+     "variant 'v': unknown setting 'lrr'"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'v'\nhead = 'nope'\n", "variant 'v': unknown head"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'v'\nrecipe = 'x'\n", "unknown recipe 'x'"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'v'\nhead = 'gumbel'\n"
+     "head_params = { temperature = -1.5 }\n", "temperature must be a finite number > 0 (got -1.5)"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'v'\nhead = 'softmax'\nhead_params = { tau = 1 }\n",
+     "head 'softmax' has no parameter 'tau'"),
+    ("heads = ['softmax']\nseeds = [0]\n[[variants]]\nname = 'v'\nhead = 'softmax'\nloss = 'wrong'\n",
+     "loss must be matched or mismatched"),
+    ("heads = ['softmax']\nseeds = [0]\n[tuning]\nseeds = [0]\n", "tuning needs at least one setting"),
+    ("heads = ['softmax']\nseeds = [0]\n[tuning]\nlr = 0.1\n", "tuning: lr must be a non-empty list"),
+    ("heads = ['softmax']\nseeds = [0]\n[[sections]]\ntitle = 't'\nrows = ['nope']\n", "'nope' is not a head"),
+])
+def test_bad_specs_fail_with_one_line(tmp_path, text, message):
+    with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
+        plan(tmp_path, text)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(StudyError, match="study spec not found"):
+        load_spec(tmp_path / "none.toml")
+    with pytest.raises(StudyError, match="not valid TOML"):
+        load_spec(write(tmp_path, "heads = [\n"))
+
+
+def test_heads_and_variants_times_seeds_with_precedence(tmp_path):
+    runs = plan(tmp_path, TINY + """
+        lr = 0.3
+        [recipes.slow]
+        lr = 0.01
+        epochs = 2
+        [[variants]]
+        name = "gumbel-t3"
+        head = "gumbel"
+        head_params = { temperature = 3.0 }
+        recipe = "slow"
+        epochs = 3
+        seeds = [5]
+    """, settings={"batch_size": 16}, dataset="digits")
+    assert [(r.name, r.seed, r.run_id) for r in runs] == [
+        ("softmax", 0, "softmax-seed0"), ("softmax", 1, "softmax-seed1"),
+        ("log_softmax", 0, "log_softmax-seed0"), ("log_softmax", 1, "log_softmax-seed1"),
+        ("gumbel-t3", 5, "gumbel-t3-seed5")]
+    head, variant = runs[0].config, runs[-1].config
+    assert (head.head, head.lr, head.epochs, head.batch_size, head.seed) == ("softmax", 0.3, 1, 16, 0)
+    # spec < recipe < variant < command line
+    assert (variant.head, variant.lr, variant.epochs, variant.batch_size, variant.seed) == ("gumbel", 0.01, 3, 16, 5)
+    assert variant.head_params == {"temperature": 3.0}
+    assert runs[-1].settings == {"recipe": "slow", "head": "gumbel", "head_params": {"temperature": 3.0}, "epochs": 3}
+
+
+def test_identical_runs_share_a_directory(tmp_path):
+    runs = plan(tmp_path, TINY + """
+        [[variants]]
+        name = "softmax-t1"
+        head = "softmax"
+        head_params = { temperature = 1.0 }
+        [[variants]]
+        name = "softmax-same"
+        head = "softmax"
+    """)
+    by_name = {(r.name, r.seed): r.run_id for r in runs}
+    assert by_name[("softmax-same", 0)] == "softmax-seed0"  # nothing differs: the same run
+    assert by_name[("softmax-t1", 0)] == "softmax-t1-seed0"  # an explicit default is still another config
+
+
+def test_base_is_relative_to_the_spec_and_extends_appends(tmp_path):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "p.toml").write_text('description = "x"\nepochs = 4\nlr = 0.7\n')
+    (tmp_path / "studies").mkdir()
+    write(tmp_path / "studies", 'base = "../presets/p.toml"\nheads = ["softmax"]\nseeds = [0]\n'
+          '[[variants]]\nname = "a"\nhead = "base2"\n', "main.toml")
+    child = write(tmp_path / "studies", 'extends = "main.toml"\nseeds = [0, 1]\nepochs = 2\n'
+                  '[[variants]]\nname = "b"\nhead = "taylor"\n', "more.toml")
+    spec = load_spec(child)
+    assert spec.base == (tmp_path / "presets" / "p.toml").resolve()
+    assert [v.name for v in spec.variants] == ["a", "b"]
+    runs = Planner(spec).plan()
+    assert {(r.config.epochs, r.config.lr) for r in runs} == {(2, 0.7)}
+    assert len(runs) == 6
+
+
+def test_changing_the_head_drops_the_shared_head_params(tmp_path):
+    runs = plan(tmp_path, """
+        heads = ["gumbel"]
+        seeds = [0]
+        [[variants]]
+        name = "v"
+        head = "softmax"
+    """)
+    assert runs[-1].config.head_params == {}
+
+
+def test_tuning_grid_reuses_the_shared_point_and_plans_the_tuned_runs(tmp_path):
+    spec = load_spec(write(tmp_path, TINY + """
+        lr = 0.2
+        [tuning]
+        heads = ["softmax"]
+        lr = [0.1, 0.2]
+        label_smoothing = [0.0, 0.1]
+    """))
+    planner = Planner(spec)
+    runs = planner.plan()
+    grid = [r for r in runs if r.kind == "tune"]
+    assert [r.name for r in grid] == ["tune-softmax-lr0.1-ls0", "tune-softmax-lr0.1-ls0.1", "tune-softmax-lr0.2-ls0",
+                                      "tune-softmax-lr0.2-ls0.1"]
+    assert grid[2].run_id == "softmax-seed0"  # lr 0.2, no smoothing: the shared recipe itself
+    tuned = planner.plan_tuned({"softmax": {"lr": 0.1, "label_smoothing": 0.1}})
+    assert [(r.name, r.seed, r.run_id) for r in tuned] == [
+        ("tuned-softmax", 0, "tune-softmax-lr0.1-ls0.1-seed0"), ("tuned-softmax", 1, "tuned-softmax-seed1")]
+    assert tune_name("x", {"weight_decay": 5e-4}) == "tune-x-wd0.0005"
+
+
+def test_unknown_command_line_setting(tmp_path):
+    with pytest.raises(StudyError, match="--set epochz: unknown setting"):
+        plan(tmp_path, TINY, settings={"epochz": 1})
+
+
+@pytest.mark.parametrize("name", ["cifar100.toml", "cifar100-questions.toml"])
+def test_the_zoo_specs_plan(name):
+    from pathlib import Path
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "zoo" / "studies" / name)
+    runs = Planner(spec, dataset="/data/cifar100-train-jpg.tar.gz").plan()
+    assert len(spec.heads) == 12 and spec.seeds == (0, 1, 2)
+    assert {r.config.dataset for r in runs} == {"/data/cifar100-train-jpg.tar.gz"}
+    assert len({r.run_id for r in runs}) == (36 if name == "cifar100.toml" else 144)
+    if spec.tuning:
+        assert len(spec.tuning.points()) >= 6
+        original = next(r for r in runs if r.name == "softmax-original-mismatched").config
+        assert (original.optimizer, original.schedule, original.lr, original.batch_size, original.augment,
+                original.normalize, original.val_split, original.loss) == (
+            "adam", "onecycle", 0.01, 128, False, False, 0.2, "mismatched")
