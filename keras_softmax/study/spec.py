@@ -49,6 +49,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from keras_softmax.data.sources import DATASETS
 from keras_softmax.heads.base import check_fraction, check_positive
 from keras_softmax.heads.registry import HEADS, head_spec
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
@@ -397,9 +398,12 @@ class Planner:
         _check_head(self.spec.path, merged["head"], what)
         _check_head_params(self.spec.path, what, merged["head"], merged.get("head_params", {}))
         try:
-            return resolve(self.spec.base, merged)
+            config = resolve(self.spec.base, merged)
         except ConfigError as error:
             raise StudyError(f"{self.spec.path}, {what}: {error}") from None
+        if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():
+            raise StudyError(f"dataset path not found: {config.dataset} ({what})")
+        return config
 
     def run(self, name: str, seed: int, kind: str, layers: list[dict], settings: dict, **extra) -> PlannedRun:
         config = self.config(f"{name} (seed {seed})", layers, seed)

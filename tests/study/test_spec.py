@@ -156,6 +156,11 @@ def test_tuning_grid_reuses_the_shared_point_and_plans_the_tuned_runs(tmp_path):
     assert tune_name("x", {"weight_decay": 5e-4}) == "tune-x-wd0.0005"
 
 
+def test_a_missing_dataset_path_stops_the_study_before_any_run(tmp_path):
+    with pytest.raises(StudyError, match="dataset path not found: /no/such/data.tar.gz"):
+        plan(tmp_path, TINY, dataset="/no/such/data.tar.gz")
+
+
 def test_unknown_command_line_setting(tmp_path):
     with pytest.raises(StudyError, match="--set epochz: unknown setting"):
         plan(tmp_path, TINY, settings={"epochz": 1})
@@ -166,9 +171,9 @@ def test_the_zoo_specs_plan(name):
     from pathlib import Path
 
     spec = load_spec(Path(__file__).resolve().parents[2] / "zoo" / "studies" / name)
-    runs = Planner(spec, dataset="/data/cifar100-train-jpg.tar.gz").plan()
+    runs = Planner(spec, dataset="cifar100").plan()
     assert len(spec.heads) == 12 and spec.seeds == (0, 1, 2)
-    assert {r.config.dataset for r in runs} == {"/data/cifar100-train-jpg.tar.gz"}
+    assert {r.config.dataset for r in runs} == {"cifar100"}
     assert len({r.run_id for r in runs}) == (36 if name == "cifar100.toml" else 144)
     if spec.tuning:
         assert len(spec.tuning.points()) >= 6

@@ -196,3 +196,21 @@ def test_study_errors_are_one_line(tmp_path):
     spec.write_text('heads = ["softmax"]\nseeds = [0]\n')
     assert_user_error(invoke("study", spec, "--out", tmp_path / "s", "--set", "lr"), "--set expects KEY=VALUE")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
+    from cli.helpers import assert_user_error
+
+    spec = tmp_path / "fails.toml"
+    # digits has no superclasses, so the variant's training process fails (after the plan was accepted).
+    spec.write_text(textwrap.dedent(SPEC).replace('heads = ["softmax", "log_softmax"]', 'heads = ["softmax"]')
+                    .replace("seeds = [0, 1]", "seeds = [0]").replace('head = "gumbel"', 'head = "gumbel"\nlabels = "coarse"')
+                    .replace("epochs = 1", "epochs = 1\nlimit = 100").replace("limit = 300\n", ""))
+    out = tmp_path / "study"
+    result = invoke("study", spec, "--out", out, "--devices", "2")  # side by side: the failure is quick
+    assert_user_error(result, "1 of 2 runs failed (gumbel-t3-seed0)", "logs/")
+    assert "FAILED gumbel-t3-seed0 (exit 1): Error: labels = \"coarse\" needs a fine->coarse map" in result.output
+    assert (out / "runs" / "softmax-seed0" / "report.json").is_file()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1
+    assert "- `runs/gumbel-t3-seed0`" in (out / "STUDY.md").read_text()
