@@ -149,9 +149,9 @@ def evaluate(run_dir, dataset, split, tta_flip, calibrate):
     if calibrate:
         c = report["calibration"]
         if c.get("applicable"):
-            click.echo(f"temperature {c['temperature']:.3f} (fit on {split} by NLL): NLL {c['nll_before']:.4f} -> "
-                       f"{c['nll_after']:.4f}  ECE ({c['num_bins']} bins) {c['ece_before']:.4f} -> {c['ece_after']:.4f} "
-                       f"(2-fold cross-fitted {c['ece_after_crossfit']:.4f})")
+            click.echo(f"temperature {c['temperature']:.3f} (fit on {split} by NLL): "
+                       f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}  ECE ({c['num_bins']} bins) "
+                       f"{c['ece_before']:.4f} -> {c['ece_after']:.4f} (2-fold cross-fitted {c['ece_after_crossfit']:.4f})")
         else:
             click.echo(f"temperature scaling not applicable: {c['reason']}")
     click.echo(f"report: {where / 'report.md'}")

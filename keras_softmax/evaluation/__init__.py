@@ -26,7 +26,7 @@ from keras_softmax.evaluation.plots import (
 from keras_softmax.evaluation.report import REQUIRED_KEYS, read_report, render_markdown, write_report
 
 __all__ = [
-    "REQUIRED_KEYS", "calibrate", "compare_runs", "compute_metrics", "expected_calibration_error", "fit_temperature", "format_table",
-    "plot_comparison", "plot_confusion_matrix", "plot_curve", "plot_curves", "plot_reliability", "read_report",
-    "reliability_bins", "render_markdown", "top_k_accuracy", "write_report",
+    "REQUIRED_KEYS", "calibrate", "compare_runs", "compute_metrics", "expected_calibration_error", "fit_temperature",
+    "format_table", "plot_comparison", "plot_confusion_matrix", "plot_curve", "plot_curves", "plot_reliability",
+    "read_report", "reliability_bins", "render_markdown", "top_k_accuracy", "write_report",
 ]

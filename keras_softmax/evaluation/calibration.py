@@ -108,7 +108,8 @@ def calibrate(y_true, probs, *, head: str | None = None, num_bins: int = NUM_BIN
         seed: seeds the halving of the cross-fitted figures.
 
     Returns:
-        ``{"applicable": False, "reason": ..., "nll_before", "ece_before", ...}``, or ``applicable``, ``temperature``, ``nll_before``,
+        ``{"applicable": False, "reason": ..., "nll_before", "ece_before", ...}``, or ``applicable``,
+        ``temperature``, ``nll_before``,
         ``nll_after``, ``ece_before``, ``ece_after`` (fit and measured on the same examples),
         ``nll_after_crossfit``, ``ece_after_crossfit`` (2-fold cross-fitted), ``crossfit_temperatures``,
         ``num_bins``, ``num_examples`` and ``reliability_after`` (the bins after scaling).

@@ -6,7 +6,8 @@
 - :mod:`.stats`, :mod:`.plots` and :mod:`.report` turn those into ``STUDY.md``.
 
 >>> from keras_softmax.study import run_study
->>> run_study("zoo/studies/cifar100.toml", "runs/study", dataset="../shared/data/cifar100-train-jpg.tar.gz")  # doctest: +SKIP
+>>> data = "../shared/data/cifar100-train-jpg.tar.gz"
+>>> run_study("zoo/studies/cifar100.toml", "runs/study", dataset=data)  # doctest: +SKIP
 """
 
 from keras_softmax.study.runner import StudyOutcome, run_study

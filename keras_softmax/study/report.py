@@ -140,7 +140,8 @@ class _Study:
         rows = []
         for name in names:
             cells = [f"`{_md(name)}`", str(self.n(name))]
-            cells += [format_summary(self.values(name, key), scale, digits) for key, _, scale, digits in ACCURACY_COLUMNS]
+            cells += [format_summary(self.values(name, key), scale, digits)
+                      for key, _, scale, digits in ACCURACY_COLUMNS]
             if reference:
                 if name == reference:
                     cells.append("reference")
@@ -349,7 +350,8 @@ def _tuning_section(spec, study: _Study) -> list[str]:
             shared, mine = study.values(head, "accuracy"), study.values(f"tuned-{head}", "accuracy")
             if not study.n(f"tuned-{head}"):
                 continue
-            v_shared = _verdict(shared, study.values(spec.reference, "accuracy")) if head != spec.reference else "reference"
+            v_shared = (_verdict(shared, study.values(spec.reference, "accuracy"))
+                        if head != spec.reference else "reference")
             v_tuned = (_verdict(mine, study.values(reference, "accuracy"))
                        if f"tuned-{head}" != reference else "reference")
             same = v_shared == v_tuned
