@@ -227,8 +227,8 @@ def _parse(path: Path, data: dict) -> StudySpec:
     tuning = _tuning(path, data.get("tuning"), heads)
     reference = data.get("reference", "log_softmax")
     known = set(names) | ({f"tuned-{h}" for h in tuning.heads} if tuning else set())
-    if not isinstance(reference, str):
-        raise StudyError(f"{path}: reference must be a head or variant name (got {reference!r})")
+    if not isinstance(reference, str) or ("reference" in data and reference not in known):
+        raise StudyError(f"{path}: reference must be a head or variant of this study (got {reference!r})")
     sections = tuple(_section(path, raw, known) for raw in _tables(path, data.get("sections", []), "sections"))
     for variant in variants:
         if variant.compare_to is not None and variant.compare_to not in known:

@@ -54,6 +54,7 @@ def plan(tmp_path, text, **options):
     ("heads = ['softmax']\nseeds = [0]\n[tuning]\nseeds = [0]\n", "tuning needs at least one setting"),
     ("heads = ['softmax']\nseeds = [0]\n[tuning]\nlr = 0.1\n", "tuning: lr must be a non-empty list"),
     ("heads = ['softmax']\nseeds = [0]\n[[sections]]\ntitle = 't'\nrows = ['nope']\n", "'nope' is not a head"),
+    ("heads = ['softmax']\nseeds = [0]\nreference = 'log_softmax'\n", "reference must be a head or variant"),
 ])
 def test_bad_specs_fail_with_one_line(tmp_path, text, message):
     with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
