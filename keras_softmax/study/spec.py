@@ -43,6 +43,7 @@ the shared recipe, a variant equal to a plain head) share one run directory.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import re
@@ -403,6 +404,10 @@ class Planner:
             raise StudyError(f"{self.spec.path}, {what}: {error}") from None
         if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():
             raise StudyError(f"dataset path not found: {config.dataset} ({what})")
+        if config.dataset == "cifar100" and not all(importlib.util.find_spec(m) for m in ("tensorflow",
+                                                                                       "tensorflow_datasets")):
+            raise StudyError("dataset cifar100 needs TensorFlow and tensorflow-datasets, which are not installed "
+                             "here: pass --dataset with a class-folder copy, e.g. cifar100-train-jpg.tar.gz")
         return config
 
     def run(self, name: str, seed: int, kind: str, layers: list[dict], settings: dict, **extra) -> PlannedRun:

@@ -162,6 +162,16 @@ def test_a_missing_dataset_path_stops_the_study_before_any_run(tmp_path):
         plan(tmp_path, TINY, dataset="/no/such/data.tar.gz")
 
 
+def test_cifar100_without_tensorflow_datasets_asks_for_the_folder_copy(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow_datasets"
+                        else real(name, *a))
+    with pytest.raises(StudyError, match="pass --dataset with a class-folder copy"):
+        plan(tmp_path, TINY, dataset="cifar100")
+
+
 def test_unknown_command_line_setting(tmp_path):
     with pytest.raises(StudyError, match="--set epochz: unknown setting"):
         plan(tmp_path, TINY, settings={"epochz": 1})
