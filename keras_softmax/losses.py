@@ -113,9 +113,11 @@ class FenchelYoungLoss(_HeadLoss):
     Its gradient w.r.t. the scores is ``p - q``. The loss sees only ``p``, so its value is
     ``L(z_hat, q)`` at the canonical scores ``z_hat(p)`` that the head maps to ``p``; this equals
     ``L(z, q)`` whenever the true class is in the support of ``p`` and is a lower bound otherwise.
-    The gradient it returns w.r.t. ``p`` is ``p - q``, which the head (with
-    ``fenchel_young_gradient=True``) hands to the logits unchanged: training follows the exact
-    Fenchel-Young gradient. Subclasses define ``value(p, q)``.
+    The gradient it returns w.r.t. ``p`` is ``p - q``, which the head paired with it (``get_head``,
+    ``build_model`` and the CLI build it with ``fenchel_young_gradient=True``) hands to the logits
+    unchanged: training follows the exact Fenchel-Young gradient. After a bare layer (true Jacobian)
+    the logits would get ``J^T (p - q)`` instead, which gives a label outside the support no push:
+    use the pair, or ``fenchel_young_gradient=True``. Subclasses define ``value(p, q)``.
     """
 
     def value(self, p, q):
