@@ -11,6 +11,7 @@ Optional ``label_smoothing`` ``eps`` replaces the one-hot target ``y`` by ``q = 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_softmax.heads.base import check_fraction
@@ -65,16 +66,37 @@ class _HeadLoss(keras.losses.Loss):
         return (1.0 - eps) * nll - eps * ops.mean(log_p, axis=-1)
 
 
+#: The smallest normal float32: below it a probability carries no gradient (denormals may flush to 0).
+_TINY = 2.0**-126
+
+
+def floored_log(p, epsilon):
+    """``log max(p, epsilon)`` in value, with the gradient of ``log p`` wherever ``p`` is a normal float32.
+
+    The floor keeps the *value* finite (a zero probability costs ``-log epsilon``); it does not
+    flatten the gradient, so a probability below ``epsilon`` still learns (``d/dp = 1/p``). Below
+    the smallest normal float32 (and at an exact 0) the gradient is 0, never inf or NaN.
+    """
+    normal = p >= _TINY
+    log_p = ops.log(ops.where(normal, p, _TINY))
+    floored = ops.maximum(log_p, float(np.log(epsilon)))
+    return log_p + ops.stop_gradient(floored - log_p)
+
+
 @keras.saving.register_keras_serializable(package="keras_softmax")
 class ProbabilityCrossEntropy(_HeadLoss):
-    """Cross-entropy on probabilities: ``-log max(p_y, epsilon)``.
+    """Cross-entropy on probabilities: ``-log max(p_y, epsilon)``, with the gradient of ``-log p_y``.
 
     For heads that output probabilities (softmax, gumbel, taylor, base2, exp_sin, normal_cdf). With
-    ``p = softmax(s)`` the gradient w.r.t. the scores is ``p - y`` while ``p_y > epsilon``.
+    ``p = softmax(s)`` the gradient w.r.t. the scores is ``p - y``. The floor bounds the value only
+    (:func:`floored_log`): the gradient stays that of ``-log p_y`` below ``epsilon``, down to the
+    smallest normal float32 (~1.2e-38), so a confidently wrong prediction still gets its push, and
+    a hard Gumbel sample (``GumbelSoftmax(hard=True)`` as ``get_head`` pairs it) trains with the
+    soft sample's gradient.
 
     Args:
-        epsilon: floor on the probability (default 1e-7), so a zero probability costs
-            ``-log(epsilon)`` (about 16.1) instead of infinity.
+        epsilon: floor on the probability in the loss value (default 1e-7), so a zero probability
+            costs ``-log(epsilon)`` (about 16.1) instead of infinity.
         label_smoothing: eps in [0, 1).
     """
 
@@ -86,7 +108,7 @@ class ProbabilityCrossEntropy(_HeadLoss):
 
     def call(self, y_true, y_pred):
         p = ops.cast(y_pred, "float32")
-        return self._cross_entropy(_as_tensor(y_true), ops.log(ops.maximum(p, self.epsilon)))
+        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon))
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

@@ -89,15 +89,19 @@ def test_gradient_with_temperature_is_p_minus_y_over_t(name):
     np.testing.assert_allclose(autodiff_logit_gradient(head, z, [0]), (p - one_hot([0], 4)) / 2.5, atol=1e-6)
 
 
-def test_softmax_gradient_vanishes_below_the_probability_floor():
-    """Documented limit of a loss on probabilities: once p_y < epsilon = 1e-7, -log max(p_y, eps)
-    is flat, so the logits get no gradient (the log heads keep p - y: see test_mismatch)."""
+def test_softmax_gradient_survives_the_probability_floor():
+    """The floor epsilon = 1e-7 bounds the loss *value* (-log max(p_y, eps)); the gradient stays
+    p - y below it (the old flat floor gave 0 here), and is 0, not NaN, once p_y underflows."""
     z = np.array([[0.0, 30.0, 1.0]], dtype="float32")  # p_0 ~ 1e-13
     head = make_head("softmax")
-    np.testing.assert_allclose(autodiff_logit_gradient(head, z, [0]), 0.0, atol=1e-12)
+    assert float(to_np(head.loss([0], head.layer(z)))) == pytest.approx(-np.log(1e-7), rel=1e-6)
+    p = ref.softmax(z)
+    np.testing.assert_allclose(autodiff_logit_gradient(head, z, [0]), p - one_hot([0], 3), atol=1e-6)
     log_head = make_head("log_softmax")
-    p = probabilities(log_head, log_head.layer(z))
     np.testing.assert_allclose(autodiff_logit_gradient(log_head, z, [0]), p - one_hot([0], 3), atol=1e-6)
+    underflow = np.array([[0.0, 200.0, 1.0]], dtype="float32")  # p_0 = e^-200 is 0 in float32
+    g = autodiff_logit_gradient(head, underflow, [0])
+    np.testing.assert_array_equal(g, 0.0)
 
 
 # --------------------------------------------------------------------------- (b) finite differences

@@ -51,7 +51,9 @@ def test_describe_heads():
     by_name = {row["name"]: row for row in rows}
     assert by_name["softmax"]["parameters"] == {"temperature": 1.0, "drop_lowest": 0.0}
     assert by_name["taylor"]["parameters"] == {"order": 2}
-    assert set(by_name["gumbel"]["parameters"]) == {"temperature", "hard", "seed", "drop_lowest"}
+    assert by_name["gumbel"]["parameters"] == {"temperature": 1.0, "hard": False, "seed": None,
+                                               "drop_lowest": 0.0, "log_straight_through": True}
+    assert set(by_name["log_gumbel"]["parameters"]) == {"temperature", "hard", "seed", "drop_lowest"}
     assert by_name["base2"]["parameters"] == {}
     for row in rows:
         assert row["output"] == EXPECTED[row["name"]][0]
