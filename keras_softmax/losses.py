@@ -5,7 +5,11 @@ distributions of shape ``(batch, N)``, as CutMix makes) and the head's output,
 computes in float32, and never looks behind its input: none of them relies on a backend recovering
 logits from a softmax output (the TensorFlow backend's ``_keras_logits`` shortcut).
 
-Optional ``label_smoothing`` ``eps`` replaces the one-hot target ``y`` by ``q = (1 - eps) y + eps / N``.
+Optional ``label_smoothing`` ``eps`` replaces the one-hot target ``y`` by ``q = (1 - eps) y + eps / K``
+over the ``K`` classes the head kept: classes a head masked out (``drop_lowest``: probability exactly
+0, or a log-probability near ``MASKED_LOGIT``) get no smoothing mass, which would otherwise cost
+``eps / N`` times -1e9 on a log head. The Fenchel-Young losses (sparse heads, no masking) spread
+``eps`` over all ``N`` classes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_softmax.heads.base import check_fraction
+from keras_softmax.heads.base import MASKED_LOGIT, check_fraction
+
+#: A log-probability at or below this belongs to a class the head masked out (drop_lowest gives
+#: about MASKED_LOGIT = -1e9); a real one is far above it.
+MASKED_LOG_PROBABILITY = MASKED_LOGIT / 2
 
 
 def _as_tensor(y_true):
@@ -55,15 +63,22 @@ class _HeadLoss(keras.losses.Loss):
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction, "label_smoothing": self.label_smoothing}
 
-    def _cross_entropy(self, y_true, log_p):
-        """``-sum_j q_j log p_j`` without materialising ``q`` when the targets are labels."""
+    def _cross_entropy(self, y_true, log_p, kept):
+        """``-sum_j q_j log p_j`` without materialising ``q`` when the targets are labels.
+
+        ``kept`` marks the classes the head did not mask out: the smoothing mass goes to them only.
+        """
         if _is_distribution(y_true, log_p):
-            return -ops.sum(_target(y_true, log_p, self.label_smoothing) * log_p, axis=-1)
-        nll = -ops.squeeze(ops.take_along_axis(log_p, _labels(y_true, log_p), axis=-1), -1)
+            ce = -ops.sum(ops.cast(y_true, "float32") * log_p, axis=-1)
+        else:
+            ce = -ops.squeeze(ops.take_along_axis(log_p, _labels(y_true, log_p), axis=-1), -1)
         if not self.label_smoothing:
-            return nll
+            return ce
         eps = self.label_smoothing
-        return (1.0 - eps) * nll - eps * ops.mean(log_p, axis=-1)
+        kept = ops.cast(kept, "float32")
+        mean_kept = ops.sum(kept * ops.where(kept > 0, log_p, 0.0), axis=-1) / ops.maximum(
+            ops.sum(kept, axis=-1), 1.0)
+        return (1.0 - eps) * ce - eps * mean_kept
 
 
 #: The smallest normal float32: below it a probability carries no gradient (denormals may flush to 0).
@@ -108,7 +123,7 @@ class ProbabilityCrossEntropy(_HeadLoss):
 
     def call(self, y_true, y_pred):
         p = ops.cast(y_pred, "float32")
-        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon))
+        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon), kept=p > 0.0)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -126,7 +141,8 @@ class NegativeLogLikelihood(_HeadLoss):
         super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        return self._cross_entropy(_as_tensor(y_true), ops.cast(y_pred, "float32"))
+        log_p = ops.cast(y_pred, "float32")
+        return self._cross_entropy(_as_tensor(y_true), log_p, kept=log_p > MASKED_LOG_PROBABILITY)
 
 
 class FenchelYoungLoss(_HeadLoss):

@@ -39,9 +39,13 @@ class MismatchedCrossEntropy(NegativeLogLikelihood):
         return super().call(y_true, ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1))
 
 
-def mismatched_loss() -> keras.losses.Loss:
-    """The study's loss: sparse categorical cross-entropy that treats the head's output as logits."""
-    return MismatchedCrossEntropy()
+def mismatched_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The study's loss: sparse categorical cross-entropy that treats the head's output as logits.
+
+    ``label_smoothing`` smooths the target as for the matched losses (``--set label_smoothing``
+    applies to ``loss = "mismatched"`` runs too).
+    """
+    return MismatchedCrossEntropy(label_smoothing=label_smoothing)
 
 
 def logit_gradients(head_name: str, logits, labels, mismatched: bool, **head_params) -> np.ndarray:
