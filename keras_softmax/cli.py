@@ -76,7 +76,8 @@ def _default_out(head: str, dataset: str) -> Path:
               help="Any other setting of the config, e.g. weight_decay=1e-4 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<head>-<dataset>-<time>.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace whatever run is in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the keras-softmax run in --out (a directory that is not a run is refused).")
 @friendly_errors
 def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, val_split, config_file, settings,
           out, resume, overwrite):

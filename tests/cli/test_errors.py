@@ -152,3 +152,23 @@ def test_fractional_validation_count_is_refused(tmp_path):
     assert result.exit_code != 0
     assert "neither a fraction below 1 nor a whole image count" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch):
+    """``train --out . --overwrite`` in a project folder: one line, nothing touched, nothing trained."""
+    (tmp_path / "precious.txt").write_text("years of work")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print()")
+    monkeypatch.chdir(tmp_path)
+    for args in (["--overwrite"], [], ["--resume"]):
+        assert_user_error(invoke("train", *TINY, "--out", ".", *args), "not a keras-softmax run")
+    assert (tmp_path / "precious.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["main.py", "precious.txt", "src"]
+
+
+def test_a_file_as_run_directory(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep")
+    assert_user_error(invoke("train", *TINY, "--out", afile, "--overwrite"), "is a file")  # Click
+    assert_user_error(invoke("train", *TINY, "--out", afile / "run"), "not a directory")
+    assert afile.read_text() == "keep"
