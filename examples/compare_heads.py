@@ -11,14 +11,15 @@ from pathlib import Path
 
 from keras_softmax.evaluation.compare import compare_runs, format_table
 from keras_softmax.evaluation.plots import plot_comparison
-from keras_softmax.training import resolve, train
+from keras_softmax.job import run_job
+from keras_softmax.training import resolve
 
 
 def main(head_a: str = "softmax", head_b: str = "sparsemax") -> None:
     runs = []
     for head in (head_a, head_b):
         out = Path("runs") / f"compare-{head}"
-        train(resolve(None, {"head": head, "dataset": "digits"}), out, overwrite=True)
+        run_job(resolve(None, {"head": head, "dataset": "digits"}), out, overwrite=True)
         runs.append(out)
     rows = compare_runs(runs)
     print(format_table(rows))

@@ -173,11 +173,11 @@ def summarize(label: str, epoch_seconds: list[float], images: int) -> dict:
 def throughput_rows(config, epochs: int, skip_synthetic: bool = False, log=print) -> dict:
     """Train ``config`` for ``epochs`` with the real pipeline, then the synthetic ceiling; compare."""
     from keras_softmax import environment
-    from keras_softmax.training.trainer import train
+    from keras_softmax.job import run_job
 
     config.epochs, config.checkpoint_every = epochs, 0
     with tempfile.TemporaryDirectory() as tmp:
-        report = train(config, f"{tmp}/run", log=log)
+        report = run_job(config, f"{tmp}/run", log=log)
     images = report["split_sizes"]["train"] // config.batch_size * config.batch_size
     rows = [summarize("pipeline", report["epoch_seconds"], images)]
     if not skip_synthetic:

@@ -1,6 +1,8 @@
 """``keras-softmax``: a thin Click layer over the library (train, evaluate, predict, export, ...).
 
-Every error a user can cause is reported as one line with a non-zero exit status.
+Every error a user can cause is reported as one line with a non-zero exit status. The library is
+imported inside each command, not here: importing Keras and TensorFlow takes seconds, and
+``keras-softmax --help`` or a mistyped option should answer at once.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def _default_out(head: str, dataset: str) -> Path:
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
 @click.option("--seed", type=click.IntRange(min=0))
-@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]))
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+              help="Dtype policy. Default auto: mixed_bfloat16 on GPUs/TPUs with native bf16, else float32.")
 @click.option("--val-split", type=float, help="Validation fraction (<1) or image count (>=1). Default 0.1.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML preset (e.g. zoo/presets/*.toml).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -83,7 +86,7 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
           out, resume, overwrite):
     """Train a ResNet-12 with a softmax-variant head and write a run directory."""
     from keras_softmax.training.config import ConfigError, parse_head_param, resolve
-    from keras_softmax.training.trainer import train as run_training
+    from keras_softmax.job import run_job as run_training
 
     if resume:
         if not out:
@@ -134,7 +137,7 @@ def _train_or_explain(run_training, config, out: Path, **options):
 @friendly_errors
 def evaluate(run_dir, dataset, split, tta_flip):
     """Recompute the report of RUN_DIR on a split (written under RUN_DIR/evaluations/)."""
-    from keras_softmax.evaluation.run import evaluate_run
+    from keras_softmax.job import evaluate_run
 
     report, where = evaluate_run(run_dir, dataset=dataset, split=split, tta_flip=tta_flip)
     click.echo(f"{split} accuracy {100 * report['accuracy']:.2f}%  top-5 {100 * report['top5_accuracy']:.2f}%  "

@@ -10,7 +10,10 @@ import json
 import shutil
 from pathlib import Path
 
+import keras
+
 from keras_softmax import environment, io
+from keras_softmax.training.rundir import RunDirectory
 
 FORMATS = ("saved_model", "keras", "onnx")
 
@@ -84,8 +87,6 @@ def save_run_model(model, head, dataset, run_dir, log=print) -> None:
 
 def export_run(run_dir, fmt: str = "saved_model", log=print) -> Path:
     """Export the finished run in ``run_dir`` to ``fmt`` (one of ``FORMATS``); return the path."""
-    from keras_softmax.training.rundir import RunDirectory
-
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     run = RunDirectory(run_dir)
@@ -93,8 +94,6 @@ def export_run(run_dir, fmt: str = "saved_model", log=print) -> Path:
         raise ExportError(f"no trained model in {run.path} (model.keras is missing)")
     if fmt == "keras":
         return run.model_keras
-    import keras
-
     model = keras.saving.load_model(str(run.model_keras))
     info = json.loads(run.model_info.read_text()) if run.model_info.is_file() else None
     if fmt == "saved_model":

@@ -205,7 +205,7 @@ class Entmax15Loss(FenchelYoungLoss):
 
 def sparsemax_loss(y, z):
     """Exact sparsemax loss on scores ``z`` (reference; gradient ``sparsemax(z) - y``)."""
-    from keras_softmax.heads.sparse import sparsemax
+    from keras_softmax.heads.sparse import sparsemax  # here: heads.registry imports this module
 
     z = ops.cast(z, "float32")
     p = sparsemax(z)
@@ -220,7 +220,7 @@ def sparsemax_loss(y, z):
 
 def entmax15_loss(y, z):
     """Exact 1.5-entmax loss on scores ``z`` (reference; gradient ``entmax15(z) - y``)."""
-    from keras_softmax.heads.sparse import entmax15
+    from keras_softmax.heads.sparse import entmax15  # here: heads.registry imports this module
 
     z = ops.cast(z, "float32")
     p = entmax15(z)

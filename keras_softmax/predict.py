@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 
 
@@ -62,10 +63,6 @@ def load_classifier(model_path) -> Classifier:
         return Classifier(outputs=lambda x: loaded.serve(tf.constant(x, dtype=tf.uint8)).numpy(), info=info)
     if path.suffix != ".keras":
         raise PredictError(f"{path}: expected a SavedModel directory, a .keras file or a run directory")
-    import keras
-
-    import keras_softmax  # noqa: F401  registers the heads and losses for deserialization
-
     try:
         model = keras.saving.load_model(str(path))
     except Exception as error:  # a corrupt or foreign file: say so in one line

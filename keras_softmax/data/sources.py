@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from keras_softmax.cifar100 import FINE_NAMES, FINE_TO_COARSE
+from keras_softmax.environment import cache_root
 from keras_softmax.io import atomic_path
 
 DATASETS = {
@@ -219,8 +220,6 @@ def _one_line(error: BaseException) -> str:
 # --- class folders -------------------------------------------------------------------------------
 
 def _cache_root(cache_dir) -> Path:
-    from keras_softmax.environment import cache_root
-
     return Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_softmax.evaluation.metrics import compute_metrics
+
 
 def predict_probabilities(model, images, output_kind: str, *, batch_size: int = 256, tta_flip: bool = False):
     """Class probabilities of ``images`` (uint8, NHWC) at inference, optionally averaged with flips."""
@@ -17,8 +19,6 @@ def predict_probabilities(model, images, output_kind: str, *, batch_size: int = 
 
 def evaluate_model(model, head, dataset, split: str = "val", *, batch_size: int = 256, tta_flip: bool = False) -> dict:
     """Metrics of ``model`` on ``dataset``'s ``split``, plus the matching loss on that split."""
-    from keras_softmax.evaluation.metrics import compute_metrics
-
     images, labels = dataset.split(split)
     probabilities = predict_probabilities(model, images, head.output_kind, batch_size=batch_size, tta_flip=tta_flip)
     metrics = compute_metrics(labels, probabilities, class_names=dataset.class_names)

@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+#: "auto": mixed_bfloat16 on accelerators with native bf16, float32 elsewhere (resolved when a run
+#: starts; the run's config.toml and report record the resolved policy).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 
@@ -54,7 +56,7 @@ class TrainConfig:
     flip: bool = True
     dropout: float = 0.0
     tta_flip: bool = False
-    precision: str = "float32"
+    precision: str = "auto"
     jit_compile: bool = True
     steps_per_execution: int = 1
     val_every: int = 1  # validate every N epochs (and always after the last)

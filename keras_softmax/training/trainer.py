@@ -1,14 +1,42 @@
-"""``train``: data → model (backbone + head) → fit → evaluate → export, into one run directory."""
+"""``train``: data → model (backbone + head) → fit, into a run directory's history and checkpoints.
+
+Training only. Evaluating, exporting and reporting the trained model is the job's
+(:mod:`keras_softmax.job`), one level up, so that every import here points downward.
+"""
 
 from __future__ import annotations
 
-import math
-import statistics
+import dataclasses
 import time
-from pathlib import Path
 
-from keras_softmax.training.config import TrainConfig, to_toml
+import keras
+
+from keras_softmax import environment, io
+from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
+from keras_softmax.heads import HeadWithLoss, get_head
+from keras_softmax.mismatch import mismatched_loss
+from keras_softmax.models import build_model
+from keras_softmax.training.callbacks import RunRecorder, StepProgress
+from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
+from keras_softmax.training.metrics import accuracy_metric
+from keras_softmax.training.optim import make_optimizer
 from keras_softmax.training.rundir import RunDirectory
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """What :func:`train` leaves for evaluation and export: the trained model and its context."""
+
+    config: TrainConfig  # as resolved for this run (precision "auto" replaced by the policy used)
+    run_dir: RunDirectory
+    dataset: Dataset
+    head: HeadWithLoss
+    model: keras.Model
+    history: list[dict]  # one row per epoch, as in history.csv
+    train_seconds: float  # inside model.fit
+    images_per_epoch: int  # full batches only
+    batch_size: int
+    started: float  # time.perf_counter() when train() began
 
 
 def head_params_for(config: TrainConfig, dataset) -> dict:
@@ -23,21 +51,14 @@ def head_params_for(config: TrainConfig, dataset) -> dict:
 
 def setup_backend(config: TrainConfig) -> None:
     """Seed every generator, set the global dtype policy, and enable the compilation cache."""
-    import keras
-
-    from keras_softmax import environment
-
     keras.utils.set_random_seed(config.seed)
-    keras.config.set_dtype_policy(config.precision)
+    keras.config.set_dtype_policy(environment.resolve_precision(config.precision))
     if config.compile_cache:
         environment.enable_compilation_cache()
 
 
 def build_for(config: TrainConfig, dataset):
     """The head and the model for ``config`` on ``dataset``."""
-    from keras_softmax.heads import get_head
-    from keras_softmax.models import build_model
-
     head = get_head(config.head, **head_params_for(config, dataset))
     model = build_model(
         head, num_classes=dataset.num_classes, widths=tuple(config.widths),
@@ -50,20 +71,19 @@ def build_for(config: TrainConfig, dataset):
 def training_loss(config: TrainConfig, head):
     """The head's matching loss, or the original study's mismatched one when asked for."""
     if config.loss == "mismatched":
-        from keras_softmax.mismatch import mismatched_loss
-
         return mismatched_loss()
     return head.make_loss(config.label_smoothing)
 
 
-def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = False, log=print) -> dict:
-    """Train ``config`` into run directory ``out`` and return the report.
+def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: bool = False,
+          log=print) -> TrainedRun:
+    """Train ``config`` into run directory ``out`` (config.toml, history.csv, checkpoints/).
 
     With ``resume``, continue the unfinished run in ``out`` from its last checkpoint using the
-    config saved there. Raises ``RunDirError``/``DatasetError``/``ValueError`` for user errors.
+    config saved there (``config`` may then be None). Raises ``RunDirError``/``DatasetError``/
+    ``ConfigError`` for user errors, before touching the directory where it can.
     """
-    from keras_softmax.training.config import resolve
-
+    environment.configure_xla()
     run_dir = RunDirectory(out)
     if resume:
         state = run_dir.prepare(resume=True, overwrite=False)
@@ -71,20 +91,11 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
     else:
         config.validate()
         run_dir.check(resume=False, overwrite=overwrite)  # fail before any work is done
-
-    import keras
-
-    from keras_softmax import environment
-    from keras_softmax.data import load_dataset, make_batches
-    from keras_softmax.training.callbacks import RunRecorder, StepProgress
-    from keras_softmax.training.metrics import accuracy_metric
-    from keras_softmax.training.optim import make_optimizer
-
     if config.ema and keras.backend.backend() == "jax" and not environment.on_cpu():
-        from keras_softmax.training.config import ConfigError
-
         raise ConfigError("ema is not available on the JAX backend with an accelerator: Keras 3.15's "
                           "optimizer EMA leaves deleted arrays behind after fit (set ema = 0)")
+    config = dataclasses.replace(config, precision=environment.resolve_precision(config.precision))
+
     started = time.perf_counter()
     setup_backend(config)
     dataset = load_dataset(config.dataset, val_split=config.val_split, seed=config.seed, limit=config.limit or None)
@@ -95,8 +106,6 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
         # Only now, with the data and model known good, is the directory claimed; the config is
         # written first so that an interrupted run can always be resumed.
         state = run_dir.prepare(resume=False, overwrite=overwrite)
-        from keras_softmax import io
-
         io.write_text(run_dir.config, to_toml(config))
 
     num_train = len(dataset.y_train)
@@ -113,7 +122,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
         dataset.x_train, dataset.y_train, batch_size, shuffle=True, seed=config.seed, drop_remainder=True,
         cutmix=config.cutmix, num_classes=dataset.num_classes,
     )
-    val_batches = make_batches(dataset.x_val, dataset.y_val, batch_size, shuffle=False)
+    val_batches = make_batches(dataset.x_val, dataset.y_val, even_batch_size(len(dataset.y_val), batch_size),
+                               shuffle=False)
 
     initial_epoch, history = 0, []
     if state is not None:
@@ -139,50 +149,8 @@ def train(config: TrainConfig, out, *, resume: bool = False, overwrite: bool = F
             train_batches, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=val_batches,
             validation_freq=config.val_every, callbacks=callbacks, shuffle=False, verbose=0,
         )
-    train_seconds = time.perf_counter() - fit_started
-
-    from keras_softmax.evaluation.evaluate import evaluate_model
-    from keras_softmax.export import save_run_model
-
-    log("evaluating on the validation split")
-    report = evaluate_model(model, head, dataset, "val", batch_size=batch_size, tta_flip=config.tta_flip)
-    save_run_model(model, head, dataset, run_dir, log=log)
-    report.update(run_summary(config, dataset, model, recorder.rows, train_seconds, steps_per_epoch * batch_size))
-    report["wall_seconds"] = time.perf_counter() - started
-
-    from keras_softmax.evaluation.report import write_report
-
-    history_columns = {k: [r.get(k) for r in recorder.rows] for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
-    report = write_report(run_dir.path, report, history=history_columns, class_names=dataset.class_names)
-    run_dir.drop_checkpoint_weights()
-    log(f"done: val accuracy {100 * report['accuracy']:.2f}% (top-5 {100 * report['top5_accuracy']:.2f}%) "
-        f"after {report['wall_seconds']:.1f}s; report: {Path(run_dir.path) / 'report.md'}")
-    return report
-
-
-def run_summary(config: TrainConfig, dataset, model, rows: list[dict], train_seconds: float,
-                images_per_epoch: int) -> dict:
-    """Timing, size and provenance entries of the report."""
-    from keras_softmax import environment
-
-    epoch_seconds = [r["epoch_seconds"] for r in rows]
-    steady = epoch_seconds[1:] or epoch_seconds
-    steady_seconds = statistics.median(steady) if steady else math.nan
-    summary = {
-        "head": config.head,
-        "head_params": dict(config.head_params),
-        "dataset": dataset.name,
-        "split_sizes": dataset.sizes(),
-        "seed": config.seed,
-        "epochs": len(rows),
-        "epoch_seconds": epoch_seconds,
-        "steady_epoch_seconds": steady_seconds,
-        "compile_seconds": max(0.0, epoch_seconds[0] - steady_seconds) if epoch_seconds else None,
-        "train_seconds": train_seconds,
-        "images_per_second": images_per_epoch / steady_seconds if steady_seconds and steady_seconds > 0 else None,
-        "num_params": int(model.count_params()),
-        "precision": config.precision,
-        "config": config.to_dict(),
-    }
-    summary.update(environment.describe())
-    return summary
+    return TrainedRun(
+        config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,
+        train_seconds=time.perf_counter() - fit_started, images_per_epoch=steps_per_epoch * batch_size,
+        batch_size=batch_size, started=started,
+    )

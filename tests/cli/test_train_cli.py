@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -34,10 +35,12 @@ def test_config_toml_writes_every_field_and_resolves_to_the_same_config(shared_r
     assert set(written) == set(FIELDS)
     config = resolve(shared_run.path / "config.toml")
     assert config.to_dict() == written
-    # The same config as resolving the command line again.
+    # The same config as resolving the command line again, with precision "auto" resolved to the
+    # policy the run used (float32 on a CPU).
     expected = resolve(None, {"head": "log_softmax", "epochs": 2, "batch_size": 32, "widths": [4, 8, 8, 8],
                               "limit": 300, "jit_compile": False})
-    assert config == expected
+    assert expected.precision == "auto" and written["precision"] == "float32"
+    assert config == dataclasses.replace(expected, precision="float32")
     assert (config.head, config.epochs, config.widths, config.limit) == ("log_softmax", 2, [4, 8, 8, 8], 300)
     assert json.loads((shared_run.path / "report.json").read_text())["config"] == config.to_dict()
 

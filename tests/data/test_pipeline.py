@@ -176,3 +176,20 @@ def test_numpy_path_works_without_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                             timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("num_images, batch_size, expected", [
+    (5000, 512, 500),     # CIFAR copy's validation split: no ragged 392-image batch
+    (45000, 512, 500),
+    (4999, 512, 512),     # no divisor in [256, 512]: keep the batch size
+    (10, 512, 10),        # fewer images than a batch: one batch
+    (180, 64, 60),
+])
+def test_even_batch_size(num_images, batch_size, expected):
+    from keras_softmax.data import even_batch_size
+
+    size = even_batch_size(num_images, batch_size)
+    assert size == expected
+    assert size <= max(batch_size, 1)
+    if size != batch_size:
+        assert num_images % size == 0

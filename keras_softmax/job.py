@@ -1,0 +1,117 @@
+"""The whole job behind ``keras-softmax train``: train → evaluate → export → report, in one run directory.
+
+This module sits above :mod:`keras_softmax.training`, :mod:`keras_softmax.evaluation` and
+:mod:`keras_softmax.export` and is the only place that joins them, so every import points downward:
+``training`` only trains, ``evaluation`` only measures, ``export`` only writes models.
+
+>>> from keras_softmax.job import run_job
+>>> from keras_softmax.training import resolve
+>>> report = run_job(resolve(None, {"head": "log_gumbel"}), "runs/demo")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+
+import keras
+
+from keras_softmax import environment
+from keras_softmax.data import even_batch_size, load_dataset
+from keras_softmax.evaluation.evaluate import evaluate_model
+from keras_softmax.evaluation.report import read_report, write_report
+from keras_softmax.export import ExportError, save_run_model
+from keras_softmax.heads import get_head
+from keras_softmax.training.config import TrainConfig, resolve
+from keras_softmax.training.rundir import RunDirectory, RunDirError
+from keras_softmax.training.trainer import TrainedRun, head_params_for, train
+
+
+def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite: bool = False,
+            log=print) -> dict:
+    """Train ``config`` into ``out``, evaluate on the validation split, export, write the report.
+
+    With ``resume``, continue the unfinished run in ``out`` (``config`` may be None). Returns the
+    report (``report.json``'s content). Raises the package's user errors (``RunDirError``,
+    ``DatasetError``, ``ConfigError``) before any work where it can.
+    """
+    trained = train(config, out, resume=resume, overwrite=overwrite, log=log)
+    config, run_dir = trained.config, trained.run_dir
+    log("evaluating on the validation split")
+    report = evaluate_model(trained.model, trained.head, trained.dataset, "val",
+                            batch_size=even_batch_size(len(trained.dataset.y_val), trained.batch_size),
+                            tta_flip=config.tta_flip)
+    save_run_model(trained.model, trained.head, trained.dataset, run_dir, log=log)
+    report.update(run_summary(trained))
+    report["wall_seconds"] = time.perf_counter() - trained.started
+    history = {k: [r.get(k) for r in trained.history] for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
+    report = write_report(run_dir.path, report, history=history, class_names=trained.dataset.class_names)
+    run_dir.drop_checkpoint_weights()
+    log(f"done: val accuracy {100 * report['accuracy']:.2f}% (top-5 {100 * report['top5_accuracy']:.2f}%) "
+        f"after {report['wall_seconds']:.1f}s; report: {Path(run_dir.path) / 'report.md'}")
+    return report
+
+
+def run_summary(trained: TrainedRun) -> dict:
+    """Timing, size and provenance entries of the report."""
+    config, rows = trained.config, trained.history
+    epoch_seconds = [r["epoch_seconds"] for r in rows]
+    steady = epoch_seconds[1:] or epoch_seconds
+    steady_seconds = statistics.median(steady) if steady else math.nan
+    summary = {
+        "head": config.head,
+        "head_params": dict(config.head_params),
+        "dataset": trained.dataset.name,
+        "split_sizes": trained.dataset.sizes(),
+        "seed": config.seed,
+        "epochs": len(rows),
+        "epoch_seconds": epoch_seconds,
+        "steady_epoch_seconds": steady_seconds,
+        "compile_seconds": max(0.0, epoch_seconds[0] - steady_seconds) if epoch_seconds else None,
+        "train_seconds": trained.train_seconds,
+        "images_per_second": (trained.images_per_epoch / steady_seconds
+                              if steady_seconds and steady_seconds > 0 else None),
+        "num_params": int(trained.model.count_params()),
+        "precision": config.precision,
+        "config": config.to_dict(),
+    }
+    summary.update(environment.describe())
+    return summary
+
+
+def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta_flip: bool | None = None):
+    """Evaluate ``run_dir``'s ``model.keras`` and write ``run_dir/evaluations/<dataset>-<split>/``.
+
+    The validation split is the run's own (same seed and size). Returns ``(report, directory)``.
+    """
+    run = RunDirectory(run_dir)
+    if not run.config.is_file():
+        raise RunDirError(f"{run.path} is not a run directory (config.toml is missing)")
+    if not run.model_keras.is_file():
+        raise ExportError(f"no trained model in {run.path} (model.keras is missing)")
+    config = resolve(run.config)
+    data = load_dataset(dataset or config.dataset, val_split=config.val_split, seed=config.seed,
+                        limit=config.limit or None)
+    head = get_head(config.head, **head_params_for(config, data))
+    model = keras.saving.load_model(str(run.model_keras))
+    tta = config.tta_flip if tta_flip is None else tta_flip
+    report = evaluate_model(model, head, data, split, batch_size=config.batch_size, tta_flip=tta)
+    trained = read_report(run.path) if run.finished else {}
+    for key in ("epoch_seconds", "train_seconds", "images_per_second", "num_params", "head", "head_params",
+                "seed", "backend", "device", "versions", "compile_seconds"):
+        if key in trained:
+            report.setdefault(key, trained[key])
+    report.setdefault("num_params", int(model.count_params()))
+    report.setdefault("head", config.head)
+    report.setdefault("head_params", dict(config.head_params))
+    report.setdefault("seed", config.seed)
+    for key in ("epoch_seconds", "train_seconds", "images_per_second"):
+        report.setdefault(key, None)
+    report["dataset"] = data.name
+    report["split_sizes"] = data.sizes()
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(data.name).name)
+    where = run.path / "evaluations" / f"{label}-{split}"
+    report = write_report(where, report, class_names=data.class_names)
+    return report, where
