@@ -22,10 +22,12 @@ def _user_errors():
     from keras_softmax.data import DatasetError
     from keras_softmax.export import ExportError
     from keras_softmax.predict import PredictError
+    from keras_softmax.training.callbacks import TrainingDiverged
     from keras_softmax.training.config import ConfigError
     from keras_softmax.training.rundir import RunDirError
 
-    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, ValueError, FileNotFoundError)
+    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, TrainingDiverged, ValueError,
+            FileNotFoundError)
 
 
 def friendly_errors(command):

@@ -92,8 +92,9 @@ def floored_log(p, epsilon):
     flatten the gradient, so a probability below ``epsilon`` still learns (``d/dp = 1/p``). Below
     the smallest normal float32 (and at an exact 0) the gradient is 0, never inf or NaN.
     """
-    normal = p >= _TINY
-    log_p = ops.log(ops.where(normal, p, _TINY))
+    # ``p < TINY`` rather than ``p >= TINY``: a NaN probability must stay NaN (a diverged run has to
+    # show it), not be floored into a finite loss.
+    log_p = ops.log(ops.where(p < _TINY, _TINY, p))
     floored = ops.maximum(log_p, float(np.log(epsilon)))
     return log_p + ops.stop_gradient(floored - log_p)
 
@@ -123,7 +124,9 @@ class ProbabilityCrossEntropy(_HeadLoss):
 
     def call(self, y_true, y_pred):
         p = ops.cast(y_pred, "float32")
-        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon), kept=p > 0.0)
+        # kept: not exactly 0 (a NaN stays in, so that it shows in the loss)
+        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon),
+                                   kept=ops.logical_not(p == 0.0))
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -142,7 +145,8 @@ class NegativeLogLikelihood(_HeadLoss):
 
     def call(self, y_true, y_pred):
         log_p = ops.cast(y_pred, "float32")
-        return self._cross_entropy(_as_tensor(y_true), log_p, kept=log_p > MASKED_LOG_PROBABILITY)
+        kept = ops.logical_not(log_p <= MASKED_LOG_PROBABILITY)  # a NaN stays in, to show in the loss
+        return self._cross_entropy(_as_tensor(y_true), log_p, kept=kept)
 
 
 class FenchelYoungLoss(_HeadLoss):

@@ -46,10 +46,25 @@ class RunDirectory:
         self.model_info = self.path / "model_info.json"
         self.report = self.path / "report.json"
         self.marker = self.path / MARKER
+        self.failed_file = self.path / "failed.json"
 
     @property
     def finished(self) -> bool:
         return self.report.is_file()
+
+    @property
+    def failed(self) -> dict | None:
+        """What ``failed.json`` says when the run stopped on an error (e.g. a diverging loss), or None."""
+        if not self.failed_file.is_file():
+            return None
+        try:
+            return json.loads(self.failed_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"message": "failed.json is unreadable"}
+
+    def mark_failed(self, info: dict) -> None:
+        """Record that the run stopped on an error; ``--resume`` or ``--overwrite`` clears it."""
+        io.write_json(self.failed_file, info)
 
     @property
     def is_run(self) -> bool:
@@ -109,6 +124,13 @@ class RunDirectory:
                 "or --out to choose another directory"
             )
         if not resume:
+            failed = self.failed
+            if failed is not None:
+                where = f" at epoch {failed['epoch']}" if failed.get("epoch") else ""
+                raise RunDirError(
+                    f"{self.path} holds a run that failed{where} ({failed.get('reason', 'see failed.json')}); "
+                    "pass --resume to continue it from its last checkpoint or --overwrite to start again"
+                )
             raise RunDirError(
                 f"{self.path} holds an unfinished run; pass --resume to continue it "
                 "or --overwrite to start again"
@@ -121,6 +143,7 @@ class RunDirectory:
         """Make the directory ready (see ``check``); return the checkpoint state to resume from."""
         action = self.check(resume=resume, overwrite=overwrite)
         if action == "resume":
+            self.failed_file.unlink(missing_ok=True)  # this attempt has not failed (yet)
             return self.read_state()
         try:
             if action == "overwrite":

@@ -16,7 +16,7 @@ from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batc
 from keras_softmax.heads import HeadWithLoss, get_head
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import build_model
-from keras_softmax.training.callbacks import RunRecorder, StepProgress
+from keras_softmax.training.callbacks import RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
 from keras_softmax.training.metrics import accuracy_metric
 from keras_softmax.training.optim import make_optimizer
@@ -81,7 +81,9 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
 
     With ``resume``, continue the unfinished run in ``out`` from its last checkpoint using the
     config saved there (``config`` may then be None). Raises ``RunDirError``/``DatasetError``/
-    ``ConfigError`` for user errors, before touching the directory where it can.
+    ``ConfigError`` for user errors, before touching the directory where it can, and
+    ``TrainingDiverged`` when the loss becomes NaN or infinite (the run directory then holds
+    ``failed.json`` and its last good checkpoint).
     """
     environment.configure_xla()
     run_dir = RunDirectory(out)
@@ -139,16 +141,18 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
         f"ready {time.perf_counter() - started:.1f}s)")
     recorder = RunRecorder(run_dir, num_train=steps_per_epoch * batch_size, epochs=config.epochs,
                            history=history, checkpoint_every=config.checkpoint_every, log=log,
-                           started=started)
+                           started=started, mixed_precision=config.precision != "float32")
     fit_started = time.perf_counter()
     callbacks = [recorder]
     if environment.on_cpu():
-        callbacks.append(StepProgress(batch_size, log=log))
+        callbacks.append(StepProgress(batch_size, log=log, recorder=recorder))
     if initial_epoch < config.epochs:
         model.fit(
             train_batches, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=val_batches,
             validation_freq=config.val_every, callbacks=callbacks, shuffle=False, verbose=0,
         )
+        if recorder.diverged:
+            raise TrainingDiverged(recorder.diverged)
     return TrainedRun(
         config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,
         train_seconds=time.perf_counter() - fit_started, images_per_epoch=steps_per_epoch * batch_size,

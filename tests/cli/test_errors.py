@@ -172,3 +172,20 @@ def test_a_file_as_run_directory(tmp_path):
     assert_user_error(invoke("train", *TINY, "--out", afile, "--overwrite"), "is a file")  # Click
     assert_user_error(invoke("train", *TINY, "--out", afile / "run"), "not a directory")
     assert afile.read_text() == "keep"
+
+
+def test_a_diverging_run_stops_at_the_first_nan_with_one_line(tmp_path):
+    """``--lr 1e6``: it used to train on with ``loss nan`` for every epoch and end in "probs contains
+    NaN or Inf". Now: one line naming the epoch, step and learning rate, a non-zero exit, no report
+    (nothing with NaNs in it), and a run directory that says it failed."""
+    out = tmp_path / "run"
+    result = invoke("train", "--head", "softmax", "--epochs", "2", "--lr", "1e6", *TINY, "--out", out)
+    line = assert_user_error(result, "training diverged", "at epoch 1, step", "learning rate", "lower --lr")
+    assert "nan" in line
+    assert not any(row.startswith("epoch ") for row in result.output.splitlines()), result.output
+    assert "probs contains NaN" not in result.output
+    assert not (out / "report.json").exists() and not (out / "model.keras").exists()
+    failed = json.loads((out / "failed.json").read_text())
+    assert failed["epoch"] == 1 and failed["reason"] == "non-finite loss" and failed["message"] == line[7:]
+    assert not (out / "history.csv").exists() or "nan" not in (out / "history.csv").read_text()
+    assert_user_error(invoke("train", *TINY, "--out", out), "holds a run that failed at epoch 1", "--resume")

@@ -114,3 +114,15 @@ def test_label_smoothing_skips_classes_masked_by_drop_lowest(name, eps):
     # and through target distributions (CutMix) as well
     targets = np.eye(5, dtype="float32")[Y]
     assert float(to_np(loss(targets, head.layer(Z)))) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_class", [ks.ProbabilityCrossEntropy, ks.NegativeLogLikelihood])
+def test_nan_outputs_give_a_nan_loss(loss_class):
+    """A diverged model's NaN output must not be floored into a finite loss: training has to see it."""
+    pred = np.array([[np.nan, 0.5, 0.5], [0.2, 0.3, 0.5]], dtype="float32")
+    if loss_class is ks.NegativeLogLikelihood:
+        pred = np.log(pred)
+    for smoothing in (0.0, 0.1):
+        assert np.isnan(float(to_np(loss_class(label_smoothing=smoothing)(np.array([0, 1]), pred))))
+    # smoothing puts mass on every kept class: a NaN anywhere in the row shows
+    assert np.isnan(float(to_np(loss_class(label_smoothing=0.1)(np.array([1, 1]), pred))))

@@ -143,3 +143,34 @@ def test_a_file_is_not_a_run_directory(tmp_path):
             with pytest.raises(RunDirError, match="not a directory"):
                 RunDirectory(path).prepare(resume=resume, overwrite=overwrite)
     assert afile.read_text() == "keep"
+
+
+def test_a_diverged_epoch_is_not_recorded_and_the_run_resumes_from_its_last_good_checkpoint(tmp_path):
+    """RunRecorder at the end of an epoch whose loss is NaN: no history row, no checkpoint over the
+    last good one, failed.json with the reason; --resume then starts from the good checkpoint."""
+    import keras
+
+    from keras_softmax.training.callbacks import RunRecorder
+
+    run = RunDirectory(tmp_path / "run")
+    run.prepare(resume=False, overwrite=False)
+    run.config.write_text(to_toml(TrainConfig(epochs=3)))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    good = [{"epoch": 1, "loss": 0.5, "epoch_seconds": 1.0, "elapsed_seconds": 1.0}]
+    run.save_checkpoint(model, 1, good)
+    lines = []
+    recorder = RunRecorder(run, num_train=10, epochs=3, history=good, log=lines.append)
+    recorder.set_model(model)
+    recorder.on_epoch_begin(1)
+    recorder.on_epoch_end(1, {"loss": float("nan"), "accuracy": 0.1})
+    assert model.stop_training and lines == []
+    assert "epoch 2" in recorder.diverged and "learning rate 0.5" in recorder.diverged
+    assert "last good checkpoint (epoch 1)" in recorder.diverged and "--resume" in recorder.diverged
+    assert [r["epoch"] for r in recorder.rows] == [1]
+    assert run.read_state()["epoch"] == 1
+    assert run.failed["epoch"] == 2 and run.failed["last_checkpoint_epoch"] == 1
+    with pytest.raises(RunDirError, match="holds a run that failed at epoch 2"):
+        run.check(resume=False, overwrite=False)
+    state = run.prepare(resume=True, overwrite=False)
+    assert state["epoch"] == 1 and run.failed is None
