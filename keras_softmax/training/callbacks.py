@@ -1,4 +1,5 @@
-"""Training callbacks: time epochs, show progress, write ``history.csv``, checkpoint, stop on NaN."""
+"""Training callbacks: time epochs, show progress, write ``history.csv``, checkpoint, stop on NaN,
+and reseed the model's random layers per epoch (so that a resumed run draws what it would have)."""
 
 from __future__ import annotations
 
@@ -185,6 +186,29 @@ class StepProgress(keras.callbacks.Callback):
         rate = (batch + 1) / (now - self._start)
         self.log(f"  step {batch + 1}/{steps}  {rate * self.images_per_step:,.0f} img/s  "
                  f"epoch ETA {_format_duration((steps - batch - 1) / rate)}")
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseed every random layer of the model (augmentation, dropout, Gumbel noise) at each epoch.
+
+    Each ``keras.random.SeedGenerator`` state ``[seed, counter]`` is set to
+    ``[seed, epoch * 2**20]`` when epoch ``epoch`` begins, ``seed`` being the generator's own
+    initial seed. The draws of an epoch are then a pure function of the model's seeds and the epoch
+    number, not of how many steps ran before in this process: a run resumed at epoch ``k`` draws
+    what the uninterrupted run drew (the states are not in the weights a checkpoint restores).
+    Up to 2**20 draws per generator and epoch, 2,048 epochs.
+    """
+
+    STRIDE = 2**20
+
+    def on_train_begin(self, logs=None):
+        self._states = [v for v in self.model.non_trainable_variables if v.name == "seed_generator_state"]
+        self._seeds = [np.asarray(keras.ops.convert_to_numpy(v.value))[0] for v in self._states]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for variable, seed in zip(self._states, self._seeds):
+            value = np.array([seed, (epoch * self.STRIDE) % 2**31], dtype=variable.dtype)
+            variable.assign(value)
 
 
 def _float(value):
