@@ -22,11 +22,13 @@ def _user_errors():
     from keras_softmax.data import DatasetError
     from keras_softmax.export import ExportError
     from keras_softmax.predict import PredictError
+    from keras_softmax.training.callbacks import TrainingDiverged
     from keras_softmax.training.config import ConfigError
     from keras_softmax.study.spec import StudyError
     from keras_softmax.training.rundir import RunDirError
 
-    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, StudyError, ValueError,
+    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, StudyError, TrainingDiverged,
+            ValueError,
             FileNotFoundError)
 
 
@@ -81,7 +83,8 @@ def _default_out(head: str, dataset: str) -> Path:
               help="Any other setting of the config, e.g. weight_decay=1e-4 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<head>-<dataset>-<time>.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace whatever run is in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the keras-softmax run in --out (a directory that is not a run is refused).")
 @friendly_errors
 def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, val_split, config_file, settings,
           out, resume, overwrite):

@@ -5,15 +5,24 @@ distributions of shape ``(batch, N)``, as CutMix makes) and the head's output,
 computes in float32, and never looks behind its input: none of them relies on a backend recovering
 logits from a softmax output (the TensorFlow backend's ``_keras_logits`` shortcut).
 
-Optional ``label_smoothing`` ``eps`` replaces the one-hot target ``y`` by ``q = (1 - eps) y + eps / N``.
+Optional ``label_smoothing`` ``eps`` replaces the one-hot target ``y`` by ``q = (1 - eps) y + eps / K``
+over the ``K`` classes the head kept: classes a head masked out (``drop_lowest``: probability exactly
+0, or a log-probability near ``MASKED_LOGIT``) get no smoothing mass, which would otherwise cost
+``eps / N`` times -1e9 on a log head. The Fenchel-Young losses (sparse heads, no masking) spread
+``eps`` over all ``N`` classes.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
-from keras_softmax.heads.base import check_fraction
+from keras_softmax.heads.base import MASKED_LOGIT, check_fraction
+
+#: A log-probability at or below this belongs to a class the head masked out (drop_lowest gives
+#: about MASKED_LOGIT = -1e9); a real one is far above it.
+MASKED_LOG_PROBABILITY = MASKED_LOGIT / 2
 
 
 def _as_tensor(y_true):
@@ -54,27 +63,56 @@ class _HeadLoss(keras.losses.Loss):
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction, "label_smoothing": self.label_smoothing}
 
-    def _cross_entropy(self, y_true, log_p):
-        """``-sum_j q_j log p_j`` without materialising ``q`` when the targets are labels."""
+    def _cross_entropy(self, y_true, log_p, kept):
+        """``-sum_j q_j log p_j`` without materialising ``q`` when the targets are labels.
+
+        ``kept`` marks the classes the head did not mask out: the smoothing mass goes to them only.
+        """
         if _is_distribution(y_true, log_p):
-            return -ops.sum(_target(y_true, log_p, self.label_smoothing) * log_p, axis=-1)
-        nll = -ops.squeeze(ops.take_along_axis(log_p, _labels(y_true, log_p), axis=-1), -1)
+            ce = -ops.sum(ops.cast(y_true, "float32") * log_p, axis=-1)
+        else:
+            ce = -ops.squeeze(ops.take_along_axis(log_p, _labels(y_true, log_p), axis=-1), -1)
         if not self.label_smoothing:
-            return nll
+            return ce
         eps = self.label_smoothing
-        return (1.0 - eps) * nll - eps * ops.mean(log_p, axis=-1)
+        kept = ops.cast(kept, "float32")
+        mean_kept = ops.sum(kept * ops.where(kept > 0, log_p, 0.0), axis=-1) / ops.maximum(
+            ops.sum(kept, axis=-1), 1.0)
+        return (1.0 - eps) * ce - eps * mean_kept
+
+
+#: The smallest normal float32: below it a probability carries no gradient (denormals may flush to 0).
+_TINY = 2.0**-126
+
+
+def floored_log(p, epsilon):
+    """``log max(p, epsilon)`` in value, with the gradient of ``log p`` wherever ``p`` is a normal float32.
+
+    The floor keeps the *value* finite (a zero probability costs ``-log epsilon``); it does not
+    flatten the gradient, so a probability below ``epsilon`` still learns (``d/dp = 1/p``). Below
+    the smallest normal float32 (and at an exact 0) the gradient is 0, never inf or NaN.
+    """
+    # ``p < TINY`` rather than ``p >= TINY``: a NaN probability must stay NaN (a diverged run has to
+    # show it), not be floored into a finite loss.
+    log_p = ops.log(ops.where(p < _TINY, _TINY, p))
+    floored = ops.maximum(log_p, float(np.log(epsilon)))
+    return log_p + ops.stop_gradient(floored - log_p)
 
 
 @keras.saving.register_keras_serializable(package="keras_softmax")
 class ProbabilityCrossEntropy(_HeadLoss):
-    """Cross-entropy on probabilities: ``-log max(p_y, epsilon)``.
+    """Cross-entropy on probabilities: ``-log max(p_y, epsilon)``, with the gradient of ``-log p_y``.
 
     For heads that output probabilities (softmax, gumbel, taylor, base2, exp_sin, normal_cdf). With
-    ``p = softmax(s)`` the gradient w.r.t. the scores is ``p - y`` while ``p_y > epsilon``.
+    ``p = softmax(s)`` the gradient w.r.t. the scores is ``p - y``. The floor bounds the value only
+    (:func:`floored_log`): the gradient stays that of ``-log p_y`` below ``epsilon``, down to the
+    smallest normal float32 (~1.2e-38), so a confidently wrong prediction still gets its push, and
+    a hard Gumbel sample (``GumbelSoftmax(hard=True)`` as ``get_head`` pairs it) trains with the
+    soft sample's gradient.
 
     Args:
-        epsilon: floor on the probability (default 1e-7), so a zero probability costs
-            ``-log(epsilon)`` (about 16.1) instead of infinity.
+        epsilon: floor on the probability in the loss value (default 1e-7), so a zero probability
+            costs ``-log(epsilon)`` (about 16.1) instead of infinity.
         label_smoothing: eps in [0, 1).
     """
 
@@ -86,7 +124,9 @@ class ProbabilityCrossEntropy(_HeadLoss):
 
     def call(self, y_true, y_pred):
         p = ops.cast(y_pred, "float32")
-        return self._cross_entropy(_as_tensor(y_true), ops.log(ops.maximum(p, self.epsilon)))
+        # kept: not exactly 0 (a NaN stays in, so that it shows in the loss)
+        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon),
+                                   kept=ops.logical_not(p == 0.0))
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -104,7 +144,9 @@ class NegativeLogLikelihood(_HeadLoss):
         super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        return self._cross_entropy(_as_tensor(y_true), ops.cast(y_pred, "float32"))
+        log_p = ops.cast(y_pred, "float32")
+        kept = ops.logical_not(log_p <= MASKED_LOG_PROBABILITY)  # a NaN stays in, to show in the loss
+        return self._cross_entropy(_as_tensor(y_true), log_p, kept=kept)
 
 
 class FenchelYoungLoss(_HeadLoss):
@@ -113,9 +155,11 @@ class FenchelYoungLoss(_HeadLoss):
     Its gradient w.r.t. the scores is ``p - q``. The loss sees only ``p``, so its value is
     ``L(z_hat, q)`` at the canonical scores ``z_hat(p)`` that the head maps to ``p``; this equals
     ``L(z, q)`` whenever the true class is in the support of ``p`` and is a lower bound otherwise.
-    The gradient it returns w.r.t. ``p`` is ``p - q``, which the head (with
-    ``fenchel_young_gradient=True``) hands to the logits unchanged: training follows the exact
-    Fenchel-Young gradient. Subclasses define ``value(p, q)``.
+    The gradient it returns w.r.t. ``p`` is ``p - q``, which the head paired with it (``get_head``,
+    ``build_model`` and the CLI build it with ``fenchel_young_gradient=True``) hands to the logits
+    unchanged: training follows the exact Fenchel-Young gradient. After a bare layer (true Jacobian)
+    the logits would get ``J^T (p - q)`` instead, which gives a label outside the support no push:
+    use the pair, or ``fenchel_young_gradient=True``. Subclasses define ``value(p, q)``.
     """
 
     def value(self, p, q):

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_softmax.heads.registry import get_head
+from keras_softmax.heads.registry import get_head, unpaired_params
 from keras_softmax.losses import NegativeLogLikelihood
 
 
@@ -39,27 +39,33 @@ class MismatchedCrossEntropy(NegativeLogLikelihood):
         return super().call(y_true, ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1))
 
 
-def mismatched_loss() -> keras.losses.Loss:
-    """The study's loss: sparse categorical cross-entropy that treats the head's output as logits."""
-    return MismatchedCrossEntropy()
+def mismatched_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The study's loss: sparse categorical cross-entropy that treats the head's output as logits.
+
+    ``label_smoothing`` smooths the target as for the matched losses (``--set label_smoothing``
+    applies to ``loss = "mismatched"`` runs too).
+    """
+    return MismatchedCrossEntropy(label_smoothing=label_smoothing)
 
 
 def logit_gradients(head_name: str, logits, labels, mismatched: bool, **head_params) -> np.ndarray:
     """Gradient of the (matched or mismatched) loss w.r.t. the logits, summed over the batch.
 
-    Uses the backend's own autodiff (TensorFlow, JAX or PyTorch).
+    Uses the backend's own autodiff (TensorFlow, JAX or PyTorch), with the noise of stochastic
+    heads off. The matched loss uses the head as ``get_head`` pairs it; the mismatched one uses the
+    layer's true Jacobian (``unpaired_params``), which is what training with it does.
     """
+    if mismatched:
+        # Another loss than the head's own: the layer's true Jacobian (the Fenchel-Young heads'
+        # straight-through gradient is right only under their matching loss), as the study had it.
+        head_params = {**unpaired_params(head_name), **head_params}
     head = get_head(head_name, **head_params)
     loss = mismatched_loss() if mismatched else head.loss
     logits = np.asarray(logits, dtype="float32")
     labels = np.asarray(labels)
-    # The Fenchel-Young heads (sparsemax, entmax15) hand their matched loss's gradient p - y to the
-    # logits only in training mode; at inference they use the true Jacobian, which is 0 once the
-    # support is one class. The mismatched loss keeps that true Jacobian, as the study had it.
-    training = not mismatched and bool(getattr(head.layer, "fenchel_young_gradient", False))
 
     def loss_of(z):
-        return loss(labels, head.layer(z, training=training)) * logits.shape[0]
+        return loss(labels, head.layer(z, training=False)) * logits.shape[0]
 
     return np.asarray(ops.convert_to_numpy(_gradient(loss_of, logits)))
 

@@ -8,11 +8,19 @@ onehot(y_partner)`` with ``lam'`` the fraction of its own pixels that remain.
 
 >>> batches = make_batches(x_train, y_train, 128, shuffle=True, seed=0)
 >>> model.fit(batches, epochs=10)
+
+Training that may be resumed asks for a stream of epochs instead: with ``epochs=(first, stop)`` each
+epoch's order and CutMix draws are a pure function of ``(seed, epoch)``, so a run resumed at epoch
+``k`` (``epochs=(k, stop)``) sees exactly the batches the uninterrupted run saw from epoch ``k`` on:
+
+>>> stream = make_batches(x_train, y_train, 128, shuffle=True, seed=0, drop_remainder=True, epochs=(k, 10))
+>>> model.fit(stream, epochs=10, initial_epoch=k, steps_per_epoch=len(y_train) // 128)
 """
 
 from __future__ import annotations
 
 import numbers
+import operator
 
 import keras
 import numpy as np
@@ -20,7 +28,7 @@ import numpy as np
 
 def make_batches(x, y, batch_size: int, *, shuffle: bool, seed: int = 0,
                  drop_remainder: bool = False, cutmix: float = 0.0, num_classes: int | None = None,
-                 backend: str | None = None):
+                 backend: str | None = None, epochs: tuple[int, int] | None = None):
     """Batch ``(x, y)`` for Keras, reshuffled every epoch when ``shuffle``.
 
     Args:
@@ -36,6 +44,10 @@ def make_batches(x, y, batch_size: int, *, shuffle: bool, seed: int = 0,
         backend: ``"tensorflow"`` gives a ``tf.data.Dataset``; anything else a
             ``keras.utils.PyDataset`` of numpy batches (which never imports TensorFlow). Defaults to
             ``keras.backend.backend()``.
+        epochs: ``(first, stop)``: one stream holding the batches of epochs ``first .. stop - 1``
+            in turn (:func:`steps_per_epoch` batches each), each epoch's order and CutMix draws a
+            pure function of ``(seed, epoch)``; give ``fit`` that ``steps_per_epoch``. ``None``
+            (default): the batches of one epoch, drawn anew each time Keras iterates them.
 
     Returns:
         A ``tf.data.Dataset`` or :class:`NumpyBatches`, either accepted by ``model.fit``. Pass
@@ -44,10 +56,29 @@ def make_batches(x, y, batch_size: int, *, shuffle: bool, seed: int = 0,
     """
     x, y = np.asarray(x), np.asarray(y)
     _check(x, y, batch_size, seed, cutmix, num_classes)
+    if epochs is not None:
+        epochs = _check_epochs(epochs)
     if (backend or keras.backend.backend()) == "tensorflow":
+        if epochs is not None:
+            return _tf_epoch_stream(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes, epochs)
         return _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes)
     return NumpyBatches(x, y, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder,
-                        cutmix=cutmix, num_classes=num_classes)
+                        cutmix=cutmix, num_classes=num_classes, epochs=epochs)
+
+
+def steps_per_epoch(num_images: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches in one epoch of ``num_images``."""
+    return num_images // batch_size if drop_remainder else -(-num_images // batch_size)
+
+
+def _check_epochs(epochs):
+    try:
+        first, stop = (operator.index(e) for e in epochs)
+    except (TypeError, ValueError):
+        raise ValueError(f"epochs must be a pair of integers (first, stop) (got {epochs!r})") from None
+    if not 0 <= first < stop:
+        raise ValueError(f"epochs must satisfy 0 <= first < stop (got {epochs!r})")
+    return first, stop
 
 
 def _check(x, y, batch_size, seed, cutmix, num_classes):
@@ -74,42 +105,56 @@ class NumpyBatches(keras.utils.PyDataset):
     """Numpy batches for backends without TensorFlow, reshuffled each epoch from ``(seed, epoch)``.
 
     Batch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``, so it is reproducible whatever order
-    (or thread) asks for it. Keras calls :meth:`on_epoch_end` after each epoch.
+    (or thread) asks for it. Keras calls :meth:`on_epoch_end` after each epoch. With
+    ``epochs=(first, stop)`` it is one stream of those epochs' batches instead (index ``j`` is batch
+    ``j % per_epoch`` of epoch ``first + j // per_epoch``) and ignores :meth:`on_epoch_end`.
     """
 
     def __init__(self, x, y, batch_size, *, shuffle, seed=0, drop_remainder=False, cutmix=0.0,
-                 num_classes=None):
+                 num_classes=None, epochs=None):
         super().__init__()
         self.x, self.y = x, y.astype(np.int32)
         self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
         self.drop_remainder, self.cutmix = drop_remainder, float(cutmix)
         self.num_classes = num_classes
-        self.epoch = 0
-        self._order = self._epoch_order()
+        self.epochs = epochs
+        self.epoch = 0 if epochs is None else epochs[0]
+        self._order = self._epoch_order(self.epoch)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return steps_per_epoch(len(self.y), self.batch_size, self.drop_remainder)
 
     def __len__(self):
-        if self.drop_remainder:
-            return len(self.y) // self.batch_size
-        return -(-len(self.y) // self.batch_size)
+        if self.epochs is None:
+            return self.batches_per_epoch
+        return self.batches_per_epoch * (self.epochs[1] - self.epochs[0])
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range ({len(self)} batches)")
-        chosen = self._order[index * self.batch_size: (index + 1) * self.batch_size]
+        epoch = self.epoch
+        if self.epochs is not None:
+            epoch, index = self.epochs[0] + index // self.batches_per_epoch, index % self.batches_per_epoch
+            if epoch != self.epoch:
+                self.epoch, self._order = epoch, self._epoch_order(epoch)
+        order = self._order
+        chosen = order[index * self.batch_size: (index + 1) * self.batch_size]
         images, labels = self.x[chosen], self.y[chosen]
         if self.cutmix:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
+            rng = np.random.default_rng((self.seed, epoch, index))
             return _cutmix_numpy(images, labels, self.cutmix, self.num_classes, rng)
         return images, labels
 
     def on_epoch_end(self):
-        self.epoch += 1
-        self._order = self._epoch_order()
+        if self.epochs is None:
+            self.epoch += 1
+            self._order = self._epoch_order(self.epoch)
 
-    def _epoch_order(self):
+    def _epoch_order(self, epoch):
         if not self.shuffle:
             return np.arange(len(self.y))
-        return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.y))
+        return np.random.default_rng((self.seed, epoch)).permutation(len(self.y))
 
 
 def _cutmix_numpy(images, labels, probability, num_classes, rng):
@@ -146,6 +191,38 @@ def _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_cla
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             lambda batch, pair: _cutmix_tf(tf, *batch, cutmix, num_classes, pair),
             num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _tf_epoch_stream(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes, epochs):
+    """tf.data batches of ``epochs = (first, stop)`` in turn, each a pure function of ``(seed, epoch)``.
+
+    Epoch ``e`` gathers its batches by a stateless permutation keyed ``(seed, e)``; batch ``i``'s
+    CutMix draws use that key folded with ``i``. Nothing depends on how many epochs came before.
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(x)
+    labels = tf.convert_to_tensor(y.astype(np.int32))
+    n = len(y)
+
+    def one_epoch(epoch):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=key)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        batches = batches.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+        if cutmix:
+            batches = batches.enumerate().map(
+                lambda i, batch: _cutmix_tf(tf, *batch, cutmix, num_classes,
+                                            tf.random.experimental.stateless_fold_in(key, i)))
+        return batches
+
+    first, stop = epochs
+    total = steps_per_epoch(n, batch_size, drop_remainder) * (stop - first)
+    dataset = tf.data.Dataset.range(first, stop).flat_map(one_epoch)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(total))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

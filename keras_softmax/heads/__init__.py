@@ -10,7 +10,14 @@ from keras_softmax.heads.kernels import (
     NormalCDFSoftmax,
     TaylorSoftmax,
 )
-from keras_softmax.heads.registry import HeadSpec, HeadWithLoss, describe_heads, get_head, list_heads
+from keras_softmax.heads.registry import (
+    HeadSpec,
+    HeadWithLoss,
+    describe_heads,
+    get_head,
+    list_heads,
+    unpaired_params,
+)
 from keras_softmax.heads.softmax import LogSoftmax, Softmax
 from keras_softmax.heads.sparse import Entmax15, Sparsemax, entmax15, sparsemax
 
@@ -18,5 +25,5 @@ __all__ = [
     "Base2Softmax", "Entmax15", "ExpSinSoftmax", "GumbelSoftmax", "Head", "HeadSpec", "HeadWithLoss",
     "HierarchicalSoftmax", "LogGumbelSoftmax", "LogSoftmax", "LogTaylorSoftmax", "NormalCDFSoftmax",
     "NormalizedScoresHead", "Softmax", "Sparsemax", "TaylorSoftmax", "describe_heads", "entmax15",
-    "get_head", "list_heads", "sparsemax",
+    "get_head", "list_heads", "sparsemax", "unpaired_params",
 ]

@@ -49,9 +49,14 @@ class Head(keras.layers.Layer):
     Subclasses set ``output_kind`` to ``"probabilities"`` or ``"log_probabilities"`` and implement
     ``call``. ``num_logits(num_classes)`` says how many logits the head consumes for a problem of
     ``num_classes`` classes (the hierarchical head needs extra ones for the superclasses).
+
+    ``PAIRED_DEFAULTS`` are parameter defaults that apply where the head is paired with its own loss
+    (``get_head``, ``build_model``, the CLI) instead of the layer's own, e.g. the Fenchel-Young
+    gradient of the sparse heads, which is right only under their matching loss (GUIDE §3).
     """
 
     output_kind = "probabilities"
+    PAIRED_DEFAULTS: dict = {}
 
     def __init__(self, **kwargs):
         dtype = kwargs.pop("dtype", None)

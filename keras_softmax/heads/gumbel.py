@@ -9,7 +9,9 @@ from keras_softmax.heads.softmax import Softmax
 
 #: Uniform draws are clipped to [EPS, 1 - EPS] so that -log(-log U) stays finite.
 UNIFORM_EPS = 1e-6
-#: log of the float32 smallest normal number: the value a hard log-sample gives non-chosen classes.
+#: The float32 smallest normal number and its log: the value a hard sample gives the classes it did
+#: not choose where it must stay positive (``log_straight_through``, and every hard log-sample).
+TINY = 2.0**-126
 LOG_TINY = -87.33654
 
 
@@ -23,25 +25,45 @@ class GumbelSoftmax(Softmax):
     Gumbel-max trick) with the gradient of the soft sample (straight-through estimator).
     Pair it with :class:`keras_softmax.ProbabilityCrossEntropy`.
 
+    Hard samples and the matched loss: ``-log p_y`` of a one-hot sample is 0 or infinite (floored),
+    and a wrong sample's ``p_y = 0`` passes no gradient, so the plain straight-through sample gives
+    the loss nothing to learn from on every wrong sample. With ``log_straight_through=True`` (what
+    ``get_head("gumbel", hard=True)`` pairs with its loss) the straight-through step is taken in log
+    space instead: the value is the hard sample (1 for the chosen class, the smallest normal float32
+    ``TINY`` ~ 1.2e-38 for the others, so that its log is finite: the exp of
+    :class:`LogGumbelSoftmax`'s hard sample) and ``log p`` carries the gradient of the soft sample's
+    ``log softmax((z + g) / tau)``. Under ``ProbabilityCrossEntropy`` the logits then get exactly the
+    soft sample's gradient ``-grad log softmax((z + g) / tau)_y``, right or wrong, while the loss
+    value is the hard sample's. A bare layer (``False``, the default) keeps the textbook estimator,
+    whose output has the soft sample's gradient, right for a downstream network that consumes it.
+
     Args:
         temperature: tau > 0.
         hard: straight-through one-hot samples in training.
         seed: int seed of the noise generator (``None``: a random seed).
         drop_lowest: fraction in [0, 1) of the lowest logits per row to mask out.
+        log_straight_through: hard samples only: take the straight-through step in log space, for
+            training with :class:`keras_softmax.ProbabilityCrossEntropy` (see above).
 
     Example:
         >>> layer = ks.GumbelSoftmax(temperature=0.5, seed=0)
         >>> sample = layer(keras.ops.zeros((2, 10)), training=True)
     """
 
-    def __init__(self, temperature=1.0, hard=False, seed=None, drop_lowest=0.0, **kwargs):
+    PAIRED_DEFAULTS = {"log_straight_through": True}
+
+    def __init__(self, temperature=1.0, hard=False, seed=None, drop_lowest=0.0, log_straight_through=False,
+                 **kwargs):
         super().__init__(temperature=temperature, drop_lowest=drop_lowest, **kwargs)
         if not isinstance(hard, bool):
             raise ValueError(f"hard must be True or False (got {hard!r})")
+        if not isinstance(log_straight_through, bool):
+            raise ValueError(f"log_straight_through must be True or False (got {log_straight_through!r})")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None (got {seed!r})")
         self.hard = hard
         self.seed = seed
+        self.log_straight_through = log_straight_through
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def scores(self, z, training=False):
@@ -56,19 +78,25 @@ class GumbelSoftmax(Softmax):
         return s
 
     def call(self, z, training=False):
-        soft = super().call(z, training=training)
         if not (training and self.hard):
-            return soft
-        index = ops.argmax(soft, axis=-1)
-        one_hot = ops.one_hot(index, ops.shape(soft)[-1], dtype="float32")
+            return super().call(z, training=training)
+        s = self.scores(self._float32(z), training=True)
+        chosen = ops.one_hot(ops.argmax(s, axis=-1), ops.shape(s)[-1], dtype="float32") > 0
         if self.log_output:
-            sample = ops.where(one_hot > 0, 0.0, LOG_TINY)
-        else:
-            sample = one_hot
-        return soft + ops.stop_gradient(sample - soft)
+            # The log of a hard sample, with the soft log-sample's gradient.
+            log_soft = ops.log_softmax(s, axis=-1)
+            return log_soft + ops.stop_gradient(ops.where(chosen, 0.0, LOG_TINY) - log_soft)
+        if self.log_straight_through:
+            # value: 1 or TINY; d value = value * d log_soft, i.e. d log(value) = d log_soft.
+            log_soft = ops.log_softmax(s, axis=-1)
+            value = ops.stop_gradient(ops.where(chosen, 1.0, TINY))
+            return value + value * (log_soft - ops.stop_gradient(log_soft))
+        soft = ops.softmax(s, axis=-1)
+        return soft + ops.stop_gradient(ops.cast(chosen, "float32") - soft)
 
     def get_config(self):
-        return {**super().get_config(), "hard": self.hard, "seed": self.seed}
+        return {**super().get_config(), "hard": self.hard, "seed": self.seed,
+                "log_straight_through": self.log_straight_through}
 
 
 @keras.saving.register_keras_serializable(package="keras_softmax")
@@ -76,7 +104,10 @@ class LogGumbelSoftmax(GumbelSoftmax):
     """Log-Gumbel-softmax: ``log softmax((z + g) / tau)`` in training, ``log softmax(z / tau)`` otherwise.
 
     Same noise as :class:`GumbelSoftmax`. ``hard=True`` returns ``0`` for the sampled class and
-    ``log`` of the smallest normal float32 (about -87.3) elsewhere, with the soft sample's gradient.
+    ``log`` of the smallest normal float32 (about -87.3) elsewhere, with the soft log-sample's
+    gradient: the straight-through step is in log space already, so under
+    :class:`keras_softmax.NegativeLogLikelihood` the logits get the soft sample's gradient on every
+    sample, right or wrong (the loss value is the hard sample's: 0 or 87.3).
     Pair it with :class:`keras_softmax.NegativeLogLikelihood`.
 
     Example:
@@ -84,3 +115,12 @@ class LogGumbelSoftmax(GumbelSoftmax):
     """
 
     log_output = True
+    PAIRED_DEFAULTS = {}
+
+    def __init__(self, temperature=1.0, hard=False, seed=None, drop_lowest=0.0, **kwargs):
+        super().__init__(temperature=temperature, hard=hard, seed=seed, drop_lowest=drop_lowest, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("log_straight_through")
+        return config

@@ -21,10 +21,14 @@ class HeadSpec:
     summary: str
 
     def parameters(self) -> dict:
-        """The layer's parameters and their defaults, in signature order."""
+        """The head's parameters and their defaults when paired with its loss, in signature order.
+
+        These are the layer's own defaults, except where the pairing sets another
+        (``layer_class.PAIRED_DEFAULTS``, e.g. ``fenchel_young_gradient=True`` for sparsemax).
+        """
         signature = inspect.signature(self.layer_class.__init__)
         return {
-            name: param.default
+            name: self.layer_class.PAIRED_DEFAULTS.get(name, param.default)
             for name, param in signature.parameters.items()
             if name != "self" and param.kind is param.POSITIONAL_OR_KEYWORD
         }
@@ -91,6 +95,10 @@ def head_spec(name: str) -> HeadSpec:
 def get_head(name: str, **params) -> HeadWithLoss:
     """Build head ``name`` with ``params`` and its matching loss.
 
+    The pairing applies the layer's ``PAIRED_DEFAULTS`` for parameters not given: the sparse heads
+    (sparsemax, entmax15) get ``fenchel_young_gradient=True``, so that ``head.loss`` gives their
+    logits exactly ``p - y``. A layer made directly (``ks.Sparsemax()``) keeps its true Jacobian.
+
     Raises ``ValueError`` for an unknown head, an unknown parameter or an invalid value.
 
     Example:
@@ -103,8 +111,19 @@ def get_head(name: str, **params) -> HeadWithLoss:
     if unknown:
         listed = ", ".join(allowed) or "none"
         raise ValueError(f"head {name!r} has no parameter {unknown[0]!r}; its parameters are: {listed}")
-    layer = spec.layer_class(**params)
+    layer = spec.layer_class(**{**spec.layer_class.PAIRED_DEFAULTS, **params})
     return HeadWithLoss(name=name, layer=layer, loss=spec.loss_class(), params=dict(params))
+
+
+def unpaired_params(name: str) -> dict:
+    """The layer's own defaults for the parameters that pairing with its loss changes.
+
+    For a head used with a loss other than its own (e.g. the original study's mismatched
+    cross-entropy): ``get_head(name, **unpaired_params(name))`` gives the layer's true Jacobian.
+    """
+    spec = head_spec(name)
+    signature = inspect.signature(spec.layer_class.__init__)
+    return {key: signature.parameters[key].default for key in spec.layer_class.PAIRED_DEFAULTS}
 
 
 def describe_heads() -> list[dict]:

@@ -4,13 +4,25 @@ Both are written here from their sort-based closed forms. ``keras.ops.sparsemax`
 sums the cumulative sums of the whole support instead of taking the one at the support size, so its
 threshold is wrong and its outputs need not sum to 1; the tests guard against that bug here.
 
-Training with a Fenchel-Young loss needs the gradient ``p - y`` with respect to the logits, which
-no function of ``p`` alone has (a class outside the support gets ``p_y = 0`` and no signal through
-the Jacobian). With ``fenchel_young_gradient=True`` (the default) these layers therefore pass the
-incoming gradient straight to the logits when ``training=True``; the matching losses return the
-gradient ``p - y`` with respect to ``p``, so the logits receive exactly ``p - y``. At inference, or
-with ``fenchel_young_gradient=False`` (e.g. sparsemax attention inside a network), the layer uses
-its true Jacobian.
+Two gradients, one switch (``fenchel_young_gradient``):
+
+* A bare layer (``Sparsemax()``, ``Entmax15()``; the default ``fenchel_young_gradient=False``) is
+  an ordinary differentiable map: its gradient is its true Jacobian, in training and at inference.
+  It is therefore correct under *any* loss you put after it (cross-entropy, MSE, an attention-style
+  weighted sum ``sum_i w_i p_i``, ...). Use it this way inside your own models.
+* Training with the head's own Fenchel-Young loss needs the gradient ``p - y`` with respect to the
+  logits, which no function of ``p`` alone has: a class outside the support has ``p_y = 0`` and,
+  through the Jacobian, gets no push at all. With ``fenchel_young_gradient=True`` the layer passes
+  the incoming gradient straight to the logits (forward value still ``p``), in every call whatever
+  ``training`` says, and the matching losses (:class:`~keras_softmax.SparsemaxLoss`,
+  :class:`~keras_softmax.Entmax15Loss`) return the gradient ``p - y`` with respect to ``p``: the
+  logits receive exactly ``p - y``. This straight-through path is right *only* for that pairing (under
+  any other loss it hands ``dL/dp`` to the logits, which is not a gradient of anything).
+
+The pairing switches it on, never a bare layer silently: ``keras_softmax.get_head("sparsemax")``,
+``build_model`` and the CLI build the layer with ``fenchel_young_gradient=True`` (unless you pass
+the parameter yourself), and a run with ``loss = "mismatched"`` builds it with ``False``. The flag
+is part of ``get_config``, so ``.keras`` files keep it.
 """
 
 from __future__ import annotations
@@ -71,9 +83,20 @@ def entmax15(z):
 
 
 class FenchelYoungHead(Head):
-    """A head ``p = f(z)`` trained with the Fenchel-Young loss of ``f`` (see the module docstring)."""
+    """A head ``p = f(z)`` trainable with the Fenchel-Young loss of ``f`` (see the module docstring).
 
-    def __init__(self, fenchel_young_gradient=True, **kwargs):
+    Subclasses define the static ``mapping(z)``. ``PAIRED_DEFAULTS`` is what the registry sets when
+    it pairs the head with its own loss: the straight-through Fenchel-Young gradient.
+
+    Args:
+        fenchel_young_gradient: ``False`` (default): the true Jacobian, correct under any loss.
+            ``True``: the logits receive the incoming gradient unchanged, in every call, so that the
+            matching Fenchel-Young loss gives them ``p - y``; use it only with that loss.
+    """
+
+    PAIRED_DEFAULTS = {"fenchel_young_gradient": True}
+
+    def __init__(self, fenchel_young_gradient=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(fenchel_young_gradient, bool):
             raise ValueError(
@@ -88,7 +111,9 @@ class FenchelYoungHead(Head):
     def call(self, z, training=False):
         z = self._float32(z)
         p = self.mapping(z)
-        if training and self.fenchel_young_gradient:
+        if self.fenchel_young_gradient:
+            # Value p, gradient the identity: independent of ``training``, so that the matched loss
+            # gives p - y in a custom loop or evaluation pass too, not only inside ``fit``.
             return ops.stop_gradient(p) + (z - ops.stop_gradient(z))
         return p
 
@@ -101,11 +126,13 @@ class Sparsemax(FenchelYoungHead):
     """Sparsemax: the Euclidean projection of the logits onto the simplex.
 
     ``p = argmin_{q in simplex} ||q - z||^2 = max(z - tau, 0)``: exact zeros for low logits.
-    Pair it with :class:`keras_softmax.SparsemaxLoss` (gradient ``p - y`` w.r.t. the logits).
+    On its own the layer has its true Jacobian (right under any loss). To train it with
+    :class:`keras_softmax.SparsemaxLoss` (gradient ``p - y`` w.r.t. the logits) take the pair from
+    ``get_head("sparsemax")``, or pass ``fenchel_young_gradient=True`` (module docstring).
 
     Args:
-        fenchel_young_gradient: in training, hand the loss gradient straight to the logits
-            (module docstring). Set False to use the true Jacobian.
+        fenchel_young_gradient: ``True`` only together with :class:`~keras_softmax.SparsemaxLoss`:
+            the logits then receive the loss's gradient ``p - y``. Default ``False``: true Jacobian.
 
     Example:
         >>> ks.Sparsemax()(keras.ops.array([[1.0, 2.0, 2.5]]))  # [[0., 0.25, 0.75]]
@@ -119,10 +146,12 @@ class Entmax15(FenchelYoungHead):
     """1.5-entmax: ``p = argmax_{q in simplex} <q, z> + H_1.5(q)`` with the Tsallis entropy.
 
     Closed form ``p_i = max(z_i / 2 - tau, 0) ** 2``; sparse like sparsemax but smoother.
-    Pair it with :class:`keras_softmax.Entmax15Loss` (gradient ``p - y`` w.r.t. the logits).
+    On its own the layer has its true Jacobian. To train it with :class:`keras_softmax.Entmax15Loss`
+    (gradient ``p - y`` w.r.t. the logits) take the pair from ``get_head("entmax15")``, or pass
+    ``fenchel_young_gradient=True``.
 
     Args:
-        fenchel_young_gradient: as for :class:`Sparsemax`.
+        fenchel_young_gradient: as for :class:`Sparsemax`, with :class:`~keras_softmax.Entmax15Loss`.
 
     Example:
         >>> ks.Entmax15()(keras.ops.array([[1.0, 2.0, 3.5]]))

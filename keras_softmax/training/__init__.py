@@ -3,6 +3,7 @@
 Evaluating, exporting and reporting a trained model is :func:`keras_softmax.job.run_job`.
 """
 
+from keras_softmax.training.callbacks import TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve
 from keras_softmax.training.rundir import RunDirectory, RunDirError
 
@@ -18,4 +19,4 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-__all__ = ["ConfigError", "RunDirError", "RunDirectory", "TrainConfig", "resolve", "train"]
+__all__ = ["ConfigError", "RunDirError", "RunDirectory", "TrainConfig", "TrainingDiverged", "resolve", "train"]

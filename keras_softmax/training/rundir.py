@@ -1,5 +1,11 @@
 """The run directory of GUIDE §6, and the rules that keep finished work safe.
 
+A directory is a keras-softmax *run* when it holds the marker file ``.keras-softmax-run``, written
+when training claims the directory (or, for runs made before the marker existed, a ``config.toml``
+of training settings beside a history, checkpoints or a report). Only a run is ever replaced:
+``overwrite`` refuses any other non-empty directory (``--out .`` in a project folder, a data
+folder, ``$HOME``) with one line, and changes nothing.
+
 A run is *finished* once ``report.json`` exists. A finished run is only replaced with ``overwrite``;
 an unfinished one is continued with ``resume`` (from ``checkpoints/``) or replaced with ``overwrite``.
 """
@@ -16,6 +22,10 @@ from keras_softmax import io
 
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr", "epoch_seconds",
                    "images_per_second", "elapsed_seconds")
+
+
+#: The file that marks a directory as a keras-softmax run (written first, when a run claims it).
+MARKER = ".keras-softmax-run"
 
 
 class RunDirError(ValueError):
@@ -35,10 +45,52 @@ class RunDirectory:
         self.saved_model = self.path / "saved_model"
         self.model_info = self.path / "model_info.json"
         self.report = self.path / "report.json"
+        self.marker = self.path / MARKER
+        self.failed_file = self.path / "failed.json"
 
     @property
     def finished(self) -> bool:
         return self.report.is_file()
+
+    @property
+    def failed(self) -> dict | None:
+        """What ``failed.json`` says when the run stopped on an error (e.g. a diverging loss), or None."""
+        if not self.failed_file.is_file():
+            return None
+        try:
+            return json.loads(self.failed_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"message": "failed.json is unreadable"}
+
+    def mark_failed(self, info: dict) -> None:
+        """Record that the run stopped on an error; ``--resume`` or ``--overwrite`` clears it."""
+        io.write_json(self.failed_file, info)
+
+    @property
+    def is_run(self) -> bool:
+        """Whether the directory is recognisably a keras-softmax run (see the module docstring)."""
+        if self.marker.is_file():
+            return True
+        return self._legacy_config() and any(
+            p.exists() for p in (self.history, self.state, self.report))
+
+    def _legacy_config(self) -> bool:
+        """A ``config.toml`` of training settings only, naming a head, a dataset and a seed."""
+        import tomllib
+
+        from keras_softmax.training.config import FIELDS
+
+        try:
+            data = tomllib.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return False
+        return {"head", "dataset", "seed"} <= set(data) <= set(FIELDS)
+
+    def _is_empty(self) -> bool:
+        try:
+            return not self.path.exists() or not any(self.path.iterdir())
+        except OSError as error:
+            raise RunDirError(f"cannot read {self.path}: {error.strerror or error}") from None
 
     def check(self, *, resume: bool, overwrite: bool) -> str:
         """What ``prepare`` would do: ``"fresh"``, ``"overwrite"`` or ``"resume"``; changes nothing.
@@ -47,13 +99,23 @@ class RunDirectory:
         """
         if resume and overwrite:
             raise RunDirError("--resume and --overwrite exclude each other")
-        exists = self.path.exists() and any(self.path.iterdir())
         if self.path.exists() and not self.path.is_dir():
-            raise RunDirError(f"{self.path} exists and is not a directory")
-        if not exists:
+            raise RunDirError(f"{self.path} exists and is not a directory; choose a directory for --out")
+        for parent in self.path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise RunDirError(f"cannot create {self.path}: {parent} is not a directory")
+                break
+        if self._is_empty():
             if resume:
                 raise RunDirError(f"nothing to resume: {self.path} does not hold a run")
             return "fresh"
+        if not self.is_run:
+            doing = "resume" if resume else "overwrite" if overwrite else "use"
+            raise RunDirError(
+                f"refusing to {doing} {self.path}: it is not empty and is not a keras-softmax run "
+                f"(no {MARKER} file); choose a new or empty directory for --out"
+            )
         if overwrite:
             return "overwrite"
         if self.finished:
@@ -62,6 +124,13 @@ class RunDirectory:
                 "or --out to choose another directory"
             )
         if not resume:
+            failed = self.failed
+            if failed is not None:
+                where = f" at epoch {failed['epoch']}" if failed.get("epoch") else ""
+                raise RunDirError(
+                    f"{self.path} holds a run that failed{where} ({failed.get('reason', 'see failed.json')}); "
+                    "pass --resume to continue it from its last checkpoint or --overwrite to start again"
+                )
             raise RunDirError(
                 f"{self.path} holds an unfinished run; pass --resume to continue it "
                 "or --overwrite to start again"
@@ -74,10 +143,20 @@ class RunDirectory:
         """Make the directory ready (see ``check``); return the checkpoint state to resume from."""
         action = self.check(resume=resume, overwrite=overwrite)
         if action == "resume":
+            self.failed_file.unlink(missing_ok=True)  # this attempt has not failed (yet)
             return self.read_state()
-        if action == "overwrite":
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            if action == "overwrite":
+                # Empty the run, not the directory itself: ``--out .`` keeps the working directory.
+                for child in self.path.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirError(f"cannot prepare {self.path}: {error.strerror or error}") from None
+        io.write_json(self.marker, {"keras_softmax_run": 1})
         return None
 
     def read_state(self) -> dict | None:

@@ -13,11 +13,12 @@ import keras
 
 from keras_softmax import environment, io
 from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
-from keras_softmax.heads import HeadWithLoss, get_head
+from keras_softmax.data.pipeline import steps_per_epoch as batches_per_epoch
+from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
-from keras_softmax.training.callbacks import RunRecorder, StepProgress
+from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
 from keras_softmax.training.metrics import accuracy_metric
 from keras_softmax.training.optim import make_optimizer
@@ -62,8 +63,15 @@ def build_for(config: TrainConfig, dataset):
     """The head and the model for ``config`` on ``dataset``.
 
     ``normalize = false`` keeps the model's normalisation layer with mean 0 and std 1: pixels / 255.
+    The head is paired with its own loss (``get_head``), except under ``loss = "mismatched"``: a
+    head trained with another loss than its own gets its bare layer's gradient
+    (``unpaired_params``: e.g. the sparse heads' true Jacobian, not their Fenchel-Young path), as
+    :func:`keras_softmax.mismatch.logit_gradients` computes it.
     """
-    head = get_head(config.head, **head_params_for(config, dataset))
+    params = head_params_for(config, dataset)
+    if config.loss == "mismatched":
+        params = {**unpaired_params(config.head), **params}
+    head = get_head(config.head, **params)
     model = build_model(
         head, num_classes=dataset.num_classes, widths=tuple(config.widths),
         input_shape=dataset.image_shape, augment=config.augment, crop_padding=config.crop_padding,
@@ -76,7 +84,7 @@ def build_for(config: TrainConfig, dataset):
 def training_loss(config: TrainConfig, head):
     """The head's matching loss, or the original study's mismatched one when asked for."""
     if config.loss == "mismatched":
-        return mismatched_loss()
+        return mismatched_loss(config.label_smoothing)
     return head.make_loss(config.label_smoothing)
 
 
@@ -86,7 +94,13 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
 
     With ``resume``, continue the unfinished run in ``out`` from its last checkpoint using the
     config saved there (``config`` may then be None). Raises ``RunDirError``/``DatasetError``/
-    ``ConfigError`` for user errors, before touching the directory where it can.
+    ``ConfigError`` for user errors, before touching the directory where it can, and
+    ``TrainingDiverged`` when the loss becomes NaN or infinite (the run directory then holds
+    ``failed.json`` and its last good checkpoint).
+
+    Every epoch's batches and random draws (shuffle, CutMix, augmentation, dropout, Gumbel noise)
+    are a pure function of the seed and the epoch number, so a resumed run continues exactly as the
+    uninterrupted run would have.
     """
     environment.configure_xla()
     run_dir = RunDirectory(out)
@@ -116,17 +130,14 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
 
     num_train = len(dataset.y_train)
     batch_size = min(config.batch_size, num_train)
-    steps_per_epoch = num_train // batch_size  # full batches only: no recompilation for a ragged tail
+    # full batches only: no recompilation for a ragged tail
+    steps_per_epoch = batches_per_epoch(num_train, batch_size, drop_remainder=True)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=training_loss(config, head),
         metrics=[accuracy_metric()],
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
-    )
-    train_batches = make_batches(
-        dataset.x_train, dataset.y_train, batch_size, shuffle=True, seed=config.seed, drop_remainder=True,
-        cutmix=config.cutmix, num_classes=dataset.num_classes,
     )
     val_batches = make_batches(dataset.x_val, dataset.y_val, even_batch_size(len(dataset.y_val), batch_size),
                                shuffle=False)
@@ -145,16 +156,28 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
         f"ready {time.perf_counter() - started:.1f}s)")
     recorder = RunRecorder(run_dir, num_train=steps_per_epoch * batch_size, epochs=config.epochs,
                            history=history, checkpoint_every=config.checkpoint_every, log=log,
-                           started=started)
+                           started=started, mixed_precision=config.precision != "float32")
     fit_started = time.perf_counter()
-    callbacks = [recorder]
+    callbacks = [EpochSeeds(), recorder]
     if environment.on_cpu():
-        callbacks.append(StepProgress(batch_size, log=log))
+        callbacks.append(StepProgress(batch_size, log=log, recorder=recorder))
     if initial_epoch < config.epochs:
-        model.fit(
-            train_batches, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=val_batches,
-            validation_freq=config.val_every, callbacks=callbacks, shuffle=False, verbose=0,
+        # The epochs still to run, as one stream: epoch e's order and CutMix draws depend on (seed, e)
+        # only, so a resumed run sees the batches the uninterrupted one saw.
+        train_batches = make_batches(
+            dataset.x_train, dataset.y_train, batch_size, shuffle=True, seed=config.seed, drop_remainder=True,
+            cutmix=config.cutmix, num_classes=dataset.num_classes, epochs=(initial_epoch, config.epochs),
         )
+        model.fit(
+            train_batches, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+            validation_data=val_batches, validation_freq=config.val_every, callbacks=callbacks, shuffle=False,
+            verbose=0,
+        )
+        if recorder.diverged:
+            raise TrainingDiverged(recorder.diverged)
+    elif config.ema:
+        # Resumed after its last checkpoint: no fit to end, so swap the EMA weights in as fit would.
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     return TrainedRun(
         config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,
         train_seconds=time.perf_counter() - fit_started, images_per_epoch=steps_per_epoch * batch_size,

@@ -38,8 +38,10 @@ def shared_run(tmp_path_factory, cache_dir) -> Run:
     It is trained with ``--overwrite`` into a directory that already holds a finished run (a
     ``report.json`` and a stray file), which it must replace completely.
     """
+    from keras_softmax.training.rundir import RunDirectory
+
     path = tmp_path_factory.mktemp("runs") / "shared"
-    path.mkdir()
+    RunDirectory(path).prepare(resume=False, overwrite=False)  # an earlier run claimed it
     (path / "report.json").write_text(json.dumps({"accuracy": 0.5, "head": "softmax"}))
     (path / "left-over.txt").write_text("from the old run")
     result = assert_ok(invoke("train", "--head", "log_softmax", "--epochs", "2", *TINY, "--out", path,

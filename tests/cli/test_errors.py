@@ -152,3 +152,40 @@ def test_fractional_validation_count_is_refused(tmp_path):
     assert result.exit_code != 0
     assert "neither a fraction below 1 nor a whole image count" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch):
+    """``train --out . --overwrite`` in a project folder: one line, nothing touched, nothing trained."""
+    (tmp_path / "precious.txt").write_text("years of work")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print()")
+    monkeypatch.chdir(tmp_path)
+    for args in (["--overwrite"], [], ["--resume"]):
+        assert_user_error(invoke("train", *TINY, "--out", ".", *args), "not a keras-softmax run")
+    assert (tmp_path / "precious.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["main.py", "precious.txt", "src"]
+
+
+def test_a_file_as_run_directory(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep")
+    assert_user_error(invoke("train", *TINY, "--out", afile, "--overwrite"), "is a file")  # Click
+    assert_user_error(invoke("train", *TINY, "--out", afile / "run"), "not a directory")
+    assert afile.read_text() == "keep"
+
+
+def test_a_diverging_run_stops_at_the_first_nan_with_one_line(tmp_path):
+    """``--lr 1e6``: it used to train on with ``loss nan`` for every epoch and end in "probs contains
+    NaN or Inf". Now: one line naming the epoch, step and learning rate, a non-zero exit, no report
+    (nothing with NaNs in it), and a run directory that says it failed."""
+    out = tmp_path / "run"
+    result = invoke("train", "--head", "softmax", "--epochs", "2", "--lr", "1e6", *TINY, "--out", out)
+    line = assert_user_error(result, "training diverged", "at epoch 1, step", "learning rate", "lower --lr")
+    assert "nan" in line
+    assert not any(row.startswith("epoch ") for row in result.output.splitlines()), result.output
+    assert "probs contains NaN" not in result.output
+    assert not (out / "report.json").exists() and not (out / "model.keras").exists()
+    failed = json.loads((out / "failed.json").read_text())
+    assert failed["epoch"] == 1 and failed["reason"] == "non-finite loss" and failed["message"] == line[7:]
+    assert not (out / "history.csv").exists() or "nan" not in (out / "history.csv").read_text()
+    assert_user_error(invoke("train", *TINY, "--out", out), "holds a run that failed at epoch 1", "--resume")

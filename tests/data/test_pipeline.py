@@ -193,3 +193,40 @@ def test_even_batch_size(num_images, batch_size, expected):
     assert size <= max(batch_size, 1)
     if size != batch_size:
         assert num_images % size == 0
+
+
+def _stream_epochs(batches, per_epoch, count):
+    """Split one pass over an epoch stream into ``count`` epochs of numpy batches."""
+    flat = [(np.asarray(x), np.asarray(y)) for x, y in batches]
+    assert len(flat) == per_epoch * count
+    return [flat[i * per_epoch:(i + 1) * per_epoch] for i in range(count)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("cutmix", [0.0, 0.7])
+def test_epoch_stream_is_a_pure_function_of_seed_and_epoch(path, cutmix):
+    """A run resumed at epoch k (epochs=(k, stop)) draws exactly what the uninterrupted run
+    (epochs=(0, stop)) drew from epoch k on: the same order and the same CutMix boxes."""
+    x, y = labelled_images(40)
+    kwargs = dict(shuffle=True, seed=7, drop_remainder=True, cutmix=cutmix, num_classes=40, backend=path)
+    whole = _stream_epochs(make_batches(x, y, 16, epochs=(0, 3), **kwargs), 2, 3)
+    resumed = _stream_epochs(make_batches(x, y, 16, epochs=(2, 3), **kwargs), 2, 1)
+    for (xa, ya), (xb, yb) in zip(whole[2], resumed[0]):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    firsts = [np.asarray(epoch[0][1]) for epoch in whole]
+    assert not np.array_equal(firsts[0], firsts[1]) and not np.array_equal(firsts[1], firsts[2])
+    if not cutmix:  # every epoch sees its images once
+        for epoch in whole:
+            labels = np.concatenate([yb for _, yb in epoch])
+            assert len(set(labels.tolist())) == 32
+            np.testing.assert_array_equal(np.concatenate([xb[:, 0, 0, 0] for xb, _ in epoch]), labels)
+    other_seed = _stream_epochs(make_batches(x, y, 16, epochs=(2, 3), **{**kwargs, "seed": 8}), 2, 1)
+    assert not np.array_equal(other_seed[0][0][1], resumed[0][0][1])
+
+
+@pytest.mark.parametrize("epochs_arg", [(2, 2), (-1, 3), "ab", (1.5, 3)])
+def test_bad_epoch_stream(epochs_arg):
+    x, y = labelled_images(8)
+    with pytest.raises(ValueError, match="epochs must"):
+        make_batches(x, y, 4, shuffle=True, epochs=epochs_arg)

@@ -115,3 +115,86 @@ def test_comparison(tmp_path):
     assert 500 <= width <= 1500 and 200 <= height <= 1500
     with pytest.raises(ValueError, match="no runs"):
         plot_comparison([], tmp_path / "none.png")
+
+
+# --------------------------------------------------------------------------- what the figures show
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib Figures the plot functions save, in order (they are still written to disk)."""
+    from keras_softmax.evaluation import plots
+
+    captured = []
+    real_save = plots._save
+
+    def save(fig, path):
+        captured.append(fig)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return captured
+
+
+def _lines(ax) -> dict:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_curves_show_the_history_and_mark_the_best_epoch(tmp_path, figures):
+    """Train and validation series against epochs 1..n; the marker sits on the lowest validation
+    loss and on the highest validation accuracy; accuracy is drawn in percent."""
+    plot_curves(HISTORY, tmp_path / "l.png", tmp_path / "a.png")
+    loss_ax, acc_ax = figures[0].axes[0], figures[1].axes[0]
+    for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        lines = _lines(ax)
+        np.testing.assert_array_equal(lines["train"].get_xdata(), [1, 2, 3, 4, 5])
+        np.testing.assert_allclose(lines["train"].get_ydata(), HISTORY[key])
+        np.testing.assert_allclose(lines["validation"].get_ydata(), HISTORY[f"val_{key}"])
+    (best_loss,) = loss_ax.collections[0].get_offsets()
+    np.testing.assert_allclose(best_loss, [4, 1.3])  # min of val_loss, not of loss, not the last
+    assert "epoch 4" in loss_ax.collections[0].get_label()
+    (best_acc,) = acc_ax.collections[0].get_offsets()
+    np.testing.assert_allclose(best_acc, [4, 0.58])  # max of val_accuracy
+    assert "58.00%" in acc_ax.collections[0].get_label()
+    assert acc_ax.yaxis.get_major_formatter().format_pct(0.5, 1.0).startswith("50")
+
+
+def test_confusion_matrix_shows_rows_as_true_classes(tmp_path, figures):
+    """Row-normalised counts with rows = true class (not transposed), per-cell percentages at the
+    right place, and the accuracy in the title."""
+    cm = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]])
+    plot_confusion_matrix(cm.tolist(), ["a", "b", "c"], tmp_path / "cm.png")
+    ax = figures[0].axes[0]
+    shown = np.asarray(ax.images[0].get_array())
+    np.testing.assert_allclose(shown, cm / cm.sum(axis=1, keepdims=True))
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert texts[(0, 1)] == "17" and texts[(1, 0)] == "33" and texts[(2, 2)] == "100"
+    assert (0, 2) not in texts  # an empty cell carries no number
+    assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "predicted class"
+    assert f"accuracy {100 * 12 / 16:.2f}%" in ax.get_title()
+
+
+def test_reliability_bars_are_the_bins_accuracy_and_title_the_ece(tmp_path, figures):
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(5) * 0.5, size=400)
+    y = rng.integers(0, 5, size=400)
+    metrics = compute_metrics(y, probs)
+    plot_reliability(metrics["reliability"], tmp_path / "r.png")
+    top, bottom = figures[0].axes[:2]
+    filled = [b for b in metrics["reliability"] if b["count"]]
+    accuracy_bars = top.containers[0]
+    np.testing.assert_allclose([bar.get_height() for bar in accuracy_bars], [b["accuracy"] for b in filled])
+    np.testing.assert_allclose([bar.get_x() + bar.get_width() / 2 for bar in accuracy_bars],
+                               [(b["lower"] + b["upper"]) / 2 for b in filled])
+    np.testing.assert_array_equal([bar.get_height() for bar in bottom.containers[0]],
+                                  [b["count"] for b in metrics["reliability"]])
+    assert f"ECE = {100 * metrics['ece']:.2f}%" in top.get_title()
+
+
+def test_comparison_bars_are_each_runs_metrics(tmp_path, figures):
+    rows = [{"label": "a", "accuracy": 0.61, "f1_macro": 0.6}, {"label": "b", "accuracy": 0.7, "f1_macro": None}]
+    plot_comparison(rows, tmp_path / "c.png")
+    ax = figures[0].axes[0]
+    accuracy, f1 = ax.containers[:2]
+    np.testing.assert_allclose([bar.get_width() for bar in accuracy], [0.61, 0.7])
+    np.testing.assert_allclose([bar.get_width() for bar in f1], [0.6, 0.0])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert "n/a" in [t.get_text() for t in ax.texts]

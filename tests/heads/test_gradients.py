@@ -7,12 +7,14 @@
 Plus: every head's matched-loss gradient equals finite differences of -log(reference p_y).
 """
 
+import keras
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from keras import ops
 
+import keras_softmax as ks
 from keras_softmax import losses
 
 from . import references as ref
@@ -51,14 +53,18 @@ def autodiff_logit_gradient(head, z, y):
 
 
 # --------------------------------------------------------------------------- (a) closed form
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("case", list(FIXED))
 @pytest.mark.parametrize("name", P_MINUS_Y_HEADS)
-def test_autodiff_gradient_is_p_minus_y(name, case):
+def test_autodiff_gradient_is_p_minus_y(name, case, training):
+    """The pair from get_head gives p - y, p from the float64 reference (not the layer's output),
+    in training and outside it: a custom loop or an evaluation pass with the matched loss gets the
+    Fenchel-Young gradient too (the label outside the support gets its full push either way)."""
     z, y = (np.asarray(v) for v in FIXED[case])
     z = z.astype("float32")
     head = make_head(name)
-    p = probabilities(head, head.layer(z))
-    g = autodiff_logit_gradient(head, z, y)
+    p = ref.reference(name, z)
+    g = grad(lambda v: head.loss(y, head.layer(v, training=training)), z)
     np.testing.assert_allclose(g, p - one_hot(y, z.shape[-1]), atol=1e-6)
     if case.startswith("outside") and name in EXACT_LOSSES:
         assert p[0, y[0]] == 0.0  # the label is really outside the support ...
@@ -71,7 +77,7 @@ def test_autodiff_gradient_is_p_minus_y(name, case):
 def test_autodiff_gradient_is_p_minus_y_hypothesis(name, z, data):
     y = np.asarray(data.draw(st.lists(st.integers(0, 5), min_size=z.shape[0], max_size=z.shape[0])))
     head = make_head(name)
-    p = probabilities(head, head.layer(z))
+    p = ref.reference(name, z)
     np.testing.assert_allclose(autodiff_logit_gradient(head, z, y), p - one_hot(y, 6), atol=2e-6)
 
 
@@ -83,15 +89,19 @@ def test_gradient_with_temperature_is_p_minus_y_over_t(name):
     np.testing.assert_allclose(autodiff_logit_gradient(head, z, [0]), (p - one_hot([0], 4)) / 2.5, atol=1e-6)
 
 
-def test_softmax_gradient_vanishes_below_the_probability_floor():
-    """Documented limit of a loss on probabilities: once p_y < epsilon = 1e-7, -log max(p_y, eps)
-    is flat, so the logits get no gradient (the log heads keep p - y: see test_mismatch)."""
+def test_softmax_gradient_survives_the_probability_floor():
+    """The floor epsilon = 1e-7 bounds the loss *value* (-log max(p_y, eps)); the gradient stays
+    p - y below it (the old flat floor gave 0 here), and is 0, not NaN, once p_y underflows."""
     z = np.array([[0.0, 30.0, 1.0]], dtype="float32")  # p_0 ~ 1e-13
     head = make_head("softmax")
-    np.testing.assert_allclose(autodiff_logit_gradient(head, z, [0]), 0.0, atol=1e-12)
+    assert float(to_np(head.loss([0], head.layer(z)))) == pytest.approx(-np.log(1e-7), rel=1e-6)
+    p = ref.softmax(z)
+    np.testing.assert_allclose(autodiff_logit_gradient(head, z, [0]), p - one_hot([0], 3), atol=1e-6)
     log_head = make_head("log_softmax")
-    p = probabilities(log_head, log_head.layer(z))
     np.testing.assert_allclose(autodiff_logit_gradient(log_head, z, [0]), p - one_hot([0], 3), atol=1e-6)
+    underflow = np.array([[0.0, 200.0, 1.0]], dtype="float32")  # p_0 = e^-200 is 0 in float32
+    g = autodiff_logit_gradient(head, underflow, [0])
+    np.testing.assert_array_equal(g, 0.0)
 
 
 # --------------------------------------------------------------------------- (b) finite differences
@@ -206,15 +216,75 @@ def test_matched_loss_gradient_matches_finite_differences_of_reference(name):
     np.testing.assert_allclose(g, fd, atol=1e-5, err_msg=name)
 
 
+SPARSE_LAYERS = {"sparsemax": ks.Sparsemax, "entmax15": ks.Entmax15}
+#: The issue's example: the label (4) outside the support of sparsemax and of 1.5-entmax.
+OUTSIDE_Z = np.array([[2.0, 1.5, 1.2, 0.8, -1.0]], dtype="float32")
+OUTSIDE_Y = np.array([4])
+
+
+def _reference_jacobian(name, z):
+    """d p / d z of the float64 reference map by central differences: (batch, N out, N in)."""
+    reference_map = EXACT_LOSSES[name][2]
+    columns = []
+    for j in range(z.shape[-1]):
+        e = np.zeros(z.shape)
+        e[:, j] = 1e-6
+        columns.append((reference_map(z + e) - reference_map(z - e)) / 2e-6)
+    return np.stack(columns, axis=-1)
+
+
+def _other_losses(y, w):
+    """Losses a user may put after a bare sparse layer: ``name -> f(p) -> scalar``.
+
+    Cross-entropy takes a label inside the support (outside it, -log clip(p_y) is flat in p)."""
+    target = ops.convert_to_tensor(one_hot(y, w.shape[-1]), "float32")
+    inside = ops.convert_to_tensor(one_hot([1], w.shape[-1]), "float32")
+    wt = ops.convert_to_tensor(w, "float32")
+    return {
+        "categorical_crossentropy": lambda p: keras.losses.CategoricalCrossentropy()(inside, p),
+        "mse": lambda p: keras.losses.MeanSquaredError()(target, p),
+        "attention_sum": lambda p: ops.sum(wt * p),
+    }
+
+
+@pytest.mark.parametrize("training", [True, False, None])
+@pytest.mark.parametrize("loss_name", ["categorical_crossentropy", "mse", "attention_sum"])
 @pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
-def test_true_jacobian_matches_finite_differences(name):
-    """With fenchel_young_gradient=False (or at inference) the layer uses its true Jacobian:
-    finite, and equal to central differences of the float64 reference map."""
+def test_bare_layer_gradient_is_the_true_jacobian_under_any_loss(name, loss_name, training):
+    """A bare ks.Sparsemax() / ks.Entmax15() in someone's model: whatever the loss and the training
+    flag, the logits get J(z)^T dL/dp, J from finite differences of the float64 reference map and
+    dL/dp by autodiff of the loss alone at p. (The straight-through path would give dL/dp itself.)"""
+    z = OUTSIDE_Z
+    w = np.array([[1.0, 0.0, 0.0, 0.0, -1.0]], dtype="float32") * 0.7 + 0.3
+    loss_of_p = _other_losses(OUTSIDE_Y, w)[loss_name]
+    p = EXACT_LOSSES[name][2](z).astype("float32")
+    assert p[0, OUTSIDE_Y[0]] == 0.0
+    dl_dp = grad(loss_of_p, p)
+    expected = np.einsum("bi,bij->bj", dl_dp, _reference_jacobian(name, z))
+    layer = SPARSE_LAYERS[name]()
+    assert layer.fenchel_young_gradient is False  # the bare layer's default
+    g = grad(lambda v: loss_of_p(layer(v, training=training)), z)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, expected, atol=1e-4)
+    assert not np.allclose(g, dl_dp, atol=1e-3)  # and it is not the straight-through copy
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
+def test_true_jacobian_matches_finite_differences(name, training):
+    """fenchel_young_gradient=False (the bare default) is the true Jacobian in training too, equal to
+    central differences of the float64 reference map; the paired layer (get_head) is not: it hands
+    the incoming gradient to the logits unchanged, so the switch really switches."""
     z = np.array([[1.0, -2.0, 0.5, 3.0, 2.6, -0.3], [0.1, 0.2, 0.3, 0.4, -5.0, -0.05]], dtype="float32")
     w = np.random.default_rng(3).normal(size=z.shape)
     reference_map = EXACT_LOSSES[name][2]
     fd = central_difference(lambda v: (w * reference_map(v)).sum(), z, 1e-6)
-    for layer in (make_head(name, fenchel_young_gradient=False).layer, make_head(name).layer):
-        g = grad(lambda v: ops.sum(ops.convert_to_tensor(w, "float32") * layer(v, training=False)), z)
+    wt = ops.convert_to_tensor(w, "float32")
+    for layer in (make_head(name, fenchel_young_gradient=False).layer, SPARSE_LAYERS[name]()):
+        g = grad(lambda v: ops.sum(wt * layer(v, training=training)), z)
         assert np.all(np.isfinite(g))
         np.testing.assert_allclose(g, fd, atol=1e-5)
+    paired = make_head(name).layer
+    assert paired.fenchel_young_gradient is True
+    g = grad(lambda v: ops.sum(wt * paired(v, training=training)), z)
+    np.testing.assert_allclose(g, w, atol=1e-6)

@@ -107,7 +107,14 @@ def test_hard_samples_are_exact_one_hot_following_softmax(name):
     head, out = _hard_samples(name, np.tile(logits, (n, 1)), seed=1234)
     chosen = out.argmax(-1)
     if name == "gumbel":
-        np.testing.assert_array_equal(out, np.eye(5, dtype="float32")[chosen])  # exactly 0 and 1
+        # paired with its loss (log_straight_through): 1 and the smallest normal float32 ...
+        tiny = np.finfo(np.float32).tiny
+        np.testing.assert_array_equal(out, np.where(np.eye(5, dtype=bool)[chosen], 1.0, tiny).astype("float32"))
+        assert np.log(out.astype(np.float64)).min() == pytest.approx(np.log(tiny))
+        # ... and the bare layer: exactly 0 and 1
+        bare = ks.GumbelSoftmax(hard=True, seed=1234, temperature=0.5)
+        bare_out = to_np(bare(np.tile(logits, (n, 1)), training=True))
+        np.testing.assert_array_equal(bare_out, np.eye(5, dtype="float32")[chosen])
     else:  # 0 for the sampled class, log of the smallest normal float32 elsewhere
         np.testing.assert_array_equal(out.max(-1), 0.0)
         others = np.where(np.eye(5, dtype=bool)[chosen], np.nan, out)
@@ -127,23 +134,75 @@ def test_hard_samples_never_pick_dropped_classes(name):
     assert chosen.min() >= 3
 
 
+BARE = {"gumbel": ks.GumbelSoftmax, "log_gumbel": ks.LogGumbelSoftmax}
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_straight_through_gradient_is_the_soft_gradient(name):
+def test_bare_straight_through_gradient_is_the_soft_gradient(name):
+    """A bare hard layer feeding some other computation (here a linear probe): its output has the
+    soft sample's gradient, the textbook straight-through estimator (Jang et al. 2017)."""
     w = np.random.default_rng(0).normal(size=Z.shape).astype("float32")
-    hard = make_head(name, hard=True, seed=11, temperature=0.7).layer
-    soft = make_head(name, hard=False, seed=11, temperature=0.7).layer
+    hard = BARE[name](hard=True, seed=11, temperature=0.7)
+    soft = BARE[name](hard=False, seed=11, temperature=0.7)
     hard_out = to_np(hard(Z, training=True))
     soft_out = to_np(soft(Z, training=True))
     # same noise: the hard sample is the argmax of the soft one
     np.testing.assert_array_equal(hard_out.argmax(-1), soft_out.argmax(-1))
     # fresh layers with the same seed again, now under autodiff
-    hard = make_head(name, hard=True, seed=11, temperature=0.7).layer
-    soft = make_head(name, hard=False, seed=11, temperature=0.7).layer
+    hard = BARE[name](hard=True, seed=11, temperature=0.7)
+    soft = BARE[name](hard=False, seed=11, temperature=0.7)
     wt = ops.convert_to_tensor(w)
     g_hard = grad(lambda v: ops.sum(wt * hard(v, training=True)), Z)
     g_soft = grad(lambda v: ops.sum(wt * soft(v, training=True)), Z)
     assert np.any(g_soft != 0)
     np.testing.assert_allclose(g_hard, g_soft, rtol=1e-6, atol=1e-7)
+
+
+def _per_sample_gradient(name, z, y, **params):
+    """d/dz of the summed per-sample matched loss (rows independent: row i is sample i's gradient),
+    through a fresh seeded layer in training mode; and the per-sample loss values (same noise)."""
+    head = make_head(name, **params)
+    loss = type(head.loss)(reduction=None)
+    values = to_np(loss(y, head.layer(z, training=True)))
+    head = make_head(name, **params)  # a fresh layer with the same seed draws the same noise
+    return grad(lambda v: ops.sum(loss(y, head.layer(v, training=True))), z), values
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_hard_sample_with_matched_loss_trains_with_the_soft_samples_gradient(name, temperature):
+    """Training with hard=True (as get_head pairs it): the loss value is the hard sample's, the
+    gradient w.r.t. the logits is the soft sample's under the same noise, for wrong samples too
+    (a plain one-hot gives p_y = 0 there, the floor, and no gradient at all)."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 6, size=64)
+    g_hard, hard_loss = _per_sample_gradient(name, z, y, hard=True, seed=21, temperature=temperature)
+    g_soft, _ = _per_sample_gradient(name, z, y, hard=False, seed=21, temperature=temperature)
+    wrong = hard_loss > 1.0  # the hard sample missed the label: -log(floor) or -log(TINY)
+    assert 10 <= wrong.sum() <= 60, wrong.sum()
+    np.testing.assert_allclose(hard_loss[~wrong], 0.0, atol=1e-6)
+    assert np.all(np.abs(g_hard[wrong]).sum(-1) > 1e-3)  # every wrong sample gets a push
+    np.testing.assert_allclose(g_hard, g_soft, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("temperature", [0.5, 3.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_matched_loss_gradient_with_the_noise_on(name, temperature, hard, monkeypatch):
+    """With the uniform draws pinned, the training-time gradient of the matched loss (through the
+    paired layer, noise on) is that of the float64 reference -log softmax((z + g) / tau)_y:
+    (softmax((z + g) / tau) - y) / tau, also for hard samples (straight-through)."""
+    u = np.random.default_rng(5).uniform(0.01, 0.99, size=Z.shape).astype("float32")
+    monkeypatch.setattr(keras.random, "uniform", lambda shape, **kwargs: ops.convert_to_tensor(u))
+    g_noise = -np.log(-np.log(u.astype(np.float64)))
+    y = np.array([3, 2])
+    head = make_head(name, temperature=temperature, hard=hard, seed=0)
+    got = grad(lambda v: head.loss(y, head.layer(v, training=True)) * 2, Z)
+    expected = (ref.softmax(Z + g_noise, temperature) - np.eye(5)[y]) / temperature
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    # the noise matters: the noiseless gradient is another one
+    assert np.abs(expected - (ref.softmax(Z, temperature) - np.eye(5)[y]) / temperature).max() > 1e-2
 
 
 def test_unseeded_layers_draw_different_noise():

@@ -94,3 +94,35 @@ def test_losses_compute_in_float32_from_low_precision_inputs(loss_class):
     value = loss(Y, keras.ops.cast(pred, "bfloat16"))
     assert keras.backend.standardize_dtype(value.dtype) == "float32"
     assert np.isfinite(to_np(value))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "gumbel", "log_gumbel"])
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_label_smoothing_skips_classes_masked_by_drop_lowest(name, eps):
+    """drop_lowest masks classes (probability 0, log-probability ~ -1e9): the smoothing mass goes to
+    the K kept classes only, q = (1 - eps) y + eps / K, and the loss is that reference cross-entropy
+    (on a log head the old eps / N over every class cost ~1e7 per masked class)."""
+    head = ks.get_head(name, drop_lowest=0.4)
+    loss = head.make_loss(label_smoothing=eps)
+    keep = ref.keep_mask(Z, 0.4)
+    log_p = ref.log_softmax(Z, drop_lowest=0.4)
+    assert np.all(keep[np.arange(3), Y]) and np.any(~keep)  # the labels are kept, some classes not
+    q = (1 - eps) * np.eye(5)[Y] + eps * keep / keep.sum(-1, keepdims=True)
+    want = -(q * np.where(keep, log_p, 0.0)).sum(-1).mean()
+    got = float(to_np(loss(Y, head.layer(Z))))
+    assert got == pytest.approx(want, rel=1e-5)
+    # and through target distributions (CutMix) as well
+    targets = np.eye(5, dtype="float32")[Y]
+    assert float(to_np(loss(targets, head.layer(Z)))) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_class", [ks.ProbabilityCrossEntropy, ks.NegativeLogLikelihood])
+def test_nan_outputs_give_a_nan_loss(loss_class):
+    """A diverged model's NaN output must not be floored into a finite loss: training has to see it."""
+    pred = np.array([[np.nan, 0.5, 0.5], [0.2, 0.3, 0.5]], dtype="float32")
+    if loss_class is ks.NegativeLogLikelihood:
+        pred = np.log(pred)
+    for smoothing in (0.0, 0.1):
+        assert np.isnan(float(to_np(loss_class(label_smoothing=smoothing)(np.array([0, 1]), pred))))
+    # smoothing puts mass on every kept class: a NaN anywhere in the row shows
+    assert np.isnan(float(to_np(loss_class(label_smoothing=0.1)(np.array([1, 1]), pred))))

@@ -64,6 +64,24 @@ def test_mismatched_gradient_is_the_double_softmax_formula():
     np.testing.assert_allclose(wrong, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
+def test_mismatched_gradient_of_sparse_heads_uses_the_true_jacobian(name):
+    """Under the mismatched CE the sparse heads' logits get J(z)^T (softmax(p) - y), J the true
+    Jacobian (finite differences of the float64 reference), not the straight-through copy
+    softmax(p) - y that only the head's own Fenchel-Young loss may use."""
+    z = np.array([[1.0, 0.2, 0.8, -0.5], [0.3, 0.1, -0.2, 0.25]], dtype="float32")  # away from kinks
+    y = np.array([3, 2])
+    wrong = mismatch.logit_gradients(name, z, y, mismatched=True)
+    reference_map = ref.sparsemax if name == "sparsemax" else ref.entmax15
+    p = reference_map(z)
+    assert p[0, 3] == 0.0 and np.all((p > 0).sum(-1) > 1)
+    r = ref.softmax(p) - one_hot(y, 4)
+    jacobian = np.stack([(reference_map(z + e) - reference_map(z - e)) / 2e-6
+                         for e in np.eye(4)[:, None, :] * 1e-6], axis=-1)
+    np.testing.assert_allclose(wrong, np.einsum("bi,bij->bj", r, jacobian), atol=1e-5)
+    assert np.abs(wrong - r).max() > 0.05
+
+
 def test_saturation_curve_mismatched_gradient_collapses():
     rows = mismatch.saturation_curve("softmax", scales=(1, 2, 4, 8, 16, 32), num_classes=10, seed=0)
     assert [row["scale"] for row in rows] == [1, 2, 4, 8, 16, 32]
@@ -85,11 +103,9 @@ def test_saturation_curve_matched_gradient_stays_near_sqrt2(name):
         assert row["matched_norm"] > 0.5
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "ProbabilityCrossEntropy floors p_y at 1e-7, and a loss that sees only probabilities cannot "
-    "recover p - y once p_y underflows: the softmax head's matched gradient is 0 at scales >= 8 "
-    "(use log_softmax, whose NLL keeps p - y; see test_gradients)."))
 def test_saturation_curve_softmax_matched_gradient_stays_near_sqrt2():
+    """ProbabilityCrossEntropy's floor bounds its value, not its gradient: the matched softmax keeps
+    p - y far below p_y = 1e-7 (a flat floor gave 0 from scale 8 on)."""
     rows = mismatch.saturation_curve("softmax", scales=(1, 8, 32), num_classes=10, seed=0)
     assert rows[-1]["matched_norm"] == pytest.approx(math.sqrt(2), abs=1e-3)
 

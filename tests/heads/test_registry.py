@@ -51,7 +51,9 @@ def test_describe_heads():
     by_name = {row["name"]: row for row in rows}
     assert by_name["softmax"]["parameters"] == {"temperature": 1.0, "drop_lowest": 0.0}
     assert by_name["taylor"]["parameters"] == {"order": 2}
-    assert set(by_name["gumbel"]["parameters"]) == {"temperature", "hard", "seed", "drop_lowest"}
+    assert by_name["gumbel"]["parameters"] == {"temperature": 1.0, "hard": False, "seed": None,
+                                               "drop_lowest": 0.0, "log_straight_through": True}
+    assert set(by_name["log_gumbel"]["parameters"]) == {"temperature", "hard", "seed", "drop_lowest"}
     assert by_name["base2"]["parameters"] == {}
     for row in rows:
         assert row["output"] == EXPECTED[row["name"]][0]
@@ -64,3 +66,23 @@ def test_public_classes_are_exported():
                  "TaylorSoftmax", "LogTaylorSoftmax", "Base2Softmax", "ExpSinSoftmax", "NormalCDFSoftmax",
                  "HierarchicalSoftmax"):
         assert issubclass(getattr(ks, name), ks.Head)
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
+def test_pairing_switches_on_the_fenchel_young_gradient_and_a_bare_layer_does_not(name):
+    """GUIDE §3: the Fenchel-Young path is on where the head is paired with its loss, never for a
+    bare layer; an explicit parameter wins; ``unpaired_params`` gives the bare layer's setting."""
+    from keras_softmax.heads.registry import unpaired_params
+
+    layer_class = type(ks.get_head(name).layer)
+    assert layer_class().fenchel_young_gradient is False
+    assert ks.get_head(name).layer.fenchel_young_gradient is True
+    assert ks.get_head(name).params == {}  # the user's parameters, as given
+    assert ks.get_head(name, fenchel_young_gradient=False).layer.fenchel_young_gradient is False
+    assert unpaired_params(name) == {"fenchel_young_gradient": False}
+    assert ks.get_head(name, **unpaired_params(name)).layer.fenchel_young_gradient is False
+    by_name = {row["name"]: row for row in ks.describe_heads()}
+    assert by_name[name]["parameters"] == {"fenchel_young_gradient": True}
+    model = ks.build_model(name, num_classes=3, widths=(2, 2, 2, 2))
+    assert model.layers[-1].fenchel_young_gradient is True
+    assert unpaired_params("softmax") == {}
