@@ -1,0 +1,51 @@
+"""zoo/sweep.py --parallel: independent runs at once, one GPU each (CUDA_VISIBLE_DEVICES)."""
+
+import argparse
+import importlib.util
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("zoo_sweep", ROOT / "zoo" / "sweep.py")
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+
+def test_gpu_count_reads_nvidia_smi(monkeypatch):
+    listing = "GPU 0: NVIDIA H200 (UUID: GPU-a)\nGPU 1: NVIDIA H200 (UUID: GPU-b)\n"
+    monkeypatch.setattr(sweep.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing, stderr=""))
+    assert sweep.gpu_count() == 2
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(sweep.subprocess, "run", missing)
+    assert sweep.gpu_count() == 0
+
+
+def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
+    lock, running, peak, seen = threading.Lock(), set(), [0], []
+
+    def fake_run(command, env, **kwargs):
+        gpu = env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            assert gpu not in running, "two runs on one GPU"
+            running.add(gpu)
+            peak[0] = max(peak[0], len(running))
+            seen.append(gpu)
+        time.sleep(0.05)
+        with lock:
+            running.discard(gpu)
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr="failed on purpose")
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    args = argparse.Namespace(runs=str(tmp_path), config="c.toml", dataset="digits")
+    rows = []
+    sweep.run_all(["softmax", "gumbel", "sparsemax", "softmax:mismatched"], args, parallel=2, gpus=2,
+                  on_row=rows.append)
+    assert sorted(r["run"] for r in rows) == ["gumbel", "softmax", "softmax-mismatched", "sparsemax"]
+    assert peak[0] == 2 and sorted(set(seen)) == ["0", "1"]
+    assert all(r["gpu"] in (0, 1) and r["exit"] == 1 for r in rows)
