@@ -1,4 +1,4 @@
-"""zoo/sweep.py --parallel: independent runs at once, one GPU each (CUDA_VISIBLE_DEVICES)."""
+"""zoo/: every preset resolves; sweep.py --parallel runs independent runs one per GPU."""
 
 import argparse
 import importlib.util
@@ -7,10 +7,26 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from keras_softmax.training.config import resolve
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("zoo_sweep", ROOT / "zoo" / "sweep.py")
 sweep = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sweep)
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "zoo" / "presets").glob("*.toml")), ids=lambda p: p.stem)
+def test_presets_resolve(preset):
+    config = resolve(preset)
+    assert config.dataset == "cifar100" and config.batch_size % (config.devices if config.devices != "all" else 1) == 0
+
+
+def test_two_gpu_preset_scales_the_one_gpu_recipe():
+    one, two = (resolve(ROOT / "zoo" / "presets" / f"cifar100-log_softmax-72{s}.toml") for s in ("", "-2gpu"))
+    assert (two.devices, two.batch_size // two.devices) == (2, one.batch_size)  # same batch per device
+    assert two.lr / one.lr == two.batch_size / one.batch_size  # linear scaling rule
 
 
 def test_gpu_count_reads_nvidia_smi(monkeypatch):
