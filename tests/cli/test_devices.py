@@ -176,10 +176,14 @@ def _free_port() -> int:
 @pytest.mark.skipif(not HAS_JAX, reason="needs JAX")
 def test_two_processes_on_localhost(tmp_path, cache_dir):
     """keras.distribution.initialize over loopback: two JAX processes with one CPU device each
-    train one epoch together and end with identical weights; only process 0 writes the report."""
+    train one epoch together and end with identical weights; only process 0 writes the report.
+
+    The Gumbel noise, the crop/flip augmentation and CutMix (drawn per global batch, then split
+    between the processes) must agree across processes for the weights to match.
+    """
     out = tmp_path / "run"
     port = _free_port()
-    args = ["--head", "log_softmax", "--epochs", "1", "--set", "widths=[4, 8, 8, 8]", "--set", "limit=300",
+    args = ["--head", "log_gumbel", "--set", "cutmix=0.5", "--epochs", "1", "--set", "widths=[4, 8, 8, 8]", "--set", "limit=300",
             "--val-split", "31", "--batch-size", "32", "--devices", "all", "--out", out]
     processes, logs = [], []
     for process_id in range(2):
