@@ -18,6 +18,7 @@ import textwrap
 import time
 import zipfile
 
+import keras
 import numpy as np
 import pytest
 
@@ -64,6 +65,11 @@ def test_device_errors_are_one_line(tmp_path):
                       "--coordinator needs --num-processes and --process-id")
     assert_user_error(invoke("train", "--num-processes", "2", "--process-id", "1", "--out", out),
                       "need --coordinator HOST:PORT")
+    assert_user_error(invoke("train", "--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2",
+                             "--out", out), "process id 2 is not in [0, 2)")
+    if keras.backend.backend() != "jax":  # (on JAX this would wait for the other process)
+        assert_user_error(invoke("train", "--coordinator", "127.0.0.1:1234", "--num-processes", "2",
+                                 "--process-id", "0", "--out", out), "several processes need the JAX backend")
     assert not out.exists()
 
 
@@ -211,8 +217,6 @@ def test_two_processes_on_localhost(tmp_path, cache_dir):
     side = tmp_path / "run.process1"
     assert (side / "model.keras").is_file() and not (side / "report.json").exists()
     assert not list((side / "checkpoints").glob("*.weights.h5"))
-
-    import keras
 
     import keras_softmax  # noqa: F401  (registers the package's layers for loading)
 
