@@ -29,19 +29,6 @@ def test_two_gpu_preset_scales_the_one_gpu_recipe():
     assert two.lr / one.lr == two.batch_size / one.batch_size  # linear scaling rule
 
 
-def test_gpu_count_reads_nvidia_smi(monkeypatch):
-    listing = "GPU 0: NVIDIA H200 (UUID: GPU-a)\nGPU 1: NVIDIA H200 (UUID: GPU-b)\n"
-    monkeypatch.setattr(sweep.subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing, stderr=""))
-    assert sweep.gpu_count() == 2
-
-    def missing(*args, **kwargs):
-        raise FileNotFoundError("nvidia-smi")
-
-    monkeypatch.setattr(sweep.subprocess, "run", missing)
-    assert sweep.gpu_count() == 0
-
-
 def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
     lock, running, peak, seen = threading.Lock(), set(), [0], []
 
@@ -60,8 +47,8 @@ def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
     monkeypatch.setattr(sweep.subprocess, "run", fake_run)
     args = argparse.Namespace(runs=str(tmp_path), config="c.toml", dataset="digits")
     rows = []
-    sweep.run_all(["softmax", "gumbel", "sparsemax", "softmax:mismatched"], args, parallel=2, gpus=2,
+    sweep.run_all(["softmax", "gumbel", "sparsemax", "softmax:mismatched"], args, parallel=2, gpus=["0", "1"],
                   on_row=rows.append)
     assert sorted(r["run"] for r in rows) == ["gumbel", "softmax", "softmax-mismatched", "sparsemax"]
     assert peak[0] == 2 and sorted(set(seen)) == ["0", "1"]
-    assert all(r["gpu"] in (0, 1) and r["exit"] == 1 for r in rows)
+    assert all(r["gpu"] in ("0", "1") and r["exit"] == 1 for r in rows)

@@ -8,9 +8,10 @@ Each run is the CLI (``keras-softmax train``) in a subprocess; the row records t
 its wall time (process start to exit, compilation included) and the headline metrics of its report.
 ``HEAD:mismatched`` trains HEAD with the original study's mismatched loss.
 
-Independent runs go one per GPU: ``--parallel N`` runs N at once, run k of a batch with
-``CUDA_VISIBLE_DEVICES`` set to its own GPU (default N: the GPUs ``nvidia-smi -L`` lists, else 1).
-Each run then trains on one device; for one run over several GPUs use ``--set devices=all`` instead.
+Independent runs go one per GPU: ``--parallel N`` runs N at once, each with ``CUDA_VISIBLE_DEVICES``
+set to a GPU no other running run has (default N: the visible GPUs, as ``keras-softmax study``
+counts them, else 1). Each run trains on one device; for one run over several GPUs use
+``--set devices=all`` instead.
 """
 
 from __future__ import annotations
@@ -27,20 +28,11 @@ import time
 from pathlib import Path
 
 
-def gpu_count() -> int:
-    """The GPUs ``nvidia-smi -L`` lists (0 without it)."""
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
-
-
-def run_all(specs, args, parallel: int, gpus: int, on_row) -> None:
-    """Run every head, ``parallel`` at a time, each pinned to a free GPU when there are GPUs."""
+def run_all(specs, args, parallel: int, gpus: list, on_row) -> None:
+    """Run every head, ``parallel`` at a time, each pinned to a free GPU of ``gpus`` (ids) if any."""
     free = queue.Queue()
     for slot in range(parallel):
-        free.put(slot % gpus if gpus else None)
+        free.put(gpus[slot % len(gpus)] if gpus else None)
 
     def pinned(spec):
         gpu = free.get()
@@ -112,8 +104,10 @@ def main() -> None:
         rows = [json.loads(line) for line in Path(args.markdown).read_text().splitlines() if line.strip()]
         print(markdown(rows))
         return
-    gpus = gpu_count()
-    parallel = args.parallel or max(1, gpus)
+    from keras_softmax.study.runner import visible_gpus  # CUDA_VISIBLE_DEVICES, else nvidia-smi -L
+
+    gpus = visible_gpus()
+    parallel = args.parallel or max(1, len(gpus))
 
     def record(row):
         print(json.dumps(row), flush=True)
