@@ -129,10 +129,11 @@ def head_cost_rows(classes=(100, 1000, 10000, 100000), heads=None, batch=512, fe
 
 
 def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> list[float]:
-    """Epoch times of ``model.fit`` on random in-memory arrays, same model and compile options."""
+    """Epoch times of ``model.fit`` on random in-memory arrays, same model, compile options and devices."""
     import keras
 
     from keras_softmax.data.sources import Dataset
+    from keras_softmax.training import distribute
     from keras_softmax.training.metrics import accuracy_metric
     from keras_softmax.training.optim import make_optimizer
     from keras_softmax.training.trainer import build_for, setup_backend
@@ -142,11 +143,6 @@ def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> l
     x = rng.integers(0, 256, size=(num_train, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, num_classes, size=(num_train,)).astype("int32")
     fake = Dataset("synthetic", [str(i) for i in range(num_classes)], x, y, x[:10], y[:10])
-    head, model = build_for(config, fake)
-    steps = num_train // config.batch_size
-    model.compile(optimizer=make_optimizer(config, steps), loss=head.make_loss(config.label_smoothing),
-                  metrics=[accuracy_metric()], jit_compile=config.jit_compile,
-                  steps_per_execution=config.steps_per_execution)
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -158,8 +154,16 @@ def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> l
             keras.ops.convert_to_numpy(self.model.optimizer.iterations)
             times.append(time.perf_counter() - self.start)
 
-    model.fit(x[: steps * config.batch_size], y[: steps * config.batch_size], batch_size=config.batch_size,
-              epochs=epochs, shuffle=True, callbacks=[Timer()], verbose=0)
+    placement = distribute.plan(config.devices, config.batch_size)
+    with distribute.scope(placement):
+        head, model = build_for(config, fake)
+        distribute.prepare_model(model, placement)
+        steps = num_train // config.batch_size
+        model.compile(optimizer=make_optimizer(config, steps), loss=head.make_loss(config.label_smoothing),
+                      metrics=[accuracy_metric()], jit_compile=config.jit_compile,
+                      steps_per_execution=config.steps_per_execution)
+        model.fit(x[: steps * config.batch_size], y[: steps * config.batch_size], batch_size=config.batch_size,
+                  epochs=epochs, shuffle=True, callbacks=[Timer()], verbose=0)
     return times
 
 
@@ -179,7 +183,8 @@ def throughput_rows(config, epochs: int, skip_synthetic: bool = False, log=print
     with tempfile.TemporaryDirectory() as tmp:
         report = run_job(config, f"{tmp}/run", log=log)
     images = report["split_sizes"]["train"] // config.batch_size * config.batch_size
-    rows = [summarize("pipeline", report["epoch_seconds"], images)]
+    rows = [{**summarize("pipeline", report["epoch_seconds"], images), "devices": report.get("devices"),
+             "global_batch": config.batch_size}]
     if not skip_synthetic:
         synthetic = synthetic_epochs(config, report["split_sizes"]["train"], len(report["per_class"]), epochs)
         rows.append(summarize("synthetic", synthetic, images))

@@ -81,35 +81,55 @@ def _default_out(head: str, dataset: str) -> Path:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML preset (e.g. zoo/presets/*.toml).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any other setting of the config, e.g. weight_decay=1e-4 (repeatable).")
+@click.option("--devices", metavar="N|all",
+              help="Data-parallel devices (config key devices; default 1): all = every visible GPU. "
+                   "--batch-size stays the global batch.")
+@click.option("--coordinator", metavar="HOST:PORT",
+              help="Several hosts: process 0's address (JAX backend; or $KERAS_DISTRIBUTION_JOB_ADDRESSES).")
+@click.option("--num-processes", type=click.IntRange(min=1),
+              help="Several hosts: how many processes (or $KERAS_DISTRIBUTION_NUM_PROCESSES).")
+@click.option("--process-id", type=click.IntRange(min=0),
+              help="Several hosts: this process's id, 0 to N-1 (or $KERAS_DISTRIBUTION_PROCESS_ID).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<head>-<dataset>-<time>.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the keras-softmax run in --out (a directory that is not a run is refused).")
 @friendly_errors
 def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, val_split, config_file, settings,
-          out, resume, overwrite):
-    """Train a ResNet-12 with a softmax-variant head and write a run directory."""
+          devices, coordinator, num_processes, process_id, out, resume, overwrite):
+    """Train a ResNet-12 with a softmax-variant head and write a run directory.
+
+    Several hosts: start the same command once per host with --devices all and the
+    --coordinator / --num-processes / --process-id of the cluster (JAX backend).
+    """
+    from keras_softmax.training import distribute
     from keras_softmax.training.config import ConfigError, parse_head_param, resolve
     from keras_softmax.job import run_job as run_training
 
+    # Before anything touches a device: every process must see the cluster's devices.
+    distribute.initialize(coordinator, num_processes, process_id)
     if resume:
         if not out:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
         if overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         given = [name for name, value in (("--head", head), ("--dataset", dataset), ("--epochs", epochs),
-                                          ("--config", config_file)) if value] + list(settings) + list(head_params)
+                                          ("--config", config_file), ("--devices", devices)) if value]
+        given += list(settings) + list(head_params)
         if given:
             click.echo(f"note: --resume continues with {out}/config.toml; ignoring {', '.join(given)}", err=True)
         _train_or_explain(run_training, None, Path(out), resume=True)
         return
     overrides = dict(parse_head_param(s) for s in settings)
     flags = dict(head=head, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                 precision=precision, val_split=_val_split(val_split))
+                 precision=precision, val_split=_val_split(val_split),
+                 devices=None if devices is None else distribute.parse_devices(devices))
     overrides.update({k: v for k, v in flags.items() if v is not None})  # an unset flag keeps a --set value
     if head_params:
         overrides["head_params"] = dict(parse_head_param(p) for p in head_params)
     config = resolve(config_file, overrides)
+    if not out and distribute.cluster_settings(coordinator, num_processes, process_id):
+        raise ConfigError("several processes need one --out RUN_DIR, the same on every host")
     out = Path(out) if out else _default_out(config.head, config.dataset)
     _train_or_explain(run_training, config, out, overwrite=overwrite)
 

@@ -22,8 +22,9 @@ from keras_softmax import environment
 from keras_softmax.data import even_batch_size, load_dataset
 from keras_softmax.evaluation.evaluate import evaluate_model
 from keras_softmax.evaluation.report import read_report, write_report
-from keras_softmax.export import ExportError, save_run_model
+from keras_softmax.export import ExportError, save_keras, save_run_model
 from keras_softmax.heads import get_head
+from keras_softmax.training import distribute
 from keras_softmax.training.config import TrainConfig, resolve
 from keras_softmax.training.rundir import RunDirectory, RunDirError
 from keras_softmax.training.trainer import TrainedRun, head_params_for, train
@@ -36,14 +37,26 @@ def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite:
     With ``resume``, continue the unfinished run in ``out`` (``config`` may be None). Returns the
     report (``report.json``'s content). Raises the package's user errors (``RunDirError``,
     ``DatasetError``, ``ConfigError``) before any work where it can.
+
+    Trained on several devices, the model is evaluated and exported as a plain one-device copy,
+    the same as after a one-device run. With several processes only process 0 does that; the
+    others save their final ``model.keras`` in their own directory (see ``distribute.process_out``)
+    and return ``{"process_id": k, "model": path}``.
     """
     trained = train(config, out, resume=resume, overwrite=overwrite, log=log)
     config, run_dir = trained.config, trained.run_dir
+    model = distribute.local_copy(trained.model, trained.placement)
+    if not trained.placement.is_chief:
+        save_keras(model, run_dir.model_keras)
+        run_dir.drop_checkpoint_weights()
+        log(f"process {trained.placement.process_id}: trained; its weights are in {run_dir.model_keras}, "
+            f"the report is process 0's")
+        return {"process_id": trained.placement.process_id, "model": str(run_dir.model_keras)}
     log("evaluating on the validation split")
-    report = evaluate_model(trained.model, trained.head, trained.dataset, "val",
+    report = evaluate_model(model, trained.head, trained.dataset, "val",
                             batch_size=even_batch_size(len(trained.dataset.y_val), trained.batch_size),
                             tta_flip=config.tta_flip, calibrate=True)
-    save_run_model(trained.model, trained.head, trained.dataset, run_dir, log=log)
+    save_run_model(model, trained.head, trained.dataset, run_dir, log=log)
     report.update(run_summary(trained))
     report["wall_seconds"] = time.perf_counter() - trained.started
     history = {k: [r.get(k) for r in trained.history] for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
@@ -77,6 +90,7 @@ def run_summary(trained: TrainedRun) -> dict:
                               if steady_seconds and steady_seconds > 0 else None),
         "num_params": int(trained.model.count_params()),
         "precision": config.precision,
+        **trained.placement.summary(),
         "config": config.to_dict(),
     }
     summary.update(environment.describe())
@@ -105,7 +119,8 @@ def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta
     report = evaluate_model(model, head, data, split, batch_size=config.batch_size, tta_flip=tta, calibrate=calibrate)
     trained = read_report(run.path) if run.finished else {}
     for key in ("epoch_seconds", "train_seconds", "images_per_second", "num_params", "head", "head_params",
-                "seed", "labels", "loss_pairing", "backend", "device", "versions", "compile_seconds"):
+                "seed", "labels", "loss_pairing", "backend", "device", "versions", "compile_seconds", "devices",
+                "per_device_batch", "num_processes"):
         if key in trained:
             report.setdefault(key, trained[key])
     report.setdefault("num_params", int(model.count_params()))

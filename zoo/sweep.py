@@ -7,12 +7,20 @@
 Each run is the CLI (``keras-softmax train``) in a subprocess; the row records the exact command,
 its wall time (process start to exit, compilation included) and the headline metrics of its report.
 ``HEAD:mismatched`` trains HEAD with the original study's mismatched loss.
+
+Independent runs go one per GPU: ``--parallel N`` runs N at once, each with ``CUDA_VISIBLE_DEVICES``
+set to a GPU no other running run has (default N: the visible GPUs, as ``keras-softmax study``
+counts them, else 1). Each run trains on one device; for one run over several GPUs use
+``--set devices=all`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import os
+import queue
 import shlex
 import subprocess
 import sys
@@ -20,7 +28,25 @@ import time
 from pathlib import Path
 
 
-def run_head(spec: str, args) -> dict:
+def run_all(specs, args, parallel: int, gpus: list, on_row) -> None:
+    """Run every head, ``parallel`` at a time, each pinned to a free GPU of ``gpus`` (ids) if any."""
+    free = queue.Queue()
+    for slot in range(parallel):
+        free.put(gpus[slot % len(gpus)] if gpus else None)
+
+    def pinned(spec):
+        gpu = free.get()
+        try:
+            return run_head(spec, args, gpu=gpu if parallel > 1 else None)
+        finally:
+            free.put(gpu)
+
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(pinned, spec) for spec in specs]):
+            on_row(future.result())
+
+
+def run_head(spec: str, args, gpu=None) -> dict:
     head, _, loss = spec.partition(":")
     name = f"{head}-{loss}" if loss else head
     out = Path(args.runs) / name
@@ -28,12 +54,17 @@ def run_head(spec: str, args) -> dict:
                "--out", str(out), "--overwrite"]
     if loss:
         command += ["--set", f"loss={loss}"]
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "keras_softmax.cli", *command[1:]], capture_output=True,
-                            text=True)
+                            text=True, env=env)
     wall = time.perf_counter() - start
     row = {"run": name, "head": head, "pairing": loss or "matched", "command": shlex.join(command),
            "wall_seconds": round(wall, 1), "exit": result.returncode}
+    if gpu is not None:
+        row["gpu"] = gpu
     if result.returncode == 0:
         report = json.loads((out / "report.json").read_text())
         for key in ("accuracy", "top5_accuracy", "f1_macro", "ece", "epochs", "train_seconds",
@@ -66,17 +97,25 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/zoo")
     parser.add_argument("--jsonl")
     parser.add_argument("--markdown", metavar="JSONL", help="print the results table of a JSONL file")
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help="runs at once, one GPU each (default: the number of GPUs, else 1)")
     args = parser.parse_args()
     if args.markdown:
         rows = [json.loads(line) for line in Path(args.markdown).read_text().splitlines() if line.strip()]
         print(markdown(rows))
         return
-    for spec in args.heads:
-        row = run_head(spec, args)
+    from keras_softmax.study.runner import visible_gpus  # CUDA_VISIBLE_DEVICES, else nvidia-smi -L
+
+    gpus = visible_gpus()
+    parallel = args.parallel or max(1, len(gpus))
+
+    def record(row):
         print(json.dumps(row), flush=True)
         if args.jsonl:
             with open(args.jsonl, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
+
+    run_all(args.heads, args, parallel, gpus, record)
 
 
 if __name__ == "__main__":

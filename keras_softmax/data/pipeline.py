@@ -28,7 +28,8 @@ import numpy as np
 
 def make_batches(x, y, batch_size: int, *, shuffle: bool, seed: int = 0,
                  drop_remainder: bool = False, cutmix: float = 0.0, num_classes: int | None = None,
-                 backend: str | None = None, epochs: tuple[int, int] | None = None):
+                 backend: str | None = None, epochs: tuple[int, int] | None = None, pad_to: int = 1,
+                 shard: tuple[int, int] = (0, 1)):
     """Batch ``(x, y)`` for Keras, reshuffled every epoch when ``shuffle``.
 
     Args:
@@ -48,6 +49,13 @@ def make_batches(x, y, batch_size: int, *, shuffle: bool, seed: int = 0,
             in turn (:func:`steps_per_epoch` batches each), each epoch's order and CutMix draws a
             pure function of ``(seed, epoch)``; give ``fit`` that ``steps_per_epoch``. ``None``
             (default): the batches of one epoch, drawn anew each time Keras iterates them.
+        pad_to: pad the images with copies of the first ones to a multiple of ``pad_to`` and give
+            ``(images, labels, weights)`` batches, weight 0 on the copies: with ``batch_size`` a
+            multiple of ``pad_to`` every batch then splits evenly over ``pad_to`` devices (for
+            evaluation under data parallelism; Keras applies the weights to ``weighted_metrics``).
+        shard: ``(index, count)``: give only the ``index``-th of ``count`` contiguous, equal shares
+            of every batch, one process's share of the global batch when several processes train
+            together (numpy batches only). Every batch must divide by ``count``.
 
     Returns:
         A ``tf.data.Dataset`` or :class:`NumpyBatches`, either accepted by ``model.fit``. Pass
@@ -58,12 +66,32 @@ def make_batches(x, y, batch_size: int, *, shuffle: bool, seed: int = 0,
     _check(x, y, batch_size, seed, cutmix, num_classes)
     if epochs is not None:
         epochs = _check_epochs(epochs)
+    weights = None
+    if pad_to != 1:
+        x, y, weights = _pad(x, y, batch_size, pad_to, cutmix)
     if (backend or keras.backend.backend()) == "tensorflow":
+        if tuple(shard) != (0, 1):
+            raise ValueError("shard applies to numpy batches only")
         if epochs is not None:
+            if weights is not None:
+                raise ValueError("pad_to is for evaluation batches, not a training stream of epochs")
             return _tf_epoch_stream(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes, epochs)
-        return _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes)
+        return _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes, weights)
     return NumpyBatches(x, y, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder,
-                        cutmix=cutmix, num_classes=num_classes, epochs=epochs)
+                        cutmix=cutmix, num_classes=num_classes, epochs=epochs, weights=weights, shard=shard)
+
+
+def _pad(x, y, batch_size, pad_to, cutmix):
+    """``(x, y)`` padded to a multiple of ``pad_to`` with copies of the first images, and the weights."""
+    if isinstance(pad_to, bool) or not isinstance(pad_to, numbers.Integral) or pad_to < 1:
+        raise ValueError(f"pad_to must be an integer >= 1 (got {pad_to!r})")
+    if batch_size % pad_to:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of pad_to {pad_to}")
+    if cutmix:
+        raise ValueError("pad_to is for evaluation batches, without cutmix")
+    copies = np.arange(-len(y) % pad_to) % len(y)
+    weights = np.concatenate([np.ones(len(y), np.float32), np.zeros(len(copies), np.float32)])
+    return np.concatenate([x, x[copies]]), np.concatenate([y, y[copies]]), weights
 
 
 def steps_per_epoch(num_images: int, batch_size: int, drop_remainder: bool) -> int:
@@ -107,16 +135,26 @@ class NumpyBatches(keras.utils.PyDataset):
     Batch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``, so it is reproducible whatever order
     (or thread) asks for it. Keras calls :meth:`on_epoch_end` after each epoch. With
     ``epochs=(first, stop)`` it is one stream of those epochs' batches instead (index ``j`` is batch
-    ``j % per_epoch`` of epoch ``first + j // per_epoch``) and ignores :meth:`on_epoch_end`.
+    ``j % per_epoch`` of epoch ``first + j // per_epoch``) and ignores :meth:`on_epoch_end`. With
+    ``weights`` batches are ``(images, labels, weights)``. With ``shard=(k, n)`` every process builds
+    the same whole batch and keeps its ``k``-th share, so the shares of all processes are the one batch.
     """
 
     def __init__(self, x, y, batch_size, *, shuffle, seed=0, drop_remainder=False, cutmix=0.0,
-                 num_classes=None, epochs=None):
+                 num_classes=None, epochs=None, weights=None, shard=(0, 1)):
         super().__init__()
         self.x, self.y = x, y.astype(np.int32)
         self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
         self.drop_remainder, self.cutmix = drop_remainder, float(cutmix)
         self.num_classes = num_classes
+        self.weights = weights
+        self.shard_index, self.shard_count = (int(v) for v in shard)
+        if not 0 <= self.shard_index < self.shard_count:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count (got {shard!r})")
+        last = len(self.y) % self.batch_size
+        if self.batch_size % self.shard_count or (last and not drop_remainder and last % self.shard_count):
+            raise ValueError(f"every batch must divide by the {self.shard_count} shards "
+                             f"(batch_size {batch_size}, {len(self.y)} images)")
         self.epochs = epochs
         self.epoch = 0 if epochs is None else epochs[0]
         self._order = self._epoch_order(self.epoch)
@@ -143,8 +181,12 @@ class NumpyBatches(keras.utils.PyDataset):
         images, labels = self.x[chosen], self.y[chosen]
         if self.cutmix:
             rng = np.random.default_rng((self.seed, epoch, index))
-            return _cutmix_numpy(images, labels, self.cutmix, self.num_classes, rng)
-        return images, labels
+            images, labels = _cutmix_numpy(images, labels, self.cutmix, self.num_classes, rng)
+        batch = (images, labels) if self.weights is None else (images, labels, self.weights[chosen])
+        if self.shard_count == 1:
+            return batch
+        share = len(chosen) // self.shard_count
+        return tuple(part[self.shard_index * share:(self.shard_index + 1) * share] for part in batch)
 
     def on_epoch_end(self):
         if self.epochs is None:
@@ -177,11 +219,12 @@ def _cutmix_numpy(images, labels, probability, num_classes, rng):
     return mixed, kept * eye[labels] + (1.0 - kept) * eye[labels[partner]]
 
 
-def _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes):
+def _tf_batches(x, y, batch_size, shuffle, seed, drop_remainder, cutmix, num_classes, weights=None):
     """A tf.data pipeline: slices, cache, shuffle (reshuffled each epoch), batch, CutMix, prefetch."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).cache()
+    arrays = (x, y.astype(np.int32)) if weights is None else (x, y.astype(np.int32), weights)
+    dataset = tf.data.Dataset.from_tensor_slices(arrays).cache()
     if shuffle:
         dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

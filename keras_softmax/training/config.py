@@ -41,7 +41,10 @@ class TrainConfig:
     limit: int = 0  # 0: use every training image
     seed: int = 0
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch, split evenly over ``devices``
+    # Data-parallel devices: 1 (the plain one-device path), N, or "all" (every visible accelerator,
+    # or CPU device where there is none; with several processes, every device of every host).
+    devices: int | str = 1
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -81,6 +84,10 @@ class TrainConfig:
         _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be a positive integer", self.epochs)
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1,
                  "batch_size must be a positive integer", self.batch_size)
+        _require((isinstance(self.devices, int) and not isinstance(self.devices, bool) and self.devices >= 1)
+                 or self.devices == "all", 'devices must be a positive integer or "all"', self.devices)
+        if isinstance(self.devices, int) and self.batch_size % self.devices:
+            raise ConfigError(f"batch_size {self.batch_size} does not divide by {self.devices} devices")
         _require(_positive(self.lr), "lr must be a number > 0", self.lr)
         _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}", self.precision)
         _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}", self.optimizer)

@@ -18,6 +18,7 @@ from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
+from keras_softmax.training import distribute
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
 from keras_softmax.training.metrics import accuracy_metric
@@ -39,6 +40,9 @@ class TrainedRun:
     images_per_epoch: int  # full batches only
     batch_size: int
     started: float  # time.perf_counter() when train() began
+    # The devices it trained on; several (or several processes): the model lives in a distribution,
+    # and distribute.local_copy gives the one-device model to evaluate and export.
+    placement: distribute.Placement = dataclasses.field(default_factory=distribute.Placement)
 
 
 def head_params_for(config: TrainConfig, dataset) -> dict:
@@ -101,9 +105,18 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
     Every epoch's batches and random draws (shuffle, CutMix, augmentation, dropout, Gumbel noise)
     are a pure function of the seed and the epoch number, so a resumed run continues exactly as the
     uninterrupted run would have.
+
+    With ``devices`` > 1 the model is built, compiled and trained inside the data-parallel
+    distribution (:mod:`keras_softmax.training.distribute`); with 1, exactly as without it.
     """
-    environment.configure_xla()
-    run_dir = RunDirectory(out)
+    environment.configure_xla()  # before the first device query
+    placement = distribute.plan_for(config, out, resume=resume)
+    with distribute.scope(placement):
+        return _train(config, out, resume=resume, overwrite=overwrite, log=log, placement=placement)
+
+
+def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
+    run_dir = RunDirectory(distribute.process_out(out, placement))
     if resume:
         state = run_dir.prepare(resume=True, overwrite=False)
         config = resolve(run_dir.config)
@@ -130,17 +143,24 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
 
     num_train = len(dataset.y_train)
     batch_size = min(config.batch_size, num_train)
+    if placement.distributed:  # a whole number of images per device
+        batch_size -= batch_size % placement.devices
+    placement = dataclasses.replace(placement, global_batch=batch_size)
     # full batches only: no recompilation for a ragged tail
     steps_per_epoch = batches_per_epoch(num_train, batch_size, drop_remainder=True)
+    distribute.prepare_model(model, placement)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=training_loss(config, head),
-        metrics=[accuracy_metric()],
+        **distribute.metrics_argument(placement, [accuracy_metric()]),
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
-    val_batches = make_batches(dataset.x_val, dataset.y_val, even_batch_size(len(dataset.y_val), batch_size),
-                               shuffle=False)
+    val_batch_size = even_batch_size(len(dataset.y_val), batch_size)
+    if val_batch_size % placement.devices:  # a whole share per device (the tail is padded: batch_options)
+        val_batch_size = batch_size
+    val_batches = make_batches(dataset.x_val, dataset.y_val, val_batch_size, shuffle=False,
+                               **distribute.batch_options(placement, training=False))
 
     initial_epoch, history = 0, []
     if state is not None:
@@ -154,6 +174,8 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
         f"{dataset.num_classes} classes, {model.count_params():,} parameters, backend "
         f"{keras.backend.backend()}, {config.precision} (data {data_seconds:.1f}s, model {model_seconds:.1f}s, "
         f"ready {time.perf_counter() - started:.1f}s)")
+    if placement.distributed:
+        log(placement.describe())
     recorder = RunRecorder(run_dir, num_train=steps_per_epoch * batch_size, epochs=config.epochs,
                            history=history, checkpoint_every=config.checkpoint_every, log=log,
                            started=started, mixed_precision=config.precision != "float32")
@@ -167,6 +189,7 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
         train_batches = make_batches(
             dataset.x_train, dataset.y_train, batch_size, shuffle=True, seed=config.seed, drop_remainder=True,
             cutmix=config.cutmix, num_classes=dataset.num_classes, epochs=(initial_epoch, config.epochs),
+            **distribute.batch_options(placement, training=True),
         )
         model.fit(
             train_batches, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
@@ -181,5 +204,5 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
     return TrainedRun(
         config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,
         train_seconds=time.perf_counter() - fit_started, images_per_epoch=steps_per_epoch * batch_size,
-        batch_size=batch_size, started=started,
+        batch_size=batch_size, started=started, placement=placement,
     )

@@ -230,3 +230,47 @@ def test_bad_epoch_stream(epochs_arg):
     x, y = labelled_images(8)
     with pytest.raises(ValueError, match="epochs must"):
         make_batches(x, y, 4, shuffle=True, epochs=epochs_arg)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_pad_to_gives_even_batches_with_zero_weight_copies(path):
+    """Evaluation under data parallelism: 11 images, batches of 4 over 2 devices -> 4, 4, 3 + 1 copy."""
+    x, y = labelled_images(11)
+    batches = make_batches(x, y, 4, shuffle=False, pad_to=2, backend=path)
+    batches = [tuple(np.asarray(part) for part in batch) for batch in batches]
+    assert [len(b[0]) for b in batches] == [4, 4, 4] and all(len(b) == 3 for b in batches)
+    labels = np.concatenate([b[1] for b in batches])
+    weights = np.concatenate([b[2] for b in batches])
+    np.testing.assert_array_equal(labels, [*range(11), 0])  # the copy is image 0 ...
+    np.testing.assert_array_equal(weights, [1.0] * 11 + [0.0])  # ... and weighs nothing
+    assert weights.dtype == np.float32
+
+
+def test_shards_of_processes_make_up_the_one_process_batches():
+    x, y = labelled_images(40)
+    whole = make_batches(x, y, 8, shuffle=True, seed=2, drop_remainder=True, backend="jax")
+    shards = [make_batches(x, y, 8, shuffle=True, seed=2, drop_remainder=True, backend="jax", shard=(k, 2))
+              for k in range(2)]
+    for epoch in range(2):
+        for index in range(len(whole)):
+            parts = [shard[index] for shard in shards]
+            assert [len(p[1]) for p in parts] == [4, 4]
+            np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole[index][1])
+            np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole[index][0])
+        for batches in (whole, *shards):
+            batches.on_epoch_end()
+    padded = [make_batches(x[:11], y[:11], 4, shuffle=False, backend="jax", pad_to=2, shard=(k, 2))[2]
+              for k in range(2)]
+    np.testing.assert_array_equal(np.concatenate([p[2] for p in padded]), [1, 1, 1, 0])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"pad_to": 3}, "batch_size 4 must be a multiple of pad_to 3"),
+    ({"pad_to": 2, "cutmix": 0.5, "num_classes": 10}, "without cutmix"),
+    ({"shard": (0, 3), "backend": "jax"}, "every batch must divide by the 3 shards"),
+    ({"shard": (2, 2), "backend": "jax"}, "shard must be"),
+])
+def test_bad_pad_and_shard(kwargs, message):
+    x, y = labelled_images(10)
+    with pytest.raises(ValueError, match=message):
+        make_batches(x, y, 4, shuffle=False, **kwargs)

@@ -1,0 +1,54 @@
+"""zoo/: every preset resolves; sweep.py --parallel runs independent runs one per GPU."""
+
+import argparse
+import importlib.util
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from keras_softmax.training.config import resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("zoo_sweep", ROOT / "zoo" / "sweep.py")
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "zoo" / "presets").glob("*.toml")), ids=lambda p: p.stem)
+def test_presets_resolve(preset):
+    config = resolve(preset)
+    assert config.dataset == "cifar100" and config.batch_size % (config.devices if config.devices != "all" else 1) == 0
+
+
+def test_two_gpu_preset_scales_the_one_gpu_recipe():
+    one, two = (resolve(ROOT / "zoo" / "presets" / f"cifar100-log_softmax-72{s}.toml") for s in ("", "-2gpu"))
+    assert (two.devices, two.batch_size // two.devices) == (2, one.batch_size)  # same batch per device
+    assert two.lr / one.lr == two.batch_size / one.batch_size  # linear scaling rule
+
+
+def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
+    lock, running, peak, seen = threading.Lock(), set(), [0], []
+
+    def fake_run(command, env, **kwargs):
+        gpu = env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            assert gpu not in running, "two runs on one GPU"
+            running.add(gpu)
+            peak[0] = max(peak[0], len(running))
+            seen.append(gpu)
+        time.sleep(0.05)
+        with lock:
+            running.discard(gpu)
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr="failed on purpose")
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    args = argparse.Namespace(runs=str(tmp_path), config="c.toml", dataset="digits")
+    rows = []
+    sweep.run_all(["softmax", "gumbel", "sparsemax", "softmax:mismatched"], args, parallel=2, gpus=["0", "1"],
+                  on_row=rows.append)
+    assert sorted(r["run"] for r in rows) == ["gumbel", "softmax", "softmax-mismatched", "sparsemax"]
+    assert peak[0] == 2 and sorted(set(seen)) == ["0", "1"]
+    assert all(r["gpu"] in ("0", "1") and r["exit"] == 1 for r in rows)
