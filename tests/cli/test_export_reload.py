@@ -44,6 +44,7 @@ def test_keras_and_saved_model_reload_equal_the_model(head, images, tmp_path):
 
 
 def test_gumbel_noise_is_training_only(images, tmp_path):
+    keras.utils.set_random_seed(0)  # the initial weights must not depend on which tests ran before
     model = build_model("gumbel", num_classes=10, widths=(4, 8, 8, 8), seed=0, augment=False)
     first, second = model.predict(images, verbose=0), model.predict(images, verbose=0)
     np.testing.assert_array_equal(first, second)
@@ -59,7 +60,10 @@ def test_gumbel_noise_is_training_only(images, tmp_path):
     clean = keras.ops.convert_to_numpy(head(logits, training=False))
     np.testing.assert_allclose(clean, first, atol=ATOL, rtol=0)
     noisy = keras.ops.convert_to_numpy(head(logits, training=True))
-    assert np.abs(noisy - clean).max() > 1e-3, "no Gumbel noise in training: the serving check means nothing"
+    assert np.abs(noisy - clean).max() > 0, "no Gumbel noise in training: the serving check means nothing"
+    # (an untrained model's logits may saturate the softmax; on unit-scale logits the noise is plain)
+    unit = np.random.default_rng(0).normal(size=(4, 10)).astype("float32")
+    assert np.abs(keras.ops.convert_to_numpy(head(unit, training=True) - head(unit, training=False))).max() > 1e-2
 
 
 def test_run_saved_model_equals_run_model_keras(shared_run, digit_pngs):
