@@ -10,6 +10,7 @@
 from keras_softmax.heads import (
     Base2Softmax,
     Entmax15,
+    EntmaxAlpha,
     ExpSinSoftmax,
     GumbelSoftmax,
     Head,
@@ -28,6 +29,7 @@ from keras_softmax.heads import (
 )
 from keras_softmax.losses import (
     Entmax15Loss,
+    EntmaxAlphaLoss,
     FenchelYoungLoss,
     NegativeLogLikelihood,
     ProbabilityCrossEntropy,
@@ -43,6 +45,7 @@ __version__ = "0.1.0"
 
 
 __all__ = [
+    "EntmaxAlpha", "EntmaxAlphaLoss",
     "Base2Softmax", "Entmax15", "Entmax15Loss", "ExpSinSoftmax", "FenchelYoungLoss", "GumbelSoftmax",
     "Head", "HeadWithLoss", "HierarchicalSoftmax", "LogGumbelSoftmax", "LogSoftmax", "LogTaylorSoftmax",
     "NegativeLogLikelihood", "NormalCDFSoftmax", "ProbabilityCrossEntropy", "Softmax", "Sparsemax",

@@ -8,7 +8,7 @@ import inspect
 import keras
 
 from keras_softmax import losses
-from keras_softmax.heads import gumbel, hierarchical, kernels, softmax, sparse
+from keras_softmax.heads import entmax_alpha, gumbel, hierarchical, kernels, softmax, sparse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,11 @@ class HeadSpec:
 
 @dataclasses.dataclass(frozen=True)
 class HeadWithLoss:
-    """A configured head: ``layer`` maps logits to a distribution, ``loss`` matches its output."""
+    """A configured head: ``layer`` maps logits to a distribution, ``loss`` matches its output.
+
+    ``entmax_alpha``'s loss is paired with the layer (it reads alpha from it); ``loss`` and
+    ``make_loss()`` return paired losses.
+    """
 
     name: str
     layer: keras.layers.Layer
@@ -49,8 +53,14 @@ class HeadWithLoss:
         return self.layer.num_logits(num_classes)
 
     def make_loss(self, label_smoothing: float = 0.0) -> keras.losses.Loss:
-        """A fresh matching loss, optionally with label smoothing."""
-        return type(self.loss)(label_smoothing=label_smoothing)
+        """A fresh matching loss, optionally with label smoothing, paired with the layer if it needs it."""
+        return paired(type(self.loss)(label_smoothing=label_smoothing), self.layer)
+
+
+def paired(loss, layer):
+    """``loss`` bound to ``layer`` when it is a loss that reads its head's weights, else ``loss``."""
+    bind = getattr(loss, "bind", None)
+    return bind(layer) if callable(bind) else loss
 
 
 _SPECS = (
@@ -71,6 +81,8 @@ _SPECS = (
     HeadSpec("normal_cdf", kernels.NormalCDFSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(Phi(z))"),
     HeadSpec("hierarchical", hierarchical.HierarchicalSoftmax, losses.NegativeLogLikelihood,
              "log p(coarse) + log p(fine | coarse)"),
+    HeadSpec("entmax_alpha", entmax_alpha.EntmaxAlpha, losses.EntmaxAlphaLoss,
+             "alpha-entmax by bisection, alpha fixed or learned"),
 )
 HEADS = {spec.name: spec for spec in _SPECS}
 
@@ -104,7 +116,7 @@ def get_head(name: str, **params) -> HeadWithLoss:
         listed = ", ".join(allowed) or "none"
         raise ValueError(f"head {name!r} has no parameter {unknown[0]!r}; its parameters are: {listed}")
     layer = spec.layer_class(**params)
-    return HeadWithLoss(name=name, layer=layer, loss=spec.loss_class(), params=dict(params))
+    return HeadWithLoss(name=name, layer=layer, loss=paired(spec.loss_class(), layer), params=dict(params))
 
 
 def describe_heads() -> list[dict]:

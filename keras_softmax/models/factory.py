@@ -10,7 +10,7 @@ import numbers
 
 import keras
 
-from keras_softmax.heads.registry import HEADS, HeadWithLoss, get_head, head_spec
+from keras_softmax.heads.registry import HEADS, HeadWithLoss, get_head, head_spec, paired
 from keras_softmax.models.augment import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -163,6 +163,9 @@ def compile_model(
 ):
     """Compile ``model`` with the loss that matches its head and a top-1 accuracy metric.
 
+    A loss that reads its head's weights (entmax_alpha's reads alpha) is paired with the model's last
+    layer, so this also re-pairs the loss of a model reloaded from a ``.keras`` file.
+
     Args:
         model: a model from :func:`build_model` (or any model ending in a head layer).
         head: a ``HeadWithLoss`` or a registry name; ``None`` reads it off the model's last layer.
@@ -184,6 +187,8 @@ def compile_model(
     else:
         spec = _head_of(model) if head is None else head_spec(head)
         loss = spec.loss_class(label_smoothing=label_smoothing)
+        if isinstance(model.layers[-1], spec.layer_class):
+            loss = paired(loss, model.layers[-1])
     all_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), *(metrics or [])]
     model.compile(optimizer=optimizer, loss=loss, metrics=all_metrics, jit_compile=jit_compile)
     return model

@@ -110,6 +110,34 @@ def entmax15_loss(y, z):
     return (p * z).sum(-1) - omega(p) + omega(q) - (q * z).sum(-1)
 
 
+def entmax_alpha(z, alpha=1.5):
+    """alpha-entmax: p = [(alpha - 1) z - tau]_+^(1/(alpha - 1)), sum p = 1, tau by float64 bisection."""
+    z = _f64(z)
+    x = (alpha - 1.0) * (z - z.max(axis=-1, keepdims=True))
+    k = 1.0 / (alpha - 1.0)
+
+    def mass(t):
+        return np.power(np.maximum(x - t, 0.0), k).sum(-1, keepdims=True) - 1
+
+    tau = _bisect_threshold(mass, np.full(x.shape[:-1] + (1,), -1.0), np.zeros(x.shape[:-1] + (1,)))
+    p = np.power(np.maximum(x - tau, 0.0), k)
+    return p / p.sum(-1, keepdims=True)
+
+
+def tsallis_omega(r, alpha):
+    """(sum r^alpha - 1) / (alpha (alpha - 1)), with 0^alpha = 0."""
+    r = _f64(r)
+    return (np.where(r > 0, np.power(np.maximum(r, 1e-300), alpha), 0.0).sum(-1) - 1.0) / (alpha * (alpha - 1.0))
+
+
+def entmax_alpha_loss(y, z, alpha=1.5):
+    """alpha-entmax Fenchel-Young loss on scores: <p, z> - Omega(p) + Omega(q) - <q, z>."""
+    z = _f64(z)
+    q = as_target(y, z.shape[-1])
+    p = entmax_alpha(z, alpha)
+    return (p * z).sum(-1) - tsallis_omega(p, alpha) + tsallis_omega(q, alpha) - (q * z).sum(-1)
+
+
 def nll_softmax(y, z):
     """-log softmax(z)_y (q-weighted for distributions)."""
     q = as_target(y, np.shape(z)[-1])
@@ -205,6 +233,8 @@ def reference(name, z, params=None):
         from keras_softmax.cifar100 import FINE_TO_COARSE  # a table, not code under test
 
         return hierarchical(z, params.get("fine_to_coarse") or FINE_TO_COARSE)
+    if name == "entmax_alpha":
+        return entmax_alpha(z, params.get("alpha", 1.5))
     raise KeyError(name)
 
 
@@ -221,3 +251,4 @@ def reference_log(name, z, params=None):
         return hierarchical_log(z, params.get("fine_to_coarse") or FINE_TO_COARSE)
     with np.errstate(divide="ignore"):
         return np.log(reference(name, z, params))
+

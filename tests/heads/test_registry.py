@@ -18,10 +18,11 @@ EXPECTED = {
     "exp_sin": ("probabilities", ks.ProbabilityCrossEntropy),
     "normal_cdf": ("probabilities", ks.ProbabilityCrossEntropy),
     "hierarchical": ("log_probabilities", ks.NegativeLogLikelihood),
+    "entmax_alpha": ("probabilities", ks.EntmaxAlphaLoss),
 }
 
 
-def test_list_heads_is_the_public_twelve():
+def test_list_heads_is_the_public_thirteen():
     assert ks.list_heads() == list(EXPECTED)
 
 
@@ -62,5 +63,5 @@ def test_describe_heads():
 def test_public_classes_are_exported():
     for name in ("Softmax", "LogSoftmax", "GumbelSoftmax", "LogGumbelSoftmax", "Sparsemax", "Entmax15",
                  "TaylorSoftmax", "LogTaylorSoftmax", "Base2Softmax", "ExpSinSoftmax", "NormalCDFSoftmax",
-                 "HierarchicalSoftmax"):
+                 "HierarchicalSoftmax", "EntmaxAlpha"):
         assert issubclass(getattr(ks, name), ks.Head)
