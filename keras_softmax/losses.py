@@ -166,7 +166,8 @@ class Entmax15Loss(FenchelYoungLoss):
 class _PairedLoss:
     """Mixin of the losses that read weights of the head layer they are paired with.
 
-    ``loss.bind(layer)`` pairs them (``get_head`` and ``compile_model`` do it). The layer is not part of the loss's config: a loss deserialised on its own (e.g. by
+    ``loss.bind(layer)`` pairs them (``get_head``, ``build_model``/``compile_model`` and the trainer
+    do it). The layer is not part of the loss's config: a loss deserialised on its own (e.g. by
     ``keras.saving.load_model``) is unpaired until ``keras_softmax.compile_model(model)`` pairs it.
     """
 
@@ -245,6 +246,55 @@ class EntmaxAlphaLoss(_PairedLoss, FenchelYoungLoss):
         if self._layer is not None:
             alpha = float(ops.convert_to_numpy(self._layer.alpha_value()))
         return {**super().get_config(), "alpha": alpha}
+
+
+class ProjectionHeadLoss(_PairedLoss, NegativeLogLikelihood):
+    """The loss of a head that owns its projection (adaptive, sampled softmax).
+
+    ``y_pred`` of rank 2 is the head's inference output, log-probabilities over all classes: the loss
+    is their negative log-likelihood (as in ``evaluate``). ``y_pred`` of rank 3 is the head's training
+    packet (its input features, see :mod:`keras_softmax.heads.projection`): the loss is the paired
+    layer's ``training_loss(features, labels, label_smoothing)``. Integer labels only (no CutMix).
+    """
+
+    def call(self, y_true, y_pred):
+        y_true = _as_tensor(y_true)
+        if len(y_pred.shape) != 3:
+            return super().call(y_true, y_pred)
+        if self._layer is None:
+            raise ValueError(
+                f"{type(self).__name__} is not paired with its head layer: call loss.bind(layer), or "
+                "compile the model with keras_softmax.compile_model(model) (a loss reloaded from a "
+                ".keras file is unpaired: call compile_model right after load_model)"
+            )
+        if len(y_true.shape) == 2 and y_true.shape[-1] not in (None, 1):
+            raise ValueError(f"{type(self).__name__} trains on integer labels, not target distributions "
+                             "(no CutMix)")
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        return self._layer.training_loss(y_pred[:, 0, :], labels, self.label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class AdaptiveSoftmaxLoss(ProjectionHeadLoss):
+    """NLL of :class:`keras_softmax.AdaptiveSoftmax`: exact ``-log p(y)``, computed in training from
+    the features without the ``(batch, N)`` output (head cluster + the label's tail cluster).
+    Label smoothing is exact too."""
+
+    def __init__(self, label_smoothing=0.0, name="adaptive_softmax_loss", **kwargs):
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class SampledSoftmaxLoss(ProjectionHeadLoss):
+    """Sampled softmax loss of :class:`keras_softmax.SampledSoftmax` in training (true class plus
+    ``num_sampled`` sampled classes, log-expected-count corrected); full NLL in evaluation.
+    No label smoothing: its mean over all classes is what sampling avoids."""
+
+    def __init__(self, label_smoothing=0.0, name="sampled_softmax_loss", **kwargs):
+        if label_smoothing:
+            raise ValueError("sampled softmax trains without label smoothing: label_smoothing must be 0 "
+                             f"(got {label_smoothing!r})")
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
 
 
 def sparsemax_loss(y, z):

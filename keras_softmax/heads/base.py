@@ -49,9 +49,13 @@ class Head(keras.layers.Layer):
     Subclasses set ``output_kind`` to ``"probabilities"`` or ``"log_probabilities"`` and implement
     ``call``. ``num_logits(num_classes)`` says how many logits the head consumes for a problem of
     ``num_classes`` classes (the hierarchical head needs extra ones for the superclasses).
+    ``owns_projection`` is True for heads that take features and hold the classifier weights
+    themselves (:class:`keras_softmax.heads.projection.ProjectionHead`); ``build_model`` then adds
+    no Dense layer before them.
     """
 
     output_kind = "probabilities"
+    owns_projection = False
 
     def __init__(self, **kwargs):
         dtype = kwargs.pop("dtype", None)

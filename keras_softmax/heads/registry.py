@@ -8,7 +8,7 @@ import inspect
 import keras
 
 from keras_softmax import losses
-from keras_softmax.heads import entmax_alpha, gumbel, hierarchical, kernels, softmax, sparse
+from keras_softmax.heads import adaptive, entmax_alpha, gumbel, hierarchical, kernels, sampled, softmax, sparse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +34,9 @@ class HeadSpec:
 class HeadWithLoss:
     """A configured head: ``layer`` maps logits to a distribution, ``loss`` matches its output.
 
-    ``entmax_alpha``'s loss is paired with the layer (it reads alpha from it); ``loss`` and
-    ``make_loss()`` return paired losses.
+    Heads that own their projection (``owns_projection``: adaptive, sampled) map the backbone's
+    features instead, and their loss is paired with the layer (it reads the layer's weights); so is
+    ``entmax_alpha``'s (it reads alpha). ``loss`` and ``make_loss()`` return paired losses.
     """
 
     name: str
@@ -48,8 +49,13 @@ class HeadWithLoss:
         """``"probabilities"`` or ``"log_probabilities"``."""
         return self.layer.output_kind
 
+    @property
+    def owns_projection(self) -> bool:
+        """True when the layer takes features and holds the classifier weights (no Dense before it)."""
+        return bool(getattr(self.layer, "owns_projection", False))
+
     def num_logits(self, num_classes: int) -> int:
-        """How many logits the layer consumes for ``num_classes`` classes."""
+        """How many logits the layer consumes for ``num_classes`` classes (0: it owns its projection)."""
         return self.layer.num_logits(num_classes)
 
     def make_loss(self, label_smoothing: float = 0.0) -> keras.losses.Loss:
@@ -81,6 +87,10 @@ _SPECS = (
     HeadSpec("normal_cdf", kernels.NormalCDFSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(Phi(z))"),
     HeadSpec("hierarchical", hierarchical.HierarchicalSoftmax, losses.NegativeLogLikelihood,
              "log p(coarse) + log p(fine | coarse)"),
+    HeadSpec("adaptive", adaptive.AdaptiveSoftmax, losses.AdaptiveSoftmaxLoss,
+             "adaptive softmax: frequent classes in a head, rare ones in cheaper tail clusters (own projection)"),
+    HeadSpec("sampled", sampled.SampledSoftmax, losses.SampledSoftmaxLoss,
+             "sampled softmax in training, full softmax at inference (own projection)"),
     HeadSpec("entmax_alpha", entmax_alpha.EntmaxAlpha, losses.EntmaxAlphaLoss,
              "alpha-entmax by bisection, alpha fixed or learned"),
 )
@@ -128,6 +138,7 @@ def describe_heads() -> list[dict]:
             "layer": spec.layer_class.__name__,
             "loss": spec.loss_class.__name__,
             "output": spec.layer_class.output_kind,
+            "input": "features" if getattr(spec.layer_class, "owns_projection", False) else "logits",
             "summary": spec.summary,
             "parameters": spec.parameters(),
         })

@@ -76,7 +76,8 @@ class RunRecorder(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "loss": _float(logs.get("loss")),
             "val_loss": _float(logs.get("val_loss")),
-            "accuracy": _float(logs.get("accuracy")),
+            # NaN: not measured in training (heads that own their projection; see training.metrics)
+            "accuracy": _float_or_none(logs.get("accuracy")),
             "val_accuracy": _float(logs.get("val_accuracy")),
             "lr": _float(self._learning_rate()),
             "epoch_seconds": seconds,
@@ -137,6 +138,11 @@ class StepProgress(keras.callbacks.Callback):
         rate = (batch + 1) / (now - self._start)
         self.log(f"  step {batch + 1}/{steps}  {rate * self.images_per_step:,.0f} img/s  "
                  f"epoch ETA {_format_duration((steps - batch - 1) / rate)}")
+
+
+def _float_or_none(value):
+    value = _float(value)
+    return None if value is None or np.isnan(value) else value
 
 
 def _float(value):

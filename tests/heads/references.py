@@ -252,3 +252,46 @@ def reference_log(name, z, params=None):
     with np.errstate(divide="ignore"):
         return np.log(reference(name, z, params))
 
+
+# --------------------------------------------------------------------------- heads with a projection
+def adaptive_log(h, head_kernel, head_bias, tails, cutoffs, num_classes, class_order=None):
+    """Adaptive softmax log-probabilities written out class by class (float64).
+
+    ``tails``: one ``(projection, kernel, bias)`` per tail cluster; classes in rank order unless
+    ``class_order`` (rank -> class id) is given, in which case the output is in class-id order."""
+    h = _f64(h)
+    head_logits = h @ _f64(head_kernel) + _f64(head_bias)
+    head_log = head_logits - special.logsumexp(head_logits, axis=-1, keepdims=True)
+    first = cutoffs[0] if cutoffs else num_classes
+    bounds = list(cutoffs) + [num_classes]
+    by_rank = np.empty((h.shape[0], num_classes))
+    for rank in range(num_classes):
+        if rank < first:
+            by_rank[:, rank] = head_log[:, rank]
+            continue
+        i = max(j for j in range(len(cutoffs)) if bounds[j] <= rank)  # 0-based tail cluster
+        projection, kernel, bias = (_f64(w) for w in tails[i])
+        logits = (h @ projection) @ kernel + bias
+        local = rank - bounds[i]
+        by_rank[:, rank] = head_log[:, first + i] + logits[:, local] - special.logsumexp(logits, axis=-1)
+    if class_order is None:
+        return by_rank
+    out = np.empty_like(by_rank)
+    out[:, np.asarray(class_order)] = by_rank
+    return out
+
+
+def sampled_softmax_loss(h, labels, kernel, bias, sampled, log_expected_sampled, log_expected_true,
+                         remove_accidental_hits=True):
+    """Per-row sampled softmax loss from its definition (float64); kernel is (N, d)."""
+    h, kernel, bias = _f64(h), _f64(kernel), _f64(bias)
+    out = []
+    for b, y in enumerate(np.asarray(labels).reshape(-1)):
+        true = h[b] @ kernel[y] + bias[y] - log_expected_true[b]
+        scores = [true]
+        for j, c in enumerate(sampled):
+            if remove_accidental_hits and c == y:
+                continue
+            scores.append(h[b] @ kernel[c] + bias[c] - log_expected_sampled[j])
+        out.append(special.logsumexp(scores) - true)
+    return np.array(out)
