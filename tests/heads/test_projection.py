@@ -114,6 +114,28 @@ def test_adaptive_cluster_layouts(cutoffs, div_value):
     np.testing.assert_allclose(loss, -adaptive_reference(head.layer, hh)[np.arange(N), y], atol=2e-5)
 
 
+@pytest.mark.parametrize("chunks", [1, 3, 4, 12])
+def test_adaptive_tail_chunks_is_exact(chunks):
+    """Scoring only the chunks of rows that hold members of a tail cluster changes nothing: the same
+    loss and gradients as scoring every row, eagerly and compiled (a cond per chunk under XLA)."""
+    every = built("adaptive")
+    some = built("adaptive", tail_chunks=chunks)
+    some.layer.set_weights(every.layer.get_weights())
+    assert some.layer.get_config()["tail_chunks"] == chunks
+    h = features(batch=10, seed=12, scale=2.0)
+    y = np.array([0, 1, 5, 5, 22, 13, 3, 8, 17, 2])  # mostly head-cluster rows, a few in each tail
+    np.testing.assert_allclose(to_np(some.layer.training_loss(h, y)), to_np(every.layer.training_loss(h, y)),
+                               atol=1e-6)
+    g_every = grad(lambda v: ops.sum(every.layer.training_loss(v, y)), h)
+    g_some = grad(lambda v: ops.sum(some.layer.training_loss(v, y)), h)
+    np.testing.assert_allclose(g_some, g_every, atol=1e-6)
+    if BACKEND in ("jax", "tensorflow"):
+        compiled = _xla(lambda v: some.layer.training_loss(v, y))(ops.convert_to_tensor(h))
+        np.testing.assert_allclose(to_np(compiled), to_np(every.layer.training_loss(h, y)), atol=1e-5)
+    with pytest.raises(ValueError, match="tail_chunks"):
+        ks.get_head("adaptive", num_classes=N, tail_chunks=-1)
+
+
 def test_adaptive_default_cutoffs_and_cost():
     assert default_cutoffs(100) == [20]
     assert default_cutoffs(10) == [2]
@@ -287,12 +309,13 @@ def toy_data(n=96, seed=0):
     return x, y
 
 
-@pytest.mark.parametrize("name", PROJECTION_HEADS)
+@pytest.mark.parametrize("name", PROJECTION_HEADS + ("adaptive-chunks",))
 def test_fit_updates_the_layer_weights_and_keras_file_round_trips(name, tmp_path):
     """The loss reads the layer's weights: under fit (XLA) they move on both backends; the sampler's
     seed state advances; training accuracy is NaN (not measured), validation accuracy exact; the
     saved model predicts identically, and compile_model re-pairs a reloaded model's loss."""
-    head, model = small_model(name)
+    name, _, chunks = name.partition("-")
+    head, model = small_model(name, **({"tail_chunks": 3} if chunks else {}))
     ks.compile_model(model, head, optimizer=keras.optimizers.SGD(0.3), jit_compile=True)
     x, y = toy_data()
     layer = head.layer
