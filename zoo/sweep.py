@@ -6,7 +6,9 @@
 
 Each run is the CLI (``keras-softmax train``) in a subprocess; the row records the exact command,
 its wall time (process start to exit, compilation included) and the headline metrics of its report.
-``HEAD:mismatched`` trains HEAD with the original study's mismatched loss.
+``HEAD:mismatched`` trains HEAD with the original study's mismatched loss; ``HEAD+KEY=VALUE`` adds
+``--set KEY=VALUE`` (repeatable), e.g. ``sampled+label_smoothing=0`` (sampled softmax has no label
+smoothing, which the recipe sets to 0.1).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 
 def run_head(spec: str, args) -> dict:
+    spec, *settings = spec.split("+")
     head, _, loss = spec.partition(":")
     name = f"{head}-{loss}" if loss else head
     out = Path(args.runs) / name
@@ -28,6 +31,8 @@ def run_head(spec: str, args) -> dict:
                "--out", str(out), "--overwrite"]
     if loss:
         command += ["--set", f"loss={loss}"]
+    for setting in settings:
+        command += ["--set", setting]
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "keras_softmax.cli", *command[1:]], capture_output=True,
                             text=True)
