@@ -8,8 +8,10 @@
 """
 
 from keras_softmax.heads import (
+    AdaptiveSoftmax,
     Base2Softmax,
     Entmax15,
+    EntmaxAlpha,
     ExpSinSoftmax,
     GumbelSoftmax,
     Head,
@@ -19,6 +21,8 @@ from keras_softmax.heads import (
     LogSoftmax,
     LogTaylorSoftmax,
     NormalCDFSoftmax,
+    ProjectionHead,
+    SampledSoftmax,
     Softmax,
     Sparsemax,
     TaylorSoftmax,
@@ -27,10 +31,13 @@ from keras_softmax.heads import (
     list_heads,
 )
 from keras_softmax.losses import (
+    AdaptiveSoftmaxLoss,
     Entmax15Loss,
+    EntmaxAlphaLoss,
     FenchelYoungLoss,
     NegativeLogLikelihood,
     ProbabilityCrossEntropy,
+    SampledSoftmaxLoss,
     SparsemaxLoss,
 )
 
@@ -43,6 +50,8 @@ __version__ = "0.1.0"
 
 
 __all__ = [
+    "AdaptiveSoftmax", "AdaptiveSoftmaxLoss", "EntmaxAlpha", "EntmaxAlphaLoss", "ProjectionHead",
+    "SampledSoftmax", "SampledSoftmaxLoss",
     "Base2Softmax", "Entmax15", "Entmax15Loss", "ExpSinSoftmax", "FenchelYoungLoss", "GumbelSoftmax",
     "Head", "HeadWithLoss", "HierarchicalSoftmax", "LogGumbelSoftmax", "LogSoftmax", "LogTaylorSoftmax",
     "NegativeLogLikelihood", "NormalCDFSoftmax", "ProbabilityCrossEntropy", "Softmax", "Sparsemax",

@@ -119,8 +119,15 @@ def head_cost_rows(classes=(100, 1000, 10000, 100000), heads=None, batch=512, fe
 
     if keras.backend.backend() != "jax":
         raise ValueError("the head-cost benchmark needs KERAS_BACKEND=jax")
+    from keras_softmax.heads.registry import head_spec
+
+    owning = [h for h in (heads or []) if getattr(head_spec(h).layer_class, "owns_projection", False)]
+    if owning:
+        raise ValueError(f"{', '.join(owning)} own their projection (no logits to time alone): measure them "
+                         "with `keras-softmax bench heads --train-step`")
+    default = [h for h in list_heads() if not getattr(head_spec(h).layer_class, "owns_projection", False)]
     rows = []
-    for name in ["dense_softmax_baseline"] + list(heads or list_heads()):
+    for name in ["dense_softmax_baseline"] + list(heads or default):
         for n in classes:
             row = measure(name, n, batch, features, repeats)
             rows.append(row)

@@ -280,31 +280,143 @@ def study(spec, out, dataset, settings, devices, report_only, report_path, plots
 
 @main.group()
 def bench():
-    """GPU benchmarks: head cost against the number of classes, pipeline throughput."""
+    """GPU benchmarks: head cost against the number of classes, many-class heads, pipeline throughput."""
+
+
+def _head_params_by_head(values) -> dict:
+    """``HEAD:KEY=VALUE`` options -> ``{head: {key: value}}`` (values read as TOML where they can be)."""
+    from keras_softmax.heads.registry import head_spec
+    from keras_softmax.training.config import ConfigError, parse_head_param
+
+    out: dict = {}
+    for text in values:
+        name, sep, rest = text.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"--head-param expects HEAD:KEY=VALUE, e.g. sampled:num_sampled=4096 (got {text!r})")
+        head_spec(name.strip())
+        key, value = parse_head_param(rest)
+        out.setdefault(name.strip(), {})[key] = value
+    return out
 
 
 @bench.command("heads")
 @click.option("--classes", "classes", multiple=True, type=click.IntRange(min=2),
-              help="Class counts (repeatable). Default: 100 1000 10000 100000.")
-@click.option("--head", "heads", multiple=True, help="Heads to measure (repeatable). Default: all.")
+              help="Class counts (repeatable). Default: 100 1000 10000 100000; with --train-step 10000 100000 1000000.")
+@click.option("--head", "heads", multiple=True,
+              help="Heads to measure (repeatable). Default: every head that takes logits; with --train-step "
+                   "adaptive and sampled. dense_softmax_baseline is always measured too.")
 @click.option("--batch", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Calls per measurement (--train-step: steps per timed round).")
+@click.option("--train-step", is_flag=True,
+              help="Time a whole training step (forward + backward + optimizer update of projection + head + "
+                   "loss, Keras's train_step under jit) and its peak memory, each configuration in a fresh "
+                   "process; heads that own their projection (adaptive, sampled) need this mode.")
+@click.option("--features", type=click.IntRange(min=1), default=640, show_default=True,
+              help="--train-step: feature size d of the projection.")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+              default="mixed_bfloat16", show_default=True, help="--train-step: dtype policy.")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="sgd", show_default=True,
+              help="--train-step: the update in the step (plain SGD, SGD with momentum 0.9, Adam).")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="--train-step: timed rounds (the median is reported).")
+@click.option("--head-param", "head_params", multiple=True, metavar="HEAD:KEY=VALUE",
+              help="--train-step: a head parameter, e.g. sampled:num_sampled=4096 (repeatable).")
+@click.option("--isolate/--no-isolate", default=True, show_default=True,
+              help="--train-step: one fresh process per configuration (a peak memory of its own).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows here.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the plot (PNG) here.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False),
+              help="--train-step: also write the Markdown table here.")
 @friendly_errors
-def bench_heads(classes, heads, batch, repeats, json_path, plot):
-    """Forward + backward time of every head with its loss (KERAS_BACKEND=jax)."""
+def bench_heads(classes, heads, batch, repeats, train_step, features, precision, optimizer, rounds, head_params,
+                isolate, json_path, plot, table_path):
+    """Head cost against the number of classes (KERAS_BACKEND=jax).
+
+    Default: forward + backward of each head with its loss, alone and behind Dense(640 -> N).
+    --train-step: a full training step and peak memory, beside Dense + softmax cross-entropy.
+    """
     from keras_softmax import benchmark, environment, io
     from keras_softmax.heads.registry import head_spec
 
     for name in heads:
         head_spec(name)
-    rows = benchmark.head_cost_rows(classes or (100, 1000, 10000, 100000), heads or None, batch=batch,
-                                    repeats=repeats, log=_echo)
+    if not train_step:
+        rows = benchmark.head_cost_rows(classes or (100, 1000, 10000, 100000), heads or None, batch=batch,
+                                        repeats=repeats, log=_echo)
+        if json_path:
+            io.write_json(json_path, {"environment": environment.describe(), "rows": rows})
+        if plot:
+            benchmark.plot_head_cost(rows, plot)
+        return
+    from keras_softmax import scale
+
+    settings = {"features": features, "batch": batch, "precision": precision, "optimizer": optimizer,
+                "repeats": repeats, "rounds": rounds, "isolate": isolate}
+    params = _head_params_by_head(head_params)
+    rows = scale.train_step_rows(classes or (10_000, 100_000, 1_000_000), heads or ("adaptive", "sampled"),
+                                 head_params=params, log=_echo, **settings)
+    table = scale.step_table(rows)
+    click.echo(table)
     if json_path:
-        io.write_json(json_path, {"environment": environment.describe(), "rows": rows})
+        io.write_json(json_path, {"environment": environment.describe(), "settings": settings,
+                                  "head_params": params, "rows": rows})
+    if table_path:
+        io.write_text(table_path, table + "\n")
     if plot:
-        benchmark.plot_head_cost(rows, plot)
+        scale.plot_train_steps(rows, plot)
+
+
+@bench.command("many-classes")
+@click.option("--classes", "num_classes", type=click.IntRange(min=2), default=100_000, show_default=True)
+@click.option("--head", "heads", multiple=True,
+              help="Heads to compare with the full softmax (repeatable). Default: adaptive, sampled.")
+@click.option("--steps", type=click.IntRange(min=2), default=5000, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=0), default=640, show_default=True,
+              help="Width of the Dense(relu) layer before the head's projection (0: none, a linear model).")
+@click.option("--input-dim", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--zipf", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Exponent s of the class frequencies, p(rank r) ∝ 1/(r+1)^s.")
+@click.option("--noise", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Input noise relative to the class prototypes.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the task.")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+              default="mixed_bfloat16", show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="adam", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--test-size", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--head-param", "head_params", multiple=True, metavar="HEAD:KEY=VALUE",
+              help="A head parameter, e.g. adaptive:cutoffs=[2000,10000] (repeatable).")
+@click.option("--isolate/--no-isolate", default=True, show_default=True,
+              help="One fresh process per head (its own peak memory).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result here.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write top-1 against training time (PNG) here.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), help="Also write the Markdown table here.")
+@friendly_errors
+def bench_many_classes(num_classes, heads, steps, batch, hidden, input_dim, zipf, noise, seed, precision, optimizer,
+                       lr, eval_every, test_size, head_params, isolate, json_path, plot, table_path):
+    """Accuracy and time of adaptive / sampled softmax against the full softmax on a synthetic
+    Zipf-distributed task with many classes (KERAS_BACKEND=jax)."""
+    from keras_softmax import environment, io, scale
+    from keras_softmax.heads.registry import head_spec
+
+    for name in heads:
+        head_spec(name)
+    result = scale.many_classes_rows(
+        heads or ("adaptive", "sampled"), num_classes=num_classes, input_dim=input_dim, zipf=zipf, noise=noise,
+        task_seed=seed, steps=steps, batch=batch, hidden=hidden, precision=precision, optimizer=optimizer,
+        learning_rate=lr, eval_every=eval_every, test_size=test_size, head_params=_head_params_by_head(head_params),
+        isolate=isolate, log=_echo)
+    table = scale.many_classes_table(result)
+    click.echo(table)
+    if json_path:
+        io.write_json(json_path, {"environment": environment.describe(), **result})
+    if table_path:
+        io.write_text(table_path, table + "\n")
+    if plot:
+        scale.plot_many_classes(result, plot)
 
 
 @bench.command("throughput")

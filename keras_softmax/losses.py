@@ -207,6 +207,140 @@ class Entmax15Loss(FenchelYoungLoss):
         )
 
 
+class _PairedLoss:
+    """Mixin of the losses that read weights of the head layer they are paired with.
+
+    ``loss.bind(layer)`` pairs them (``get_head``, ``build_model``/``compile_model`` and the trainer
+    do it). The layer is not part of the loss's config: a loss deserialised on its own (e.g. by
+    ``keras.saving.load_model``) is unpaired until ``keras_softmax.compile_model(model)`` pairs it.
+    """
+
+    _layer = None
+
+    def bind(self, layer):
+        """Pair this loss with ``layer`` (the head whose weights it reads); returns the loss."""
+        self._layer = layer
+        return self
+
+    @property
+    def layer(self):
+        return self._layer
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class EntmaxAlphaLoss(_PairedLoss, FenchelYoungLoss):
+    """alpha-entmax loss: Fenchel-Young loss of ``Omega_alpha(p) = (sum_j p_j^alpha - 1) / (alpha (alpha - 1))``.
+
+    Gradient w.r.t. the scores ``p - q``; w.r.t. alpha ``-dOmega_alpha/dalpha(p) + dOmega_alpha/dalpha(q)``
+    (partial derivatives at fixed ``p`` and ``q``: Danskin's theorem, since ``p`` maximises
+    ``<p, z> - Omega_alpha(p)``). From the head's output (canonical scores
+    ``z_hat = p^(alpha-1) / (alpha - 1)``)::
+
+        L = sum p^alpha / alpha + sum q^alpha / (alpha (alpha - 1)) - sum q p^(alpha-1) / (alpha - 1)
+
+    (alpha = 1.5 gives :class:`Entmax15Loss`, alpha = 2 :class:`SparsemaxLoss`). alpha is read from the
+    paired :class:`keras_softmax.EntmaxAlpha` layer (its trainable weight when ``learn_alpha``), else
+    the ``alpha`` given here; ``get_config`` records the paired layer's current alpha.
+
+    Args:
+        alpha: alpha when the loss is not paired with a layer.
+        label_smoothing: eps in [0, 1).
+    """
+
+    def __init__(self, alpha=1.5, label_smoothing=0.0, name="entmax_alpha_loss", **kwargs):
+        from keras_softmax.heads.entmax_alpha import _check_alpha  # heads.registry imports this module
+
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+        self.alpha = _check_alpha(alpha)
+
+    def bind(self, layer):
+        super().bind(layer)
+        self.alpha = float(ops.convert_to_numpy(layer.alpha_value()))
+        return self
+
+    def alpha_value(self):
+        if self._layer is not None:
+            return self._layer.alpha_value()
+        return ops.convert_to_tensor(self.alpha, dtype="float32")
+
+    def value(self, p, q, alpha=None):
+        from keras_softmax.heads.entmax_alpha import _pow_support
+
+        alpha = self.alpha_value() if alpha is None else alpha
+        return (
+            ops.sum(_pow_support(p, alpha), axis=-1) / alpha
+            + ops.sum(_pow_support(q, alpha), axis=-1) / (alpha * (alpha - 1.0))
+            - ops.sum(q * _pow_support(p, alpha - 1.0), axis=-1) / (alpha - 1.0)
+        )
+
+    def call(self, y_true, y_pred):
+        from keras_softmax.heads.entmax_alpha import tsallis_omega
+
+        p = ops.cast(y_pred, "float32")
+        q = _target(_as_tensor(y_true), p, self.label_smoothing)
+        alpha = self.alpha_value()
+        fixed_p = ops.stop_gradient(p)
+        value = ops.stop_gradient(self.value(fixed_p, q, ops.stop_gradient(alpha)))
+        surrogate = ops.sum(ops.stop_gradient(p - q) * (p - fixed_p), axis=-1)  # d/dz: p - q
+        alpha_part = tsallis_omega(q, alpha) - tsallis_omega(fixed_p, alpha)  # d/dalpha at fixed p, q
+        return value + surrogate + (alpha_part - ops.stop_gradient(alpha_part))
+
+    def get_config(self):
+        alpha = self.alpha
+        if self._layer is not None:
+            alpha = float(ops.convert_to_numpy(self._layer.alpha_value()))
+        return {**super().get_config(), "alpha": alpha}
+
+
+class ProjectionHeadLoss(_PairedLoss, NegativeLogLikelihood):
+    """The loss of a head that owns its projection (adaptive, sampled softmax).
+
+    ``y_pred`` of rank 2 is the head's inference output, log-probabilities over all classes: the loss
+    is their negative log-likelihood (as in ``evaluate``). ``y_pred`` of rank 3 is the head's training
+    packet (its input features, see :mod:`keras_softmax.heads.projection`): the loss is the paired
+    layer's ``training_loss(features, labels, label_smoothing)``. Integer labels only (no CutMix).
+    """
+
+    def call(self, y_true, y_pred):
+        y_true = _as_tensor(y_true)
+        if len(y_pred.shape) != 3:
+            return super().call(y_true, y_pred)
+        if self._layer is None:
+            raise ValueError(
+                f"{type(self).__name__} is not paired with its head layer: call loss.bind(layer), or "
+                "compile the model with keras_softmax.compile_model(model) (a loss reloaded from a "
+                ".keras file is unpaired: call compile_model right after load_model)"
+            )
+        if len(y_true.shape) == 2 and y_true.shape[-1] not in (None, 1):
+            raise ValueError(f"{type(self).__name__} trains on integer labels, not target distributions "
+                             "(no CutMix)")
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        return self._layer.training_loss(y_pred[:, 0, :], labels, self.label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class AdaptiveSoftmaxLoss(ProjectionHeadLoss):
+    """NLL of :class:`keras_softmax.AdaptiveSoftmax`: exact ``-log p(y)``, computed in training from
+    the features without the ``(batch, N)`` output (head cluster + the label's tail cluster).
+    Label smoothing is exact too."""
+
+    def __init__(self, label_smoothing=0.0, name="adaptive_softmax_loss", **kwargs):
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class SampledSoftmaxLoss(ProjectionHeadLoss):
+    """Sampled softmax loss of :class:`keras_softmax.SampledSoftmax` in training (true class plus
+    ``num_sampled`` sampled classes, log-expected-count corrected); full NLL in evaluation.
+    No label smoothing: its mean over all classes is what sampling avoids."""
+
+    def __init__(self, label_smoothing=0.0, name="sampled_softmax_loss", **kwargs):
+        if label_smoothing:
+            raise ValueError("sampled softmax trains without label smoothing: label_smoothing must be 0 "
+                             f"(got {label_smoothing!r})")
+        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+
 def sparsemax_loss(y, z):
     """Exact sparsemax loss on scores ``z`` (reference; gradient ``sparsemax(z) - y``)."""
     from keras_softmax.heads.sparse import sparsemax  # here: heads.registry imports this module
@@ -235,3 +369,14 @@ def entmax15_loss(y, z):
 
     # Omega(q) is 0 for one-hot labels but not for target distributions (label smoothing, CutMix).
     return ops.sum(z * p, axis=-1) - omega(p) + omega(q) - ops.sum(z * q, axis=-1)
+
+
+def entmax_alpha_loss(y, z, alpha=1.5):
+    """Exact alpha-entmax Fenchel-Young loss on scores ``z`` (reference; gradient ``entmax_alpha(z) - y``)."""
+    from keras_softmax.heads.entmax_alpha import entmax_bisect, tsallis_omega  # heads.registry imports this module
+
+    z = ops.cast(z, "float32")
+    alpha = ops.cast(alpha, "float32")
+    p = ops.stop_gradient(entmax_bisect(z, alpha))  # Danskin: p is the maximiser, hold it fixed
+    q = _target(_as_tensor(y), z, 0.0)
+    return ops.sum(z * p, axis=-1) - tsallis_omega(p, alpha) + tsallis_omega(q, alpha) - ops.sum(z * q, axis=-1)

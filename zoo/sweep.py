@@ -6,7 +6,9 @@
 
 Each run is the CLI (``keras-softmax train``) in a subprocess; the row records the exact command,
 its wall time (process start to exit, compilation included) and the headline metrics of its report.
-``HEAD:mismatched`` trains HEAD with the original study's mismatched loss.
+``HEAD:mismatched`` trains HEAD with the original study's mismatched loss; ``HEAD+KEY=VALUE`` adds
+``--set KEY=VALUE`` (repeatable), e.g. ``sampled+label_smoothing=0`` (sampled softmax has no label
+smoothing, which the recipe sets to 0.1).
 
 Independent runs go one per GPU: ``--parallel N`` runs N at once, each with ``CUDA_VISIBLE_DEVICES``
 set to a GPU no other running run has (default N: the visible GPUs, as ``keras-softmax study``
@@ -47,6 +49,7 @@ def run_all(specs, args, parallel: int, gpus: list, on_row) -> None:
 
 
 def run_head(spec: str, args, gpu=None) -> dict:
+    spec, *settings = spec.split("+")
     head, _, loss = spec.partition(":")
     name = f"{head}-{loss}" if loss else head
     out = Path(args.runs) / name
@@ -54,6 +57,8 @@ def run_head(spec: str, args, gpu=None) -> dict:
                "--out", str(out), "--overwrite"]
     if loss:
         command += ["--set", f"loss={loss}"]
+    for setting in settings:
+        command += ["--set", setting]
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)

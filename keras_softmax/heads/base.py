@@ -53,10 +53,15 @@ class Head(keras.layers.Layer):
     ``PAIRED_DEFAULTS`` are parameter defaults that apply where the head is paired with its own loss
     (``get_head``, ``build_model``, the CLI) instead of the layer's own, e.g. the Fenchel-Young
     gradient of the sparse heads, which is right only under their matching loss (GUIDE §3).
+
+    ``owns_projection`` is True for heads that take features and hold the classifier weights
+    themselves (:class:`keras_softmax.heads.projection.ProjectionHead`); ``build_model`` then adds
+    no Dense layer before them.
     """
 
     output_kind = "probabilities"
     PAIRED_DEFAULTS: dict = {}
+    owns_projection = False
 
     def __init__(self, **kwargs):
         dtype = kwargs.pop("dtype", None)

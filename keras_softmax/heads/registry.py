@@ -8,7 +8,7 @@ import inspect
 import keras
 
 from keras_softmax import losses
-from keras_softmax.heads import gumbel, hierarchical, kernels, softmax, sparse
+from keras_softmax.heads import adaptive, entmax_alpha, gumbel, hierarchical, kernels, sampled, softmax, sparse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,12 @@ class HeadSpec:
 
 @dataclasses.dataclass(frozen=True)
 class HeadWithLoss:
-    """A configured head: ``layer`` maps logits to a distribution, ``loss`` matches its output."""
+    """A configured head: ``layer`` maps logits to a distribution, ``loss`` matches its output.
+
+    Heads that own their projection (``owns_projection``: adaptive, sampled) map the backbone's
+    features instead, and their loss is paired with the layer (it reads the layer's weights); so is
+    ``entmax_alpha``'s (it reads alpha). ``loss`` and ``make_loss()`` return paired losses.
+    """
 
     name: str
     layer: keras.layers.Layer
@@ -48,13 +53,24 @@ class HeadWithLoss:
         """``"probabilities"`` or ``"log_probabilities"``."""
         return self.layer.output_kind
 
+    @property
+    def owns_projection(self) -> bool:
+        """True when the layer takes features and holds the classifier weights (no Dense before it)."""
+        return bool(getattr(self.layer, "owns_projection", False))
+
     def num_logits(self, num_classes: int) -> int:
-        """How many logits the layer consumes for ``num_classes`` classes."""
+        """How many logits the layer consumes for ``num_classes`` classes (0: it owns its projection)."""
         return self.layer.num_logits(num_classes)
 
     def make_loss(self, label_smoothing: float = 0.0) -> keras.losses.Loss:
-        """A fresh matching loss, optionally with label smoothing."""
-        return type(self.loss)(label_smoothing=label_smoothing)
+        """A fresh matching loss, optionally with label smoothing, paired with the layer if it needs it."""
+        return paired(type(self.loss)(label_smoothing=label_smoothing), self.layer)
+
+
+def paired(loss, layer):
+    """``loss`` bound to ``layer`` when it is a loss that reads its head's weights, else ``loss``."""
+    bind = getattr(loss, "bind", None)
+    return bind(layer) if callable(bind) else loss
 
 
 _SPECS = (
@@ -75,6 +91,12 @@ _SPECS = (
     HeadSpec("normal_cdf", kernels.NormalCDFSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(Phi(z))"),
     HeadSpec("hierarchical", hierarchical.HierarchicalSoftmax, losses.NegativeLogLikelihood,
              "log p(coarse) + log p(fine | coarse)"),
+    HeadSpec("adaptive", adaptive.AdaptiveSoftmax, losses.AdaptiveSoftmaxLoss,
+             "adaptive softmax: frequent classes in a head, rare ones in cheaper tail clusters (own projection)"),
+    HeadSpec("sampled", sampled.SampledSoftmax, losses.SampledSoftmaxLoss,
+             "sampled softmax in training, full softmax at inference (own projection)"),
+    HeadSpec("entmax_alpha", entmax_alpha.EntmaxAlpha, losses.EntmaxAlphaLoss,
+             "alpha-entmax by bisection, alpha fixed or learned"),
 )
 HEADS = {spec.name: spec for spec in _SPECS}
 
@@ -112,7 +134,7 @@ def get_head(name: str, **params) -> HeadWithLoss:
         listed = ", ".join(allowed) or "none"
         raise ValueError(f"head {name!r} has no parameter {unknown[0]!r}; its parameters are: {listed}")
     layer = spec.layer_class(**{**spec.layer_class.PAIRED_DEFAULTS, **params})
-    return HeadWithLoss(name=name, layer=layer, loss=spec.loss_class(), params=dict(params))
+    return HeadWithLoss(name=name, layer=layer, loss=paired(spec.loss_class(), layer), params=dict(params))
 
 
 def unpaired_params(name: str) -> dict:
@@ -135,6 +157,7 @@ def describe_heads() -> list[dict]:
             "layer": spec.layer_class.__name__,
             "loss": spec.loss_class.__name__,
             "output": spec.layer_class.output_kind,
+            "input": "features" if getattr(spec.layer_class, "owns_projection", False) else "logits",
             "summary": spec.summary,
             "parameters": spec.parameters(),
         })

@@ -10,7 +10,7 @@ import numbers
 
 import keras
 
-from keras_softmax.heads.registry import HEADS, HeadWithLoss, get_head, head_spec
+from keras_softmax.heads.registry import HEADS, HeadWithLoss, get_head, head_spec, paired
 from keras_softmax.models.augment import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -55,13 +55,18 @@ def _check_input_shape(input_shape, min_size):
     return tuple(int(v) for v in values)
 
 
-def _resolve_head(head, head_params):
+def _resolve_head(head, head_params, num_classes=None):
     if isinstance(head, HeadWithLoss):
         if head_params:
             raise ValueError("head_params applies only when head is a registry name")
         return head
     if isinstance(head, str):
-        return get_head(head, **(head_params or {}))
+        params = dict(head_params or {})
+        spec = head_spec(head)
+        if getattr(spec.layer_class, "owns_projection", False) and "num_classes" in spec.parameters():
+            # Heads that own their projection size their weights by the number of classes.
+            params.setdefault("num_classes", num_classes)
+        return get_head(head, **params)
     raise ValueError(
         f"head must be a registry name or a HeadWithLoss (got {head!r}); names: {', '.join(HEADS)}"
     )
@@ -89,6 +94,8 @@ def build_model(
     ``augment`` (:class:`RandomCropFlip`, active only in training; if ``augment``) -> the backbone
     (``stage1_conv1`` ...) -> ``avg_pool`` -> ``dropout`` (if ``dropout > 0``) -> ``logits``
     (float32 Dense with ``head.num_logits(num_classes)`` units) -> the head layer (float32).
+    A head that owns its projection (``adaptive``, ``sampled``) takes the pooled features itself: no
+    ``logits`` layer (its ``num_classes`` parameter is filled in from ``num_classes``).
     Everything is serializable: ``model.save("m.keras")`` / ``keras.saving.load_model`` round-trip.
 
     Args:
@@ -117,11 +124,11 @@ def build_model(
         >>> model = build_model("log_gumbel", num_classes=100, head_params={"temperature": 3.0})
         >>> model = compile_model(model, "log_gumbel", optimizer="adamw")
     """
-    head = _resolve_head(head, head_params)
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}")
     if not _is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (got {num_classes!r})")
+    head = _resolve_head(head, head_params, int(num_classes))
     widths = _check_widths(widths)
     input_shape = _check_input_shape(input_shape, _DOWNSAMPLING[backbone])
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
@@ -144,8 +151,11 @@ def build_model(
     if dropout > 0:
         dropout_seed = None if seed is None else seed + 1
         x = keras.layers.Dropout(float(dropout), seed=dropout_seed, name="dropout")(x)
-    logits = keras.layers.Dense(num_logits, dtype="float32", name="logits")(x)
-    outputs = head.layer(logits)
+    if head.owns_projection:
+        outputs = head.layer(x)
+    else:
+        logits = keras.layers.Dense(num_logits, dtype="float32", name="logits")(x)
+        outputs = head.layer(logits)
     return keras.Model(images, outputs, name=name or f"{backbone}_{head.name}")
 
 
@@ -162,6 +172,9 @@ def compile_model(
     model, head=None, optimizer="sgd", label_smoothing=0.0, jit_compile="auto", metrics=None
 ):
     """Compile ``model`` with the loss that matches its head and a top-1 accuracy metric.
+
+    A loss that reads its head's weights (adaptive, sampled, entmax_alpha) is paired with the model's
+    last layer, so this also re-pairs the loss of a model reloaded from a ``.keras`` file.
 
     Args:
         model: a model from :func:`build_model` (or any model ending in a head layer).
@@ -184,6 +197,15 @@ def compile_model(
     else:
         spec = _head_of(model) if head is None else head_spec(head)
         loss = spec.loss_class(label_smoothing=label_smoothing)
-    all_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), *(metrics or [])]
+        if isinstance(model.layers[-1], spec.layer_class):
+            loss = paired(loss, model.layers[-1])
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    if getattr(model.layers[-1], "owns_projection", False):
+        # In training such a head outputs its features, not class scores: this metric reports NaN
+        # there (and exact accuracy in evaluation) instead of a meaningless number.
+        from keras_softmax.training.metrics import accuracy_metric  # the trainer's own metric
+
+        accuracy = accuracy_metric()
+    all_metrics = [accuracy, *(metrics or [])]
     model.compile(optimizer=optimizer, loss=loss, metrics=all_metrics, jit_compile=jit_compile)
     return model

@@ -100,7 +100,8 @@ class RunRecorder(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "loss": _float(logs.get("loss")),
             "val_loss": _float(logs.get("val_loss")),
-            "accuracy": _float(logs.get("accuracy")),
+            # NaN: not measured in training (heads that own their projection; see training.metrics)
+            "accuracy": _float_or_none(logs.get("accuracy")),
             "val_accuracy": _float(logs.get("val_accuracy")),
             "lr": _float(self._learning_rate()),
             "epoch_seconds": seconds,
@@ -209,6 +210,11 @@ class EpochSeeds(keras.callbacks.Callback):
         for variable, seed in zip(self._states, self._seeds):
             value = np.array([seed, (epoch * self.STRIDE) % 2**31], dtype=variable.dtype)
             variable.assign(value)
+
+
+def _float_or_none(value):
+    value = _float(value)
+    return None if value is None or np.isnan(value) else value
 
 
 def _float(value):

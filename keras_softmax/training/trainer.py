@@ -10,11 +10,13 @@ import dataclasses
 import time
 
 import keras
+import numpy as np
 
 from keras_softmax import environment, io
 from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
 from keras_softmax.data.pipeline import steps_per_epoch as batches_per_epoch
 from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
+from keras_softmax.heads.registry import head_spec
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
@@ -46,13 +48,44 @@ class TrainedRun:
 
 
 def head_params_for(config: TrainConfig, dataset) -> dict:
-    """The head's parameters, completed from the dataset where the head needs it (hierarchical)."""
+    """The head's parameters, completed from the dataset where the head needs it.
+
+    hierarchical: the number of classes and the superclass map. Heads that own their projection
+    (adaptive, sampled): the number of classes and ``class_order``, the class ids from most to least
+    frequent among the training labels (ties in class-id order).
+    """
     params = dict(config.head_params)
     if config.head == "hierarchical":
         params.setdefault("num_classes", dataset.num_classes)
         if "fine_to_coarse" not in params and dataset.fine_to_coarse is not None:
             params["fine_to_coarse"] = list(dataset.fine_to_coarse)
+    layer_class = head_spec(config.head).layer_class
+    if getattr(layer_class, "owns_projection", False):
+        params.setdefault("num_classes", dataset.num_classes)
+        if "class_order" in head_spec(config.head).parameters() and "class_order" not in params:
+            params["class_order"] = frequency_order(dataset.y_train, dataset.num_classes)
     return params
+
+
+def frequency_order(labels, num_classes: int) -> list[int]:
+    """Class ids sorted by decreasing count in ``labels`` (a stable sort: ties keep id order)."""
+    counts = np.bincount(np.asarray(labels, dtype="int64").reshape(-1), minlength=num_classes)
+    return [int(c) for c in np.argsort(-counts, kind="stable")]
+
+
+def check_head_options(config: TrainConfig) -> None:
+    """Options a head cannot honour, refused before any work (``ConfigError``)."""
+    spec = head_spec(config.head)
+    if not getattr(spec.layer_class, "owns_projection", False):
+        return
+    if config.cutmix:
+        raise ConfigError(f"the {config.head} head trains on integer labels: cutmix must be 0 (got {config.cutmix!r})")
+    if config.loss != "matched":
+        raise ConfigError(f"the {config.head} head has no mismatched variant: loss must be matched")
+    try:
+        spec.loss_class(label_smoothing=config.label_smoothing)
+    except ValueError as error:
+        raise ConfigError(f"{error} (e.g. --set label_smoothing=0)") from None
 
 
 def setup_backend(config: TrainConfig) -> None:
@@ -122,6 +155,7 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         config = resolve(run_dir.config)
     else:
         config.validate()
+        check_head_options(config)
         run_dir.check(resume=False, overwrite=overwrite)  # fail before any work is done
     if config.ema and keras.backend.backend() == "jax" and not environment.on_cpu():
         raise ConfigError("ema is not available on the JAX backend with an accelerator: Keras 3.15's "

@@ -110,6 +110,34 @@ def entmax15_loss(y, z):
     return (p * z).sum(-1) - omega(p) + omega(q) - (q * z).sum(-1)
 
 
+def entmax_alpha(z, alpha=1.5):
+    """alpha-entmax: p = [(alpha - 1) z - tau]_+^(1/(alpha - 1)), sum p = 1, tau by float64 bisection."""
+    z = _f64(z)
+    x = (alpha - 1.0) * (z - z.max(axis=-1, keepdims=True))
+    k = 1.0 / (alpha - 1.0)
+
+    def mass(t):
+        return np.power(np.maximum(x - t, 0.0), k).sum(-1, keepdims=True) - 1
+
+    tau = _bisect_threshold(mass, np.full(x.shape[:-1] + (1,), -1.0), np.zeros(x.shape[:-1] + (1,)))
+    p = np.power(np.maximum(x - tau, 0.0), k)
+    return p / p.sum(-1, keepdims=True)
+
+
+def tsallis_omega(r, alpha):
+    """(sum r^alpha - 1) / (alpha (alpha - 1)), with 0^alpha = 0."""
+    r = _f64(r)
+    return (np.where(r > 0, np.power(np.maximum(r, 1e-300), alpha), 0.0).sum(-1) - 1.0) / (alpha * (alpha - 1.0))
+
+
+def entmax_alpha_loss(y, z, alpha=1.5):
+    """alpha-entmax Fenchel-Young loss on scores: <p, z> - Omega(p) + Omega(q) - <q, z>."""
+    z = _f64(z)
+    q = as_target(y, z.shape[-1])
+    p = entmax_alpha(z, alpha)
+    return (p * z).sum(-1) - tsallis_omega(p, alpha) + tsallis_omega(q, alpha) - (q * z).sum(-1)
+
+
 def nll_softmax(y, z):
     """-log softmax(z)_y (q-weighted for distributions)."""
     q = as_target(y, np.shape(z)[-1])
@@ -205,6 +233,8 @@ def reference(name, z, params=None):
         from keras_softmax.cifar100 import FINE_TO_COARSE  # a table, not code under test
 
         return hierarchical(z, params.get("fine_to_coarse") or FINE_TO_COARSE)
+    if name == "entmax_alpha":
+        return entmax_alpha(z, params.get("alpha", 1.5))
     raise KeyError(name)
 
 
@@ -221,3 +251,47 @@ def reference_log(name, z, params=None):
         return hierarchical_log(z, params.get("fine_to_coarse") or FINE_TO_COARSE)
     with np.errstate(divide="ignore"):
         return np.log(reference(name, z, params))
+
+
+# --------------------------------------------------------------------------- heads with a projection
+def adaptive_log(h, head_kernel, head_bias, tails, cutoffs, num_classes, class_order=None):
+    """Adaptive softmax log-probabilities written out class by class (float64).
+
+    ``tails``: one ``(projection, kernel, bias)`` per tail cluster; classes in rank order unless
+    ``class_order`` (rank -> class id) is given, in which case the output is in class-id order."""
+    h = _f64(h)
+    head_logits = h @ _f64(head_kernel) + _f64(head_bias)
+    head_log = head_logits - special.logsumexp(head_logits, axis=-1, keepdims=True)
+    first = cutoffs[0] if cutoffs else num_classes
+    bounds = list(cutoffs) + [num_classes]
+    by_rank = np.empty((h.shape[0], num_classes))
+    for rank in range(num_classes):
+        if rank < first:
+            by_rank[:, rank] = head_log[:, rank]
+            continue
+        i = max(j for j in range(len(cutoffs)) if bounds[j] <= rank)  # 0-based tail cluster
+        projection, kernel, bias = (_f64(w) for w in tails[i])
+        logits = (h @ projection) @ kernel + bias
+        local = rank - bounds[i]
+        by_rank[:, rank] = head_log[:, first + i] + logits[:, local] - special.logsumexp(logits, axis=-1)
+    if class_order is None:
+        return by_rank
+    out = np.empty_like(by_rank)
+    out[:, np.asarray(class_order)] = by_rank
+    return out
+
+
+def sampled_softmax_loss(h, labels, kernel, bias, sampled, log_expected_sampled, log_expected_true,
+                         remove_accidental_hits=True):
+    """Per-row sampled softmax loss from its definition (float64); kernel is (N, d)."""
+    h, kernel, bias = _f64(h), _f64(kernel), _f64(bias)
+    out = []
+    for b, y in enumerate(np.asarray(labels).reshape(-1)):
+        true = h[b] @ kernel[y] + bias[y] - log_expected_true[b]
+        scores = [true]
+        for j, c in enumerate(sampled):
+            if remove_accidental_hits and c == y:
+                continue
+            scores.append(h[b] @ kernel[c] + bias[c] - log_expected_sampled[j])
+        out.append(special.logsumexp(scores) - true)
+    return np.array(out)

@@ -35,6 +35,7 @@ P_MINUS_Y_HEADS = ("softmax", "log_softmax", "sparsemax", "entmax15")
 EXACT_LOSSES = {
     "sparsemax": (losses.sparsemax_loss, ref.sparsemax_loss, ref.sparsemax),
     "entmax15": (losses.entmax15_loss, ref.entmax15_loss, ref.entmax15),
+    "entmax_alpha": (losses.entmax_alpha_loss, ref.entmax_alpha_loss, ref.entmax_alpha),  # alpha = 1.5
 }
 
 #: Fixed logits, one row each, and the label; the "outside" rows put the label outside the support.

@@ -34,6 +34,9 @@ def params_strategy(name):
         return st.fixed_dictionaries({"order": st.sampled_from([2, 4, 6, 8])})
     if name == "hierarchical":
         return st.just({"fine_to_coarse": list(SMALL_MAP)})
+    if name == "entmax_alpha":
+        return st.fixed_dictionaries({"alpha": st.sampled_from([1.01, 1.2, 1.5, 2.0, 3.0]),
+                                      "learn_alpha": st.booleans()})
     return st.just({})
 
 

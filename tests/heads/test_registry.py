@@ -18,21 +18,37 @@ EXPECTED = {
     "exp_sin": ("probabilities", ks.ProbabilityCrossEntropy),
     "normal_cdf": ("probabilities", ks.ProbabilityCrossEntropy),
     "hierarchical": ("log_probabilities", ks.NegativeLogLikelihood),
+    "adaptive": ("log_probabilities", ks.AdaptiveSoftmaxLoss),
+    "sampled": ("log_probabilities", ks.SampledSoftmaxLoss),
+    "entmax_alpha": ("probabilities", ks.EntmaxAlphaLoss),
 }
+#: Heads that own their projection need the number of classes.
+OWN_PROJECTION = {"adaptive": {"num_classes": 100}, "sampled": {"num_classes": 100}}
 
 
-def test_list_heads_is_the_public_twelve():
+def test_list_heads_is_the_public_fifteen():
     assert ks.list_heads() == list(EXPECTED)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_head_pairs_with_matching_loss(name):
-    head = ks.get_head(name)
+    head = ks.get_head(name, **OWN_PROJECTION.get(name, {}))
     kind, loss_class = EXPECTED[name]
     assert head.name == name
     assert isinstance(head.layer, keras.layers.Layer)
     assert head.output_kind == kind == head.layer.output_kind
     assert type(head.loss) is loss_class
+    assert head.owns_projection == (name in OWN_PROJECTION)
+    if name in OWN_PROJECTION:  # the loss is paired with the layer; sampled cannot smooth labels
+        assert head.num_logits(100) == 0 and head.loss.layer is head.layer
+        fresh = head.make_loss()
+        assert type(fresh) is loss_class and fresh is not head.loss and fresh.layer is head.layer
+        if name == "sampled":
+            with pytest.raises(ValueError, match="label_smoothing"):
+                head.make_loss(label_smoothing=0.1)
+        else:
+            assert head.make_loss(label_smoothing=0.1).label_smoothing == 0.1
+        return
     fresh = head.make_loss(label_smoothing=0.1)
     assert type(fresh) is loss_class and fresh.label_smoothing == 0.1 and fresh is not head.loss
     assert head.num_logits(100) == (120 if name == "hierarchical" else 100)
@@ -64,7 +80,7 @@ def test_describe_heads():
 def test_public_classes_are_exported():
     for name in ("Softmax", "LogSoftmax", "GumbelSoftmax", "LogGumbelSoftmax", "Sparsemax", "Entmax15",
                  "TaylorSoftmax", "LogTaylorSoftmax", "Base2Softmax", "ExpSinSoftmax", "NormalCDFSoftmax",
-                 "HierarchicalSoftmax"):
+                 "HierarchicalSoftmax", "AdaptiveSoftmax", "SampledSoftmax", "EntmaxAlpha"):
         assert issubclass(getattr(ks, name), ks.Head)
 
 

@@ -22,12 +22,14 @@ PARAMS = {
     "exp_sin": {},
     "normal_cdf": {},
     "hierarchical": {"fine_to_coarse": list(SMALL_MAP)},
+    "entmax_alpha": {"alpha": 1.7, "learn_alpha": True, "iterations": 40},
 }
 LOSSES = [
     ks.ProbabilityCrossEntropy(epsilon=1e-5, label_smoothing=0.1),
     ks.NegativeLogLikelihood(label_smoothing=0.05),
     ks.SparsemaxLoss(label_smoothing=0.2),
     ks.Entmax15Loss(),
+    ks.EntmaxAlphaLoss(alpha=1.25, label_smoothing=0.1),
 ]
 
 
@@ -74,7 +76,7 @@ def test_keras_file_round_trip(name, tmp_path):
     assert loaded.layers[-1].get_config() == head.layer.get_config()
 
 
-@pytest.mark.parametrize("name", ["log_gumbel", "sparsemax", "hierarchical"])
+@pytest.mark.parametrize("name", ["log_gumbel", "sparsemax", "hierarchical", "entmax_alpha"])
 def test_compiled_model_round_trips_its_loss(name, tmp_path):
     head = ks.get_head(name, **PARAMS[name])
     inputs = keras.Input((4,))
@@ -99,6 +101,8 @@ def test_loss_round_trip(loss):
         y_pred = to_np(ks.Sparsemax()(rng.normal(size=(4, 5)).astype("float32")))
     elif isinstance(loss, ks.Entmax15Loss):
         y_pred = to_np(ks.Entmax15()(rng.normal(size=(4, 5)).astype("float32")))
+    elif isinstance(loss, ks.EntmaxAlphaLoss):
+        y_pred = to_np(ks.EntmaxAlpha(alpha=loss.alpha)(rng.normal(size=(4, 5)).astype("float32")))
     else:
         y_pred = to_np(keras.ops.softmax(rng.normal(size=(4, 5)).astype("float32")))
     y = np.array([0, 3, 4, 1])

@@ -11,7 +11,7 @@ from .helpers import BACKEND, HEADS, make_head, to_np
 
 pytestmark = pytest.mark.skipif(BACKEND not in ("jax", "tensorflow"), reason="XLA via jax or tf")
 
-GRADIENT_HEADS = ("softmax", "log_softmax", "sparsemax", "entmax15", "taylor", "hierarchical")
+GRADIENT_HEADS = ("softmax", "log_softmax", "sparsemax", "entmax15", "taylor", "hierarchical", "entmax_alpha")
 
 
 def xla(fn):

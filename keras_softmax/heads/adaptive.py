@@ -1,0 +1,235 @@
+"""Adaptive softmax (Grave et al., 2017): cheap training for many classes with a skewed frequency.
+
+Classes are ranked by frequency (``class_order``: the most frequent class first; ``None`` means class
+ids are already in that order). ``cutoffs = [c_0, c_1, ...]`` split the ranks into a *head*
+``[0, c_0)`` and tail clusters ``[c_0, c_1)``, ``[c_1, c_2)``, ... The head softmax scores the
+``c_0`` frequent classes plus one token per tail cluster, from the full ``d``-dimensional features;
+tail cluster ``i`` (1-based) scores its classes from a projection of the features down to
+``d // div_value**i`` dimensions::
+
+    log p(c) = log p_head(c)                                      c in the head
+    log p(c) = log p_head(cluster i) + log p_i(c | cluster i)    c in tail cluster i
+
+Inference returns these exact log-probabilities for all ``N`` classes (``exp`` sums to 1), in class-id
+order. Training (see :mod:`keras_softmax.heads.projection`) computes the negative log-likelihood
+from the features and labels directly, without assembling the ``(batch, N)`` output.
+
+Cost, honestly: shapes are static (so the step compiles under XLA), so by default each tail cluster
+is scored for every row of the batch, not only the rows whose label falls in it (``tail_chunks``
+scores only chunks of rows that hold some, behind a ``cond``). The training step costs
+``B (c_0 d + sum_i n_i d / div^i)`` multiply-adds instead of ``B N d`` for Dense + softmax, and its
+weights ``d (c_0 + sum_i n_i / div^i)`` instead of ``N d``: with ``d = 640``, ``div = 4`` and the
+default cutoffs that is ~13x fewer multiply-adds and weights at ``N = 10^5`` and ~46x at ``N = 10^6``
+(:meth:`AdaptiveSoftmax.cost`). What it does not
+remove is the ``O(B N)`` element-wise work on the tail logits (a logsumexp per cluster), which is
+cheap next to the ``O(B N d)`` matmul but not free.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_softmax.heads.base import check_positive
+from keras_softmax.heads.projection import ProjectionHead, check_class_order, labels_to_int
+
+
+def default_cutoffs(num_classes: int) -> list[int]:
+    """Head of ``min(2000, N // 5)`` classes, then clusters 5x larger each, at most 3 cutoffs.
+
+    E.g. N = 100: [20]; N = 100,000: [2000, 10000, 50000]; N = 1,000,000: [2000, 10000, 50000].
+    """
+    head = max(1, min(2000, num_classes // 5))
+    cutoffs = []
+    cut = head
+    while cut < num_classes and len(cutoffs) < 3:
+        cutoffs.append(cut)
+        cut *= 5
+    return cutoffs
+
+
+def check_cutoffs(cutoffs, num_classes: int) -> list[int]:
+    if cutoffs is None:
+        return default_cutoffs(num_classes)
+    if isinstance(cutoffs, (str, bytes)) or not hasattr(cutoffs, "__iter__"):
+        raise ValueError(f"cutoffs must be a list of increasing integers (got {cutoffs!r})")
+    values = list(cutoffs)
+    if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in values):
+        raise ValueError(f"cutoffs must be integers (got {values!r})")
+    values = [int(c) for c in values]
+    if any(b <= a for a, b in zip(values, values[1:])) or (values and not 0 < values[0]) or (
+        values and values[-1] >= num_classes
+    ):
+        raise ValueError(
+            f"cutoffs must increase strictly within (0, num_classes={num_classes}) (got {values!r})"
+        )
+    return values
+
+
+@keras.saving.register_keras_serializable(package="keras_softmax")
+class AdaptiveSoftmax(ProjectionHead):
+    """Adaptive softmax over ``num_classes`` classes from ``(batch, d)`` features (module docstring).
+
+    Pair it with :class:`keras_softmax.AdaptiveSoftmaxLoss` (``get_head("adaptive")`` does): training
+    minimises the exact negative log-likelihood of the adaptive model, computed from the features.
+
+    Args:
+        num_classes: number of classes N (``build_model`` and the trainer fill it in).
+        cutoffs: increasing ranks splitting head and tail clusters, within (0, N); ``None``: see
+            :func:`default_cutoffs`. ``[]`` makes a plain softmax.
+        div_value: the projection of tail cluster i has ``max(1, d // div_value**i)`` dimensions.
+        class_order: class ids from most to least frequent (the trainer computes it from the
+            training labels); ``None``: class ids are already ranked by frequency.
+        tail_chunks: 0 (default): the training loss scores every tail cluster for every row. ``k > 0``:
+            it splits the batch (members of the cluster first) into ``k`` chunks and scores only the
+            chunks that hold rows of that cluster (a ``cond`` per chunk), as Grave et al. compute each
+            tail only for its own examples: with Zipf labels most rows never touch the big tails.
+            Exact either way (values and gradients); label smoothing needs every row, so it uses 0.
+
+    Example:
+        >>> head = ks.AdaptiveSoftmax(num_classes=1000, cutoffs=[100, 400])
+        >>> log_p = head(keras.ops.ones((2, 64)))     # (2, 1000), exp sums to 1
+    """
+
+    def __init__(self, num_classes=None, cutoffs=None, div_value=4.0, class_order=None, tail_chunks=0, **kwargs):
+        super().__init__(num_classes=num_classes, **kwargs)
+        if isinstance(tail_chunks, bool) or not isinstance(tail_chunks, numbers.Integral) or tail_chunks < 0:
+            raise ValueError(f"tail_chunks must be an integer >= 0 (got {tail_chunks!r})")
+        self.tail_chunks = int(tail_chunks)
+        self.cutoffs = check_cutoffs(cutoffs, self.num_classes)
+        self.div_value = check_positive("div_value", div_value)
+        if self.div_value < 1.0:
+            raise ValueError(f"div_value must be >= 1 (got {div_value!r})")
+        self.class_order, self._rank_of = check_class_order(class_order, self.num_classes)
+        self.head_size = (self.cutoffs[0] if self.cutoffs else self.num_classes) + len(self.cutoffs)
+        bounds = self.cutoffs + [self.num_classes]
+        self.clusters = list(zip(bounds[:-1], bounds[1:]))  # [start, end) of each tail cluster
+
+    def build(self, input_shape):
+        d = input_shape[-1]
+        if d is None:
+            raise ValueError("AdaptiveSoftmax needs a known feature size (last input dimension)")
+        self.head_kernel = self.add_weight(shape=(d, self.head_size), initializer="glorot_uniform", name="head_kernel")
+        self.head_bias = self.add_weight(shape=(self.head_size,), initializer="zeros", name="head_bias")
+        self.tail_projections, self.tail_kernels, self.tail_biases = [], [], []
+        for i, (start, end) in enumerate(self.clusters, start=1):
+            dim = self.tail_dim(d, i)
+            self.tail_projections.append(self.add_weight(
+                shape=(d, dim), initializer="glorot_uniform", name=f"tail{i}_projection"))
+            self.tail_kernels.append(self.add_weight(
+                shape=(dim, end - start), initializer="glorot_uniform", name=f"tail{i}_kernel"))
+            self.tail_biases.append(self.add_weight(shape=(end - start,), initializer="zeros", name=f"tail{i}_bias"))
+
+    def tail_dim(self, d: int, i: int) -> int:
+        return max(1, int(d // self.div_value**i))
+
+    def _head_logits(self, h):
+        return self.project(h, self.head_kernel, self.head_bias)
+
+    def _tail_logits(self, h, i):
+        down = ops.matmul(ops.cast(h, self.compute_dtype), ops.cast(self.tail_projections[i], self.compute_dtype))
+        return self.project(down, self.tail_kernels[i], self.tail_biases[i])
+
+    def log_probabilities_by_rank(self, h):
+        """``(batch, N)`` log-probabilities with classes in rank order (most frequent first)."""
+        head = ops.log_softmax(self._head_logits(h), axis=-1)
+        first = self.cutoffs[0] if self.cutoffs else self.num_classes
+        parts = [head[:, :first]]
+        for i in range(len(self.clusters)):
+            parts.append(ops.log_softmax(self._tail_logits(h, i), axis=-1) + head[:, first + i : first + i + 1])
+        return ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+    def log_probabilities(self, h):
+        out = self.log_probabilities_by_rank(h)
+        if self._rank_of is not None:
+            out = ops.take(out, ops.convert_to_tensor(self._rank_of), axis=-1)
+        return out
+
+    def training_loss(self, h, labels, label_smoothing=0.0):
+        """Per-example NLL ``-log p(y)`` of the adaptive model, without the ``(batch, N)`` output.
+
+        With ``label_smoothing`` eps: ``(1 - eps) (-log p(y)) - eps mean_c log p(c)``, exact: the mean of
+        the log-probabilities over all classes comes from sums of the cluster logits already computed.
+        """
+        labels = labels_to_int(labels)
+        rank = labels if self._rank_of is None else ops.take(ops.convert_to_tensor(self._rank_of), labels)
+        first = self.cutoffs[0] if self.cutoffs else self.num_classes
+        if self.cutoffs:
+            cluster = ops.sum(ops.cast(ops.expand_dims(rank, -1) >= ops.convert_to_tensor(
+                np.asarray(self.cutoffs, dtype="int32")), "int32"), axis=-1)  # 0: head, i: tail i
+        else:
+            cluster = ops.zeros_like(rank)
+        head_target = ops.where(cluster == 0, rank, first + cluster - 1)
+        head_logits = self._head_logits(h)
+        head_lse = ops.logsumexp(head_logits, axis=-1)
+        loss = head_lse - _pick(head_logits, head_target)
+        if label_smoothing:  # sum over all classes of log p(c), cluster by cluster
+            head_log_p = head_logits - ops.expand_dims(head_lse, -1)
+            total = ops.sum(head_log_p[:, :first], axis=-1)
+        batch = h.shape[0]
+        chunked = bool(self.tail_chunks) and not label_smoothing and batch is not None
+        for i, (start, end) in enumerate(self.clusters):
+            if chunked:
+                loss = loss + self._tail_nll_chunked(h, rank, cluster == i + 1, i, start, end)
+                continue
+            logits = self._tail_logits(h, i)
+            lse = ops.logsumexp(logits, axis=-1)
+            local = ops.clip(rank - start, 0, end - start - 1)
+            nll = lse - _pick(logits, local)
+            loss = loss + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
+            if label_smoothing:
+                n = float(end - start)
+                total = total + n * head_log_p[:, first + i] + ops.sum(logits, axis=-1) - n * lse
+        if label_smoothing:
+            loss = (1.0 - label_smoothing) * loss - label_smoothing * total / float(self.num_classes)
+        return loss
+
+    def _tail_nll_chunked(self, h, rank, member, i, start, end):
+        """``-log p_i(y | cluster i)`` for the rows in tail cluster ``i`` (0 elsewhere), scoring only
+        chunks of rows that hold some: rows sorted members-first, ``tail_chunks`` static chunks, each
+        behind a ``cond`` on the (dynamic) member count. Exact; the saving is the fraction of rows
+        outside the cluster, rounded to whole chunks."""
+        batch = h.shape[0]
+        size = -(-batch // self.tail_chunks)  # rows per chunk
+        padded = size * self.tail_chunks
+        positions = ops.arange(batch, dtype="int32")
+        key = ops.where(member, positions, positions + batch)  # members first, each group in row order
+        order = ops.argsort(key)
+        count = ops.sum(ops.cast(member, "int32"))
+        if padded > batch:
+            order = ops.concatenate([order, ops.zeros((padded - batch,), dtype=order.dtype)])
+        sorted_nll = []
+        for j in range(self.tail_chunks):
+            rows = order[j * size : (j + 1) * size]
+
+            def scored(rows=rows):
+                logits = self._tail_logits(ops.take(h, rows, axis=0), i)
+                local = ops.clip(ops.take(rank, rows) - start, 0, end - start - 1)
+                return ops.logsumexp(logits, axis=-1) - _pick(logits, local)
+
+            nll = ops.cond(count > j * size, scored, lambda: ops.zeros((size,), dtype="float32"))
+            valid = ops.arange(j * size, (j + 1) * size, dtype="int32") < count
+            sorted_nll.append(ops.where(valid, nll, ops.zeros_like(nll)))
+        sorted_nll = ops.concatenate(sorted_nll)[:batch]
+        return ops.take(sorted_nll, ops.argsort(order[:batch]))  # back to the original row order
+
+    def get_config(self):
+        return {**super().get_config(), "cutoffs": list(self.cutoffs), "div_value": self.div_value,
+                "class_order": self.class_order, "tail_chunks": self.tail_chunks}
+
+    def cost(self, d: int) -> dict:
+        """Multiply-adds per example and weight count of the projection, next to Dense(d -> N)."""
+        macs = self.head_size * d + sum(
+            d * self.tail_dim(d, i) + self.tail_dim(d, i) * (end - start)
+            for i, (start, end) in enumerate(self.clusters, start=1))
+        return {"macs_per_example": macs, "dense_macs_per_example": self.num_classes * d,
+                "ratio": self.num_classes * d / macs if macs else math.inf}
+
+
+def _pick(logits, index):
+    """``logits[b, index[b]]`` for each row ``b``."""
+    return ops.squeeze(ops.take_along_axis(logits, ops.expand_dims(index, -1), axis=-1), -1)
