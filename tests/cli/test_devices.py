@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import pytest
 
-from .helpers import ROOT, assert_ok, assert_user_error, cli_command, invoke, subprocess_env
+from .helpers import assert_ok, assert_user_error, invoke, subprocess_env
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 TWO_CPUS = "--xla_force_host_platform_device_count=2"
@@ -32,6 +32,15 @@ EPOCHS = 4
 ARGS = ["--head", "log_softmax", "--epochs", str(EPOCHS), "--set", "widths=[4, 8, 8, 8]", "--set", "limit=801",
         "--val-split", "81", "--batch-size", "32", "--seed", "3", "--set", "checkpoint_every=1"]
 OUTPUT_TIMEOUT = 300
+# The JAX runs see no TensorFlow, like the GPU machines (model.keras only, no SavedModel: the export
+# is the one-device path, tested elsewhere), which also spares each process TensorFlow's import.
+WITHOUT_TENSORFLOW = "import sys; sys.modules['tensorflow'] = None\n"
+JAX_CLI = WITHOUT_TENSORFLOW + "from keras_softmax.cli import main\nmain(sys.argv[1:])\n"
+
+
+def jax_cli(*args) -> list[str]:
+    """``keras-softmax ARGS`` as a process without TensorFlow."""
+    return [sys.executable, "-c", JAX_CLI, *[str(a) for a in args]]
 
 
 def jax_env(cache_dir, devices: int | None = 2) -> dict:
@@ -83,7 +92,7 @@ def test_two_devices_jax_end_to_end(tmp_path, cache_dir):
     state_file = out / "checkpoints" / "state.json"
     env = jax_env(cache_dir)
     with (tmp_path / "first.log").open("w") as log:
-        process = subprocess.Popen(cli_command("train", *ARGS, "--devices", "2", "--out", out), cwd=tmp_path,
+        process = subprocess.Popen(jax_cli("train", *ARGS, "--devices", "2", "--out", out), cwd=tmp_path,
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + OUTPUT_TIMEOUT
@@ -102,14 +111,14 @@ def test_two_devices_jax_end_to_end(tmp_path, cache_dir):
     killed_after = json.loads(state_file.read_text())["epoch"]
     assert 1 <= killed_after < EPOCHS
 
-    resumed = run(cli_command("train", "--resume", "--out", out), env, tmp_path)
+    resumed = run(jax_cli("train", "--resume", "--out", out), env, tmp_path)
     assert f"resuming {out} after epoch {killed_after}/{EPOCHS}" in resumed.stdout
     assert "data parallel over 2 devices (cpu), global batch 32 = 2 × 16" in resumed.stdout
     report = report_of(out)
     assert (report["devices"], report["per_device_batch"], report["num_processes"]) == (2, 16, 1)
     assert report["epochs"] == EPOCHS and report["split_sizes"] == {"train": 720, "val": 81, "test": 0}
     assert "devices = 2" in (out / "config.toml").read_text().splitlines()
-    assert (out / "saved_model" / "saved_model.pb").is_file()
+    assert "TensorFlow is not installed: wrote model.keras only" in resumed.stdout
     with zipfile.ZipFile(out / "model.keras") as archive:  # compiled as a one-device run's model
         compiled = json.loads(archive.read("config.json"))["compile_config"]
     assert compiled["metrics"] and compiled["weighted_metrics"] is None
@@ -121,7 +130,7 @@ def test_two_devices_jax_end_to_end(tmp_path, cache_dir):
 
     # A fresh process with one device: the saved model reloads on JAX without the flag and
     # predicts what the report says; the same config (seed, global batch) on one device learns as much.
-    script = textwrap.dedent(f"""
+    script = WITHOUT_TENSORFLOW + textwrap.dedent(f"""
         import dataclasses, json, jax
         from keras_softmax.job import evaluate_run
         from keras_softmax.training import resolve, train
@@ -196,7 +205,7 @@ def test_two_processes_on_localhost(tmp_path, cache_dir):
         env = {**jax_env(cache_dir, None), "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}
         logs.append((tmp_path / f"process{process_id}.log").open("w"))
-        processes.append(subprocess.Popen(cli_command("train", *args, "--process-id", process_id), cwd=tmp_path,
+        processes.append(subprocess.Popen(jax_cli("train", *args, "--process-id", process_id), cwd=tmp_path,
                                           env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
     try:
         for process in processes:
