@@ -34,7 +34,8 @@ def test_tta_flip_averages_probabilities_of_horizontal_mirrors(name):
     weights = rng.normal(size=(24, 3)).astype("float32")
     head = ks.get_head(name)
     model = _linear_model(head, weights)
-    dataset = types.SimpleNamespace(split=lambda split: (images, labels), class_names=["a", "b", "c"])
+    dataset = types.SimpleNamespace(split=lambda split: (images, labels), class_names=["a", "b", "c"],
+                                    fine_to_coarse=None)
 
     def probabilities(x):
         return _softmax((x.reshape(len(x), -1) / 255.0) @ weights.astype(np.float64))
