@@ -42,6 +42,7 @@ from pathlib import Path
 from keras_softmax import io
 from keras_softmax.study.results import best_points, collect, write_results
 from keras_softmax.study.spec import PlannedRun, Planner, StudyError, load_spec
+from keras_softmax.training.callbacks import format_duration
 from keras_softmax.training.config import ConfigError, parse_head_param, resolve, to_toml
 
 __all__ = ["StudyOutcome", "run_study", "visible_gpus"]
@@ -105,17 +106,6 @@ def make_slots(devices) -> list[Slot]:
         if gpus and count > len(gpus):
             raise StudyError(f"--devices {count}, but only {len(gpus)} GPU(s) are visible (one run per GPU)")
     return [Slot(i, gpus[i] if gpus else None) for i in range(count)]
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def parse_settings(settings) -> dict:

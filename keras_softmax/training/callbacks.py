@@ -10,7 +10,10 @@ import keras
 import numpy as np
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float | None) -> str:
+    """``seconds`` as ``"42s"``, ``"3m05s"`` or ``"1h02m"`` (``"unknown"`` for None)."""
+    if seconds is None:
+        return "unknown"
     seconds = int(round(seconds))
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
@@ -152,7 +155,7 @@ class RunRecorder(keras.callbacks.Callback):
         done = row["epoch"]
         recent = [r["epoch_seconds"] for r in self.rows[-5:]]
         steady = statistics.median(recent[1:] if len(recent) > 1 else recent) + val_seconds
-        parts.append(f"ETA {_format_duration((self.epochs - done) * steady)}")
+        parts.append(f"ETA {format_duration((self.epochs - done) * steady)}")
         return "  ".join(parts)
 
 
@@ -186,7 +189,7 @@ class StepProgress(keras.callbacks.Callback):
         self._last = now
         rate = (batch + 1) / (now - self._start)
         self.log(f"  step {batch + 1}/{steps}  {rate * self.images_per_step:,.0f} img/s  "
-                 f"epoch ETA {_format_duration((steps - batch - 1) / rate)}")
+                 f"epoch ETA {format_duration((steps - batch - 1) / rate)}")
 
 
 class EpochSeeds(keras.callbacks.Callback):
