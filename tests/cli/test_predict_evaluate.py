@@ -134,7 +134,7 @@ def test_heads_lists_every_head():
     result = assert_ok(invoke("heads"))
     names = [line.split()[0] for line in result.stdout.splitlines() if line and not line.startswith(" ")]
     assert names == list_heads()
-    assert len(names) == 12
+    assert len(names) == 15  # GUIDE §3's twelve, plus adaptive, sampled and entmax_alpha
 
 
 def test_heads_json():
