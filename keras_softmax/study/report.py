@@ -107,6 +107,7 @@ class _Study:
         self.compare_to = {p.name: p.compare_to for p in planned if p.compare_to}
         self._reports: dict[str, dict] = {}
         self.notes: dict[str, str] = {}
+        self.shared_timing = False
 
     def figure(self, filename: str) -> tuple[Path, str]:
         """Where a plot is written, and its link relative to the report."""
@@ -118,6 +119,10 @@ class _Study:
 
     def n(self, name: str) -> int:
         return len(self.by_name.get(name, []))
+
+    def timings(self, name: str, key: str) -> list:
+        """``key`` of the runs of ``name`` that had their device to themselves (see ``runs_per_device``)."""
+        return [row.get(key) for row in self.by_name.get(name, []) if row.get("runs_sharing_device", 1) == 1]
 
     def report(self, run_dir: str) -> dict:
         if run_dir not in self._reports:
@@ -164,14 +169,23 @@ class _Study:
                     self.notes[reason.split(":")[0]] = reason
                 else:
                     cells.append(format_summary(self.values(name, key), scale, digits))
-            cells += [format_summary(self.values(name, key), scale, digits) for key, _, scale, digits in SPEED_COLUMNS]
+            timed = self.timings(name, "steady_epoch_seconds")
+            cells += [format_summary(self.timings(name, key), scale, digits) for key, _, scale, digits in SPEED_COLUMNS]
+            if len(timed) < self.n(name):
+                cells[-1] += f" (n={len(timed)})²"
+                self.shared_timing = True
             rows.append(cells)
         return _table(header, rows)
 
     def footnotes(self) -> list[str]:
+        lines = []
+        if self.shared_timing:
+            lines += ["² Epoch time and images/s are means over the runs that had their GPU to themselves only "
+                      "(`--runs-per-device 1`); runs that shared a GPU count for accuracy, not for speed.", ""]
+            self.shared_timing = False
         if not self.notes:
-            return []
-        lines = ["¹ No temperature for these heads:", ""]
+            return lines
+        lines += ["¹ No temperature for these heads:", ""]
         lines += [f"- {_md(reason)}" for reason in self.notes.values()]
         self.notes = {}
         return lines + [""]
@@ -242,7 +256,7 @@ class _Study:
         return [f"![reliability diagrams]({rel})", ""]
 
     def epoch_times(self, names, stem: str) -> list[str]:
-        times = {name: self.values(name, "steady_epoch_seconds") for name in names if self.n(name)}
+        times = {name: self.timings(name, "steady_epoch_seconds") for name in names if self.timings(name, "steady_epoch_seconds")}
         if not times:
             return []
         path, rel = self.figure(f"{stem}-epoch_time.png")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keras_softmax.io import write_text
 
-__all__ = ["FIGURES", "best_points", "collect", "read_results", "write_results"]
+__all__ = ["FIGURES", "best_points", "collect", "read_placements", "read_results", "write_results"]
 
 #: The report figures every row carries (GUIDE §6 keys and the timing summary).
 FIGURES = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", "ece",
@@ -24,7 +24,11 @@ _EXTRA = ("epochs", "train_seconds", "compile_seconds", "num_params", "dataset",
 _CALIBRATION = ("nll_before", "nll_after", "ece_after", "nll_after_crossfit", "ece_after_crossfit", "temperature")
 
 
-def row_for(planned, report: dict) -> dict:
+#: ``{run id: runs that shared its device}`` in the study directory, written by the runner.
+PLACEMENTS = "placements.json"
+
+
+def row_for(planned, report: dict, runs_sharing_device: int = 1) -> dict:
     """The results row of ``planned`` (a :class:`~keras_softmax.study.spec.PlannedRun`) from its report."""
     config = planned.config
     row = {
@@ -43,6 +47,7 @@ def row_for(planned, report: dict) -> dict:
     for key in _CALIBRATION[1:]:
         row[key] = calibration.get(key)
     row["num_classes"] = report.get("num_classes")
+    row["runs_sharing_device"] = runs_sharing_device  # > 1: its timings are not the head's alone
     if config.labels == "coarse":  # a model of the superclasses: its accuracy is the superclass accuracy
         row["coarse_accuracy"] = row["coarse_accuracy_mapped"] = report.get("accuracy")
     else:
@@ -53,12 +58,19 @@ def row_for(planned, report: dict) -> dict:
 
 def collect(planned_runs, out) -> list[dict]:
     """The rows of every finished planned run, in plan order (unfinished runs are skipped)."""
-    rows = []
+    rows, sharing = [], read_placements(out)
     for planned in planned_runs:
         path = Path(out) / "runs" / planned.run_id / "report.json"
         if path.is_file():
-            rows.append(row_for(planned, json.loads(path.read_text(encoding="utf-8"))))
+            report = json.loads(path.read_text(encoding="utf-8"))
+            rows.append(row_for(planned, report, sharing.get(planned.run_id, 1)))
     return rows
+
+
+def read_placements(out) -> dict:
+    """``{run id: runs that shared its device when it trained}``; runs not listed had theirs alone."""
+    path = Path(out) / PLACEMENTS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def write_results(rows, path) -> Path:

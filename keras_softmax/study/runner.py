@@ -19,7 +19,8 @@ replaced. A finished run whose settings differ from the spec's is an error, not 
 retrained. A run that fails is recorded and the others go on; the study then exits non-zero.
 
 With several devices, ``devices`` worker slots each take the next run; slot ``i`` runs on GPU ``i``
-(of ``CUDA_VISIBLE_DEVICES`` when set). The parent never imports a backend's device runtime, so it
+(of ``CUDA_VISIBLE_DEVICES`` when set). ``runs_per_device`` > 1 gives each GPU that many slots, each
+run limited to its share of the GPU's memory. The parent never imports a backend's device runtime, so it
 holds no GPU memory.
 """
 
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 
 from keras_softmax import io
-from keras_softmax.study.results import best_points, collect, write_results
+from keras_softmax.study.results import PLACEMENTS, best_points, collect, read_placements, write_results
 from keras_softmax.study.spec import PlannedRun, Planner, StudyError, load_spec
 from keras_softmax.training.callbacks import format_duration
 from keras_softmax.training.config import ConfigError, parse_head_param, resolve, to_toml
@@ -68,10 +69,13 @@ class StudyOutcome:
 class Slot:
     index: int
     gpu: str | None  # CUDA_VISIBLE_DEVICES of its processes; None on a machine without GPUs
+    sharing: int = 1  # runs at the same time on this slot's device
 
     @property
     def label(self) -> str:
-        return f"GPU {self.gpu}" if self.gpu is not None else ("CPU" if self.index == 0 else f"CPU slot {self.index}")
+        if self.gpu is None:
+            return "CPU" if self.index == 0 else f"CPU slot {self.index}"
+        return f"GPU {self.gpu}" + (f" (slot {self.index})" if self.sharing > 1 else "")
 
 
 def visible_gpus() -> list[str]:
@@ -91,8 +95,14 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
-def make_slots(devices) -> list[Slot]:
-    """Worker slots for ``devices`` (None: one per visible GPU, at least one; ``"all"``; or a count)."""
+def make_slots(devices, runs_per_device: int = 1) -> list[Slot]:
+    """Worker slots for ``devices`` (None: one per visible GPU, at least one; ``"all"``; or a count).
+
+    ``runs_per_device`` > 1 trains that many runs on each device at the same time: one run's
+    start-up (imports, data, compilation) and evaluation then overlap another's training.
+    """
+    if isinstance(runs_per_device, bool) or not isinstance(runs_per_device, int) or runs_per_device < 1:
+        raise StudyError(f"--runs-per-device must be a positive number (got {runs_per_device!r})")
     gpus = visible_gpus()
     if devices in (None, "all"):
         count = max(1, len(gpus))
@@ -105,7 +115,8 @@ def make_slots(devices) -> list[Slot]:
             raise StudyError(f"--devices must be a positive number or all (got {devices!r})")
         if gpus and count > len(gpus):
             raise StudyError(f"--devices {count}, but only {len(gpus)} GPU(s) are visible (one run per GPU)")
-    return [Slot(i, gpus[i] if gpus else None) for i in range(count)]
+    return [Slot(device * runs_per_device + k, gpus[device] if gpus else None, runs_per_device)
+            for k in range(runs_per_device) for device in range(count)]
 
 
 def parse_settings(settings) -> dict:
@@ -191,6 +202,7 @@ class _Runner:
                     if code == 0:
                         self.walls.append(wall)
                         self.trained += 1
+                        self.record_placement(planned.run_id, slot)
                         self.log(f"[{index}/{total}] finished {planned.run_id} in {format_duration(wall)}"
                                  f"{self._accuracy(planned)}; {self.eta(total - done[0])}")
                     else:
@@ -210,6 +222,12 @@ class _Runner:
             for thread in threads:
                 thread.join(timeout=30)
             raise
+
+    def record_placement(self, run_id: str, slot: Slot) -> None:
+        """Note how many runs shared the device ``run_id`` trained on (the report times only lone runs)."""
+        placements = read_placements(self.out)
+        placements[run_id] = slot.sharing
+        io.write_json(self.out / PLACEMENTS, placements)
 
     def _accuracy(self, planned: PlannedRun) -> str:
         try:
@@ -235,6 +253,9 @@ class _Runner:
         env[PARENT_ENV] = str(os.getpid())
         if slot.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        if slot.sharing > 1:  # each run takes its share of the GPU's memory, not JAX's default 75 %
+            env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / slot.sharing:.3f}")
+            env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
         return env
 
     def train(self, planned: PlannedRun, state: str, slot: Slot) -> tuple[int, str]:
@@ -350,8 +371,8 @@ def study_command(spec_path, out, dataset, settings: dict) -> str:
     return shlex.join(words)
 
 
-def run_study(spec_path, out, *, dataset: str | None = None, settings=(), devices=None, report_only: bool = False,
-              report_path=None, plots_dir=None, log=print) -> StudyOutcome:
+def run_study(spec_path, out, *, dataset: str | None = None, settings=(), devices=None, runs_per_device: int = 1,
+              report_only: bool = False, report_path=None, plots_dir=None, log=print) -> StudyOutcome:
     """Train what ``spec_path`` plans into ``out`` (skipping finished runs), then write the report.
 
     Args:
@@ -360,6 +381,7 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
         dataset: replaces every run's dataset (e.g. the class-folder copy of CIFAR-100).
         settings: ``KEY=VALUE`` strings (or a dict) laid over every run's settings.
         devices: worker slots: None or ``"all"`` (one per visible GPU, else one) or a count.
+        runs_per_device: runs trained at the same time on each device (default 1).
         report_only: train nothing; rebuild ``results.jsonl`` and ``STUDY.md`` from what exists.
         report_path: write the report here instead of ``out/STUDY.md`` (e.g. ``zoo/STUDY.md``).
         plots_dir: write its plots here instead of ``out/plots`` (linked relative to the report).
@@ -376,7 +398,7 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     planner = Planner(spec, dataset=dataset, settings=overrides)
     planned = planner.plan()
     jobs, finished = _jobs(planned, out)
-    slots = make_slots(devices) if not report_only else [Slot(0, None)]
+    slots = make_slots(devices, runs_per_device) if not report_only else [Slot(0, None)]
     out.mkdir(parents=True, exist_ok=True)
     command = study_command(spec_path, out, dataset, overrides)
     io.write_json(out / "study.json", {"spec": str(spec_path), "dataset": dataset, "settings": overrides,

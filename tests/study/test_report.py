@@ -172,6 +172,25 @@ def test_results_rows_copy_each_report(synthetic):
     assert next(r for r in rows if r["name"] == "tune-softmax-lr0.05")["run_dir"] == "runs/softmax-seed0"
 
 
+def test_speed_figures_come_only_from_runs_that_had_their_gpu_alone(synthetic):
+    spec_path, out, *_ = synthetic
+    # softmax-seed1 trained alone and fast; its other seeds shared a GPU with two other runs
+    report_path = out / "runs" / "softmax-seed1" / "report.json"
+    report = json.loads(report_path.read_text())
+    report.update(steady_epoch_seconds=0.5, images_per_second=4000.0)
+    write_json(report_path, report)
+    write_json(out / "placements.json", {"softmax-seed0": 3, "softmax-seed1": 1, "softmax-seed2": 3})
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    speed = [r for r in _cells(text, "softmax") if "n/a¹" not in r and len(r) > 8][0]
+    assert speed[-2:] == ["0.500", "4,000 (n=1)²"]
+    assert "runs that shared a GPU count for accuracy, not for speed" in text
+    rows = read_results(out / "results.jsonl")
+    assert {r["seed"]: r["runs_sharing_device"] for r in rows if r["name"] == "softmax"} == {0: 3, 1: 1, 2: 3}
+    # runs not in placements.json (older studies) had their device alone
+    assert next(r for r in rows if r["name"] == "log_softmax")["runs_sharing_device"] == 1
+
+
 def test_a_finished_run_with_other_settings_is_an_error(synthetic):
     spec_path, out, *_ = synthetic
     with pytest.raises(StudyError, match=r"softmax-seed0 was trained with lr=0.05 \(the spec now gives 0.3\)"):
@@ -217,6 +236,22 @@ def test_device_slots_follow_the_visible_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert [(s.gpu, s.label) for s in make_slots("all")] == [(None, "CPU")]
     assert [s.label for s in make_slots(2)] == ["CPU", "CPU slot 1"]
+
+
+def test_several_runs_share_a_gpu_each_with_its_share_of_memory(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    slots = make_slots(None, runs_per_device=2)
+    # the first run of every GPU starts before any GPU takes a second one
+    assert [s.gpu for s in slots] == ["2", "3", "2", "3"]
+    assert len({s.label for s in slots}) == 4
+    env = runner._Runner(tmp_path, slots, print).environment(slots[2])
+    assert env["CUDA_VISIBLE_DEVICES"] == "2"
+    assert float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.45)
+    alone = runner._Runner(tmp_path, make_slots(1), print).environment(make_slots(1)[0])
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in alone
+    with pytest.raises(StudyError, match="--runs-per-device must be a positive number"):
+        make_slots(None, runs_per_device=0)
 
 
 def test_the_child_and_the_runner_agree_on_the_parent_variable():
