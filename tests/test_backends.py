@@ -25,7 +25,7 @@ OTHER_BACKENDS = [
 @pytest.mark.skipif(not OTHER_BACKENDS, reason="no other backend installed")
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_heads_suite_passes_on_other_backend(backend):
-    env = {**os.environ, "KERAS_BACKEND": backend}
+    env = {**os.environ, "KERAS_BACKEND": backend, "KERAS_SOFTMAX_TEST_EXAMPLES": "10"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/heads", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,

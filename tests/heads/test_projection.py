@@ -114,7 +114,7 @@ def test_adaptive_cluster_layouts(cutoffs, div_value):
     np.testing.assert_allclose(loss, -adaptive_reference(head.layer, hh)[np.arange(N), y], atol=2e-5)
 
 
-@pytest.mark.parametrize("chunks", [1, 3, 4, 12])
+@pytest.mark.parametrize("chunks", [1, 3, 12])  # one chunk, chunks of unequal size, more chunks than rows
 def test_adaptive_tail_chunks_is_exact(chunks):
     """Scoring only the chunks of rows that hold members of a tail cluster changes nothing: the same
     loss and gradients as scoring every row, eagerly and compiled (a cond per chunk under XLA)."""
