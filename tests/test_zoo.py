@@ -52,3 +52,28 @@ def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
     assert sorted(r["run"] for r in rows) == ["gumbel", "softmax", "softmax-mismatched", "sparsemax"]
     assert peak[0] == 2 and sorted(set(seen)) == ["0", "1"]
     assert all(r["gpu"] in ("0", "1") and r["exit"] == 1 for r in rows)
+
+
+def test_the_recorded_study_is_its_runs(tmp_path):
+    """zoo/STUDY.md and zoo/results/cifar100-study.jsonl agree with the run records they came from
+    (zoo/results/cifar100-study-runs.tar.gz: each run's report.json, history.csv and config.toml)."""
+    import json
+    import re
+    import tarfile
+
+    import numpy as np
+
+    with tarfile.open(ROOT / "zoo" / "results" / "cifar100-study-runs.tar.gz") as archive:
+        archive.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    study = tmp_path / "study"
+    rows = [json.loads(line) for line in (ROOT / "zoo" / "results" / "cifar100-study.jsonl").read_text().splitlines()]
+    assert rows
+    for row in rows:
+        report = json.loads((study / row["run_dir"] / "report.json").read_text())
+        assert (row["accuracy"], row["f1_macro"], row["ece"]) == (report["accuracy"], report["f1_macro"], report["ece"])
+    text = (ROOT / "zoo" / "STUDY.md").read_text()
+    for name in ("log_softmax", "taylor", "softmax-mismatched"):
+        values = [100 * json.loads((study / "runs" / f"{name}-seed{s}" / "report.json").read_text())["accuracy"]
+                  for s in (0, 1, 2)]
+        row = re.search(rf"^\| `{re.escape(name)}` \| 3 \| ([^|]+) \|", text, re.M).group(1).strip()
+        assert row == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
