@@ -1,4 +1,5 @@
-"""zoo/: every preset resolves; sweep.py --parallel runs independent runs one per GPU."""
+"""zoo/: every preset resolves; sweep.py --parallel runs independent runs one per GPU; the recorded study
+matches its run records."""
 
 import argparse
 import importlib.util
@@ -56,16 +57,24 @@ def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
 
 def test_the_recorded_study_is_its_runs(tmp_path):
     """zoo/STUDY.md and zoo/results/cifar100-study.jsonl agree with the run records they came from
-    (zoo/results/cifar100-study-runs.tar.gz: each run's report.json, history.csv and config.toml)."""
+    (zoo/results/cifar100-study-records.jsonl: each run's report.json, history.csv and config.toml),
+    and the records unpack into a study directory without overwriting anything there."""
     import json
     import re
-    import tarfile
 
     import numpy as np
 
-    with tarfile.open(ROOT / "zoo" / "results" / "cifar100-study-runs.tar.gz") as archive:
-        archive.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
+    records = importlib.util.module_from_spec(records_module)
+    records_module.loader.exec_module(records)
     study = tmp_path / "study"
+    kept = study / "runs" / "softmax-seed0" / "report.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    records.unpack(ROOT / "zoo" / "results" / "cifar100-study-records.jsonl", study)
+    assert kept.read_text() == "{}"
+    kept.unlink()
+    records.unpack(ROOT / "zoo" / "results" / "cifar100-study-records.jsonl", study)
     rows = [json.loads(line) for line in (ROOT / "zoo" / "results" / "cifar100-study.jsonl").read_text().splitlines()]
     assert rows
     for row in rows:
@@ -77,3 +86,6 @@ def test_the_recorded_study_is_its_runs(tmp_path):
                   for s in (0, 1, 2)]
         row = re.search(rf"^\| `{re.escape(name)}` \| 3 \| ([^|]+) \|", text, re.M).group(1).strip()
         assert row == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+    # packing what was unpacked gives the same records
+    assert records.pack(study, tmp_path / "again.jsonl") > 0
+    assert (tmp_path / "again.jsonl").read_text() == (ROOT / "zoo" / "results" / "cifar100-study-records.jsonl").read_text()
