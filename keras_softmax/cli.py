@@ -272,7 +272,8 @@ def study(spec, out, dataset, settings, devices, runs_per_device, report_only, r
 
     try:
         outcome = run_study(spec, out, dataset=dataset, settings=settings, devices=devices,
-                            runs_per_device=runs_per_device, report_only=report_only, report_path=report_path, plots_dir=plots_dir, log=_echo)
+                            runs_per_device=runs_per_device, report_only=report_only, report_path=report_path,
+                            plots_dir=plots_dir, log=_echo)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the same command continues the study in {out}", err=True)
         sys.exit(130)

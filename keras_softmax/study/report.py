@@ -256,7 +256,8 @@ class _Study:
         return [f"![reliability diagrams]({rel})", ""]
 
     def epoch_times(self, names, stem: str) -> list[str]:
-        times = {name: self.timings(name, "steady_epoch_seconds") for name in names if self.timings(name, "steady_epoch_seconds")}
+        times = {name: self.timings(name, "steady_epoch_seconds") for name in names}
+        times = {name: values for name, values in times.items() if values}
         if not times:
             return []
         path, rel = self.figure(f"{stem}-epoch_time.png")
