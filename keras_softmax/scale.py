@@ -69,6 +69,7 @@ def build_classifier(name: str, num_classes: int, input_dim: int, hidden: int = 
     import keras
 
     from keras_softmax.heads import get_head
+    from keras_softmax.models.sparse_rows import functional_model
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((input_dim,), name="features")
@@ -86,7 +87,7 @@ def build_classifier(name: str, num_classes: int, input_dim: int, hidden: int = 
     else:
         head = get_head(name, **params)
         outputs = head.layer(keras.layers.Dense(head.num_logits(num_classes), name="logits")(h))
-    return keras.Model(inputs, outputs), head.loss, head
+    return functional_model(inputs, outputs, head.layer), head.loss, head
 
 
 def make_optimizer(name: str, learning_rate: float):
@@ -189,12 +190,15 @@ def train_step_row(name: str, num_classes: int, features: int = 640, batch: int 
 
 
 def _grad_only_ms(model, state, x, y, repeats: int, rounds: int) -> float:
-    """Milliseconds of forward + backward alone (Keras's loss and gradients, no optimizer update)."""
+    """Milliseconds of forward + backward alone (Keras's loss and gradients, no optimizer update; for a
+    model with sparse row updates, the gradients its training step computes: by row)."""
     import jax
 
     trainable, non_trainable, optimizer_variables, metrics_variables = state
 
     def grads(trainable):
+        if model.__class__.__name__ == "SparseRowsModel" and model.row_update_rule() == "sparse":
+            return model.jax_gradients((trainable, non_trainable, optimizer_variables, metrics_variables), (x, y))
         (loss, _), g = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)(
             trainable, non_trainable, metrics_variables, x, y, None, training=True,
             optimizer_variables=optimizer_variables)

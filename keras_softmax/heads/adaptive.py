@@ -16,7 +16,7 @@ from the features and labels directly, without assembling the ``(batch, N)`` out
 
 Cost, honestly: shapes are static (so the step compiles under XLA), so by default each tail cluster
 is scored for every row of the batch, not only the rows whose label falls in it (``tail_chunks``
-scores only chunks of rows that hold some, behind a ``cond``). The training step costs
+scores only the chunks of rows that hold some, behind a ``switch``). The training step costs
 ``B (c_0 d + sum_i n_i d / div^i)`` multiply-adds instead of ``B N d`` for Dense + softmax, and its
 weights ``d (c_0 + sum_i n_i / div^i)`` instead of ``N d``: with ``d = 640``, ``div = 4`` and the
 default cutoffs that is ~13x fewer multiply-adds and weights at ``N = 10^5`` and ~46x at ``N = 10^6``
@@ -86,8 +86,9 @@ class AdaptiveSoftmax(ProjectionHead):
             training labels); ``None``: class ids are already ranked by frequency.
         tail_chunks: 0 (default): the training loss scores every tail cluster for every row. ``k > 0``:
             it splits the batch (members of the cluster first) into ``k`` chunks and scores only the
-            chunks that hold rows of that cluster (a ``cond`` per chunk), as Grave et al. compute each
-            tail only for its own examples: with Zipf labels most rows never touch the big tails.
+            chunks that hold rows of that cluster (one ``switch`` per tail on how many), as Grave et
+            al. compute each tail only for its own examples: with Zipf labels most rows never touch
+            the big tails.
             Exact either way (values and gradients); label smoothing needs every row, so it uses 0.
 
     Example:
@@ -189,33 +190,38 @@ class AdaptiveSoftmax(ProjectionHead):
         return loss
 
     def _tail_nll_chunked(self, h, rank, member, i, start, end):
-        """``-log p_i(y | cluster i)`` for the rows in tail cluster ``i`` (0 elsewhere), scoring only
-        chunks of rows that hold some: rows sorted members-first, ``tail_chunks`` static chunks, each
-        behind a ``cond`` on the (dynamic) member count. Exact; the saving is the fraction of rows
-        outside the cluster, rounded to whole chunks."""
+        """``-log p_i(y | cluster i)`` for the rows in tail cluster ``i`` (0 elsewhere), scoring only as
+        many chunks of rows as hold members: rows sorted members-first, then one ``switch`` on the
+        (dynamic) number of chunks needed, ``k = ceil(members / chunk)``, whose branch ``k`` scores the
+        first ``k`` chunks (static shapes in every branch). Exact; the saving is the fraction of rows
+        outside the cluster, rounded up to whole chunks. One branch choice per tail and direction,
+        because on a GPU each choice waits for the device to report the count."""
         batch = h.shape[0]
         size = -(-batch // self.tail_chunks)  # rows per chunk
-        padded = size * self.tail_chunks
         positions = ops.arange(batch, dtype="int32")
-        key = ops.where(member, positions, positions + batch)  # members first, each group in row order
-        order = ops.argsort(key)
+        order = ops.argsort(ops.where(member, positions, positions + batch))  # members first, in row order
         count = ops.sum(ops.cast(member, "int32"))
-        if padded > batch:
-            order = ops.concatenate([order, ops.zeros((padded - batch,), dtype=order.dtype)])
-        sorted_nll = []
-        for j in range(self.tail_chunks):
-            rows = order[j * size : (j + 1) * size]
+        needed = ops.minimum((count + size - 1) // size, self.tail_chunks)
 
-            def scored(rows=rows):
+        def first_chunks(k):
+            rows_scored = min(k * size, batch)
+
+            def branch(h, rank, order):
+                if rows_scored == 0:
+                    return ops.zeros((batch,), dtype="float32")
+                rows = order[:rows_scored]
                 logits = self._tail_logits(ops.take(h, rows, axis=0), i)
                 local = ops.clip(ops.take(rank, rows) - start, 0, end - start - 1)
-                return ops.logsumexp(logits, axis=-1) - _pick(logits, local)
+                nll = ops.logsumexp(logits, axis=-1) - _pick(logits, local)
+                if rows_scored < batch:
+                    nll = ops.concatenate([nll, ops.zeros((batch - rows_scored,), dtype="float32")])
+                return nll
 
-            nll = ops.cond(count > j * size, scored, lambda: ops.zeros((size,), dtype="float32"))
-            valid = ops.arange(j * size, (j + 1) * size, dtype="int32") < count
-            sorted_nll.append(ops.where(valid, nll, ops.zeros_like(nll)))
-        sorted_nll = ops.concatenate(sorted_nll)[:batch]
-        return ops.take(sorted_nll, ops.argsort(order[:batch]))  # back to the original row order
+            return branch
+
+        sorted_nll = ops.switch(needed, [first_chunks(k) for k in range(self.tail_chunks + 1)], h, rank, order)
+        sorted_nll = ops.where(positions < count, sorted_nll, ops.zeros_like(sorted_nll))
+        return ops.take(sorted_nll, ops.argsort(order))  # back to the original row order
 
     def get_config(self):
         return {**super().get_config(), "cutoffs": list(self.cutoffs), "div_value": self.div_value,

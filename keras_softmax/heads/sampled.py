@@ -23,8 +23,9 @@ rank ``r``):
 
 With ``S`` draws covering every class once and ``log(S q) = 0`` the loss is the full cross-entropy
 (``sampled_softmax_loss`` with explicit candidates; tested). Cost per step: ``B (S + 1) d`` multiply-adds
-instead of ``B N d``; the kernel's gradient touches ``S + B`` rows, though a dense optimizer still
-updates all ``N d`` weights (Keras applies dense gradients on JAX).
+instead of ``B N d``; the kernel's gradient touches ``S + B`` rows, and in a model from ``build_model``
+on JAX only those rows are updated (``row_updates``; :mod:`keras_softmax.models.sparse_rows`): a plain
+``keras.Model`` would have its optimizer rewrite all ``N d`` weights every step.
 """
 
 from __future__ import annotations
@@ -56,14 +57,20 @@ class SampledSoftmax(ProjectionHead):
         class_order: class ids from most to least frequent (for ``log_uniform``; the trainer computes
             it from the training labels); ``None``: class ids are already ranked by frequency.
         seed: int seed of the sampler (``None``: random).
+        row_updates: ``"sparse"``: in a model from ``build_model`` (a
+            :class:`keras_softmax.models.SparseRowsModel`) on JAX, a training step updates only the
+            kernel and bias rows it read (exact for SGD, lazy for momentum and Adam; see that module);
+            ``"dense"``: every row, as a plain ``keras.Model`` does.
 
     Example:
         >>> head = ks.SampledSoftmax(num_classes=100_000, num_sampled=2048, sampler="log_uniform")
         >>> log_p = head(keras.ops.ones((2, 64)))     # inference: (2, 100000), exp sums to 1
     """
 
+    _row_tap = None  # set by SparseRowsModel while it traces a training step
+
     def __init__(self, num_classes=None, num_sampled=1024, sampler="uniform", remove_accidental_hits=True,
-                 class_order=None, seed=None, **kwargs):
+                 class_order=None, seed=None, row_updates="sparse", **kwargs):
         super().__init__(num_classes=num_classes, **kwargs)
         if isinstance(num_sampled, bool) or not isinstance(num_sampled, numbers.Integral) or num_sampled < 1:
             raise ValueError(f"num_sampled must be a positive integer (got {num_sampled!r})")
@@ -79,6 +86,9 @@ class SampledSoftmax(ProjectionHead):
         self.class_order, self._rank_of = check_class_order(class_order, self.num_classes)
         self.seed = None if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        if row_updates not in ("sparse", "dense"):
+            raise ValueError(f"row_updates must be 'sparse' or 'dense' (got {row_updates!r})")
+        self.row_updates = row_updates
 
     def build(self, input_shape):
         d = input_shape[-1]
@@ -113,6 +123,21 @@ class SampledSoftmax(ProjectionHead):
         r = ops.floor(ops.exp(u * math.log(self.num_classes + 1.0))) - 1.0
         return ops.cast(ops.clip(r, 0.0, self.num_classes - 1.0), "int32")
 
+    # ------------------------------------------------------------------ rows read in training
+    def row_variables(self):
+        """The class-indexed weights (rows on axis 0) that a training step reads only in part."""
+        return [self.kernel, self.bias]
+
+    def rows_read_per_step(self, batch_size: int) -> int:
+        """Rows of the kernel a training step reads: the sampled classes, then the labels."""
+        return self.num_sampled + int(batch_size)
+
+    def read_rows(self, ids):
+        """Kernel rows ``(R, d)`` and bias entries ``(R,)`` of class ids ``ids`` (through the model's
+        row tap while a sparse training step is traced)."""
+        rows = [ops.take(self.kernel, ids, axis=0), ops.take(self.bias, ids, axis=0)]
+        return rows if self._row_tap is None else self._row_tap.read(ids, rows)
+
     def _rank(self, labels):
         return labels if self._rank_of is None else ops.take(ops.convert_to_tensor(self._rank_of), labels)
 
@@ -140,17 +165,18 @@ class SampledSoftmax(ProjectionHead):
         dtype = self.compute_dtype
         labels = labels_to_int(labels)
         h = ops.cast(h, dtype)
-        # Gather first, then cast: only S + B rows of the float32 kernel are read.
-        w_sampled = ops.cast(ops.take(self.kernel, sampled, axis=0), dtype)  # (S, d)
-        w_true = ops.cast(ops.take(self.kernel, labels, axis=0), dtype)  # (B, d)
-        b_sampled = ops.cast(ops.take(self.bias, sampled, axis=0), "float32")
-        b_true = ops.cast(ops.take(self.bias, labels, axis=0), "float32")
+        # Gather first, then cast: only S + B rows of the float32 kernel are read, in one read.
+        sampled = ops.cast(sampled, "int32")
+        num = sampled.shape[0]
+        kernel_rows, bias_rows = self.read_rows(ops.concatenate([sampled, labels]))
+        w_sampled, w_true = ops.cast(kernel_rows[:num], dtype), ops.cast(kernel_rows[num:], dtype)  # (S|B, d)
+        b_sampled, b_true = ops.cast(bias_rows[:num], "float32"), ops.cast(bias_rows[num:], "float32")
         sampled_logits = ops.cast(ops.matmul(h, ops.transpose(w_sampled)), "float32") + b_sampled
         sampled_logits = sampled_logits - ops.cast(sampled_log_expected, "float32")
         true_logits = ops.sum(ops.cast(h, "float32") * ops.cast(w_true, "float32"), axis=-1) + b_true
         true_logits = true_logits - ops.cast(true_log_expected, "float32")
         if self.remove_accidental_hits:
-            hits = ops.expand_dims(labels, -1) == ops.expand_dims(ops.cast(sampled, "int32"), 0)
+            hits = ops.expand_dims(labels, -1) == ops.expand_dims(sampled, 0)
             sampled_logits = ops.where(hits, ops.full_like(sampled_logits, MASKED_LOGIT), sampled_logits)
         all_logits = ops.concatenate([ops.expand_dims(true_logits, -1), sampled_logits], axis=-1)
         return ops.logsumexp(all_logits, axis=-1) - true_logits
@@ -158,4 +184,4 @@ class SampledSoftmax(ProjectionHead):
     def get_config(self):
         return {**super().get_config(), "num_sampled": self.num_sampled, "sampler": self.sampler,
                 "remove_accidental_hits": self.remove_accidental_hits, "class_order": self.class_order,
-                "seed": self.seed}
+                "seed": self.seed, "row_updates": self.row_updates}

@@ -8,8 +8,9 @@ from keras_softmax.models.augment import (
 )
 from keras_softmax.models.factory import BACKBONES, build_model, compile_model
 from keras_softmax.models.resnet12 import resnet12, resnet12_num_params, residual_stage
+from keras_softmax.models.sparse_rows import SparseRowsModel
 
 __all__ = [
     "BACKBONES", "CIFAR100_MEAN", "CIFAR100_STD", "ImageNormalization", "RandomCropFlip",
-    "build_model", "compile_model", "residual_stage", "resnet12", "resnet12_num_params",
+    "SparseRowsModel", "build_model", "compile_model", "residual_stage", "resnet12", "resnet12_num_params",
 ]

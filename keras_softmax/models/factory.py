@@ -18,6 +18,7 @@ from keras_softmax.models.augment import (
     RandomCropFlip,
 )
 from keras_softmax.models.resnet12 import DEFAULT_WIDTHS, resnet12
+from keras_softmax.models.sparse_rows import functional_model
 
 #: Backbone name -> functional builder ``f(inputs, widths) -> feature map``; each halves the
 #: image size this many times.
@@ -95,7 +96,9 @@ def build_model(
     (``stage1_conv1`` ...) -> ``avg_pool`` -> ``dropout`` (if ``dropout > 0``) -> ``logits``
     (float32 Dense with ``head.num_logits(num_classes)`` units) -> the head layer (float32).
     A head that owns its projection (``adaptive``, ``sampled``) takes the pooled features itself: no
-    ``logits`` layer (its ``num_classes`` parameter is filled in from ``num_classes``).
+    ``logits`` layer (its ``num_classes`` parameter is filled in from ``num_classes``). With a head
+    that reads only some rows of its class weights per step (``sampled``) the model is a
+    :class:`keras_softmax.models.SparseRowsModel`, which updates only those rows on JAX.
     Everything is serializable: ``model.save("m.keras")`` / ``keras.saving.load_model`` round-trip.
 
     Args:
@@ -156,7 +159,7 @@ def build_model(
     else:
         logits = keras.layers.Dense(num_logits, dtype="float32", name="logits")(x)
         outputs = head.layer(logits)
-    return keras.Model(images, outputs, name=name or f"{backbone}_{head.name}")
+    return functional_model(images, outputs, head.layer, name=name or f"{backbone}_{head.name}")
 
 
 def _head_of(model):

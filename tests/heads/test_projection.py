@@ -117,7 +117,7 @@ def test_adaptive_cluster_layouts(cutoffs, div_value):
 @pytest.mark.parametrize("chunks", [1, 3, 12])  # one chunk, chunks of unequal size, more chunks than rows
 def test_adaptive_tail_chunks_is_exact(chunks):
     """Scoring only the chunks of rows that hold members of a tail cluster changes nothing: the same
-    loss and gradients as scoring every row, eagerly and compiled (a cond per chunk under XLA)."""
+    loss and gradients as scoring every row, eagerly and compiled (a switch per tail under XLA)."""
     every = built("adaptive")
     some = built("adaptive", tail_chunks=chunks)
     some.layer.set_weights(every.layer.get_weights())
