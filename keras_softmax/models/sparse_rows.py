@@ -134,8 +134,8 @@ class SparseRowsModel(keras.Model):
         """Loss and gradients of one training step on JAX, the row variables' by row.
 
         Returns ``(aux, ids, grads, row_grads)``: Keras's ``compute_loss_and_updates`` aux output, the
-        ``(R,)`` row ids read, the gradients of the trainable variables (those of the row variables
-        are unused zeros) and one ``(R, ...)`` gradient per row variable.
+        ``(R,)`` row ids read, the gradients of the trainable variables (``None`` for the row
+        variables) and one ``(R, ...)`` gradient per row variable.
         """
         import jax
         import jax.numpy as jnp
@@ -162,7 +162,10 @@ class SparseRowsModel(keras.Model):
 
         (_, (aux, ids)), (grads, row_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             trainable, deltas)
-        return aux, ids, list(grads), list(row_grads)
+        grads = list(grads)
+        for p in positions:
+            grads[p] = None  # zeros: never returned, so never written
+        return aux, ids, grads, list(row_grads)
 
     def _row_positions(self):
         return [_index_of(self.trainable_variables, v) for v in self.row_head.row_variables()]
@@ -185,8 +188,6 @@ class SparseRowsModel(keras.Model):
         else:
             learning_rate = _current_learning_rate(self.optimizer, optimizer_variables)
             before = list(optimizer_variables)
-            for p in positions:
-                grads[p] = None  # updated below, row by row
             if any(g is not None for g in grads):
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
