@@ -187,7 +187,7 @@ def test_the_zoo_specs_plan(name, tmp_path):
     runs = Planner(spec, dataset=str(data)).plan()
     assert len(spec.heads) == 12 and spec.seeds == (0, 1, 2)
     assert {r.config.dataset for r in runs} == {str(data)}
-    assert len({r.run_id for r in runs}) == (36 if name == "cifar100.toml" else 144)
+    assert len({r.run_id for r in runs}) == (36 if name == "cifar100.toml" else 153)
     if spec.tuning:
         assert len(spec.tuning.points()) >= 6
         original = next(r for r in runs if r.name == "softmax-original-mismatched").config
