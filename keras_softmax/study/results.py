@@ -26,6 +26,7 @@ _CALIBRATION = ("nll_before", "nll_after", "ece_after", "nll_after_crossfit", "e
 
 #: ``{run id: runs that shared its device}`` in the study directory, written by the runner.
 PLACEMENTS = "placements.json"
+RUN_PLACEMENT = "placement.json"  # the same fact inside each run directory
 
 
 def row_for(planned, report: dict, runs_sharing_device: int = 1) -> dict:
@@ -60,11 +61,19 @@ def collect(planned_runs, out) -> list[dict]:
     """The rows of every finished planned run, in plan order (unfinished runs are skipped)."""
     rows, sharing = [], read_placements(out)
     for planned in planned_runs:
-        path = Path(out) / "runs" / planned.run_id / "report.json"
-        if path.is_file():
-            report = json.loads(path.read_text(encoding="utf-8"))
-            rows.append(row_for(planned, report, sharing.get(planned.run_id, 1)))
+        run = Path(out) / "runs" / planned.run_id
+        if (run / "report.json").is_file():
+            report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+            rows.append(row_for(planned, report, _runs_sharing_device(run, sharing.get(planned.run_id, 1))))
     return rows
+
+
+def _runs_sharing_device(run: Path, default: int) -> int:
+    """What the run directory says (it travels with the run), else the study's placements.json."""
+    path = run / RUN_PLACEMENT
+    if path.is_file():
+        return int(json.loads(path.read_text(encoding="utf-8"))["runs_sharing_device"])
+    return default
 
 
 def read_placements(out) -> dict:

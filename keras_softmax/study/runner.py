@@ -41,7 +41,9 @@ import time
 from pathlib import Path
 
 from keras_softmax import io
-from keras_softmax.study.results import PLACEMENTS, best_points, collect, read_placements, write_results
+from keras_softmax.study.results import (
+    PLACEMENTS, RUN_PLACEMENT, best_points, collect, read_placements, write_results,
+)
 from keras_softmax.study.spec import PlannedRun, Planner, StudyError, load_spec
 from keras_softmax.training.callbacks import format_duration
 from keras_softmax.training.config import ConfigError, parse_head_param, resolve, to_toml
@@ -224,10 +226,12 @@ class _Runner:
             raise
 
     def record_placement(self, run_id: str, slot: Slot) -> None:
-        """Note how many runs shared the device ``run_id`` trained on (the report times only lone runs)."""
+        """Note how many runs shared the device ``run_id`` trained on (the report times only lone runs),
+        in the study's placements.json and in the run directory itself, which travels with the run."""
         placements = read_placements(self.out)
         placements[run_id] = slot.sharing
         io.write_json(self.out / PLACEMENTS, placements)
+        io.write_json(self.out / "runs" / run_id / RUN_PLACEMENT, {"runs_sharing_device": slot.sharing})
 
     def _accuracy(self, planned: PlannedRun) -> str:
         try:

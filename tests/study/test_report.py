@@ -189,6 +189,11 @@ def test_speed_figures_come_only_from_runs_that_had_their_gpu_alone(synthetic):
     assert {r["seed"]: r["runs_sharing_device"] for r in rows if r["name"] == "softmax"} == {0: 3, 1: 1, 2: 3}
     # runs not in placements.json (older studies) had their device alone
     assert next(r for r in rows if r["name"] == "log_softmax")["runs_sharing_device"] == 1
+    # a run directory's own placement.json wins: it travels with the run when a study is copied in parts
+    write_json(out / "runs" / "log_softmax-seed0" / "placement.json", {"runs_sharing_device": 2})
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    rows = read_results(out / "results.jsonl")
+    assert next(r for r in rows if r["name"] == "log_softmax" and r["seed"] == 0)["runs_sharing_device"] == 2
 
 
 def test_a_finished_run_with_other_settings_is_an_error(synthetic):
@@ -252,6 +257,15 @@ def test_several_runs_share_a_gpu_each_with_its_share_of_memory(monkeypatch, tmp
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in alone
     with pytest.raises(StudyError, match="--runs-per-device must be a positive number"):
         make_slots(None, runs_per_device=0)
+
+
+def test_a_finished_run_records_its_placement_in_the_study_and_in_its_own_directory(tmp_path):
+    (tmp_path / "runs" / "softmax-seed0").mkdir(parents=True)
+    slot = make_slots(None, runs_per_device=3)[0]
+    runner._Runner(tmp_path, [slot], print).record_placement("softmax-seed0", slot)
+    assert json.loads((tmp_path / "placements.json").read_text()) == {"softmax-seed0": 3}
+    assert json.loads((tmp_path / "runs" / "softmax-seed0" / "placement.json").read_text()) == {
+        "runs_sharing_device": 3}
 
 
 def test_the_child_and_the_runner_agree_on_the_parent_variable():
