@@ -18,7 +18,7 @@ from keras_softmax.data.pipeline import steps_per_epoch as batches_per_epoch
 from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
 from keras_softmax.heads.registry import head_spec
 from keras_softmax.mismatch import mismatched_loss
-from keras_softmax.models import build_model
+from keras_softmax.models import SparseRowsModel, build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
 from keras_softmax.training import distribute
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
@@ -210,6 +210,8 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         f"ready {time.perf_counter() - started:.1f}s)")
     if placement.distributed:
         log(placement.describe())
+    if isinstance(model, SparseRowsModel):  # the sampled head: say whether its kernel trains row by row
+        log(f"class-kernel updates: {model.row_update_rule()}")
     recorder = RunRecorder(run_dir, num_train=steps_per_epoch * batch_size, epochs=config.epochs,
                            history=history, checkpoint_every=config.checkpoint_every, log=log,
                            started=started, mixed_precision=config.precision != "float32")
