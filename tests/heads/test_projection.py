@@ -315,7 +315,7 @@ def test_fit_updates_the_layer_weights_and_keras_file_round_trips(name, tmp_path
     seed state advances; training accuracy is NaN (not measured), validation accuracy exact; the
     saved model predicts identically, and compile_model re-pairs a reloaded model's loss."""
     name, _, chunks = name.partition("-")
-    head, model = small_model(name, **({"tail_chunks": 3} if chunks else {}))
+    head, model = small_model(name, **({"tail_chunks": 2} if chunks else {}))
     ks.compile_model(model, head, optimizer=keras.optimizers.SGD(0.3), jit_compile=True)
     x, y = toy_data()
     layer = head.layer
