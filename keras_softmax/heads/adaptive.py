@@ -90,17 +90,25 @@ class AdaptiveSoftmax(ProjectionHead):
             al. compute each tail only for its own examples: with Zipf labels most rows never touch
             the big tails.
             Exact either way (values and gradients); label smoothing needs every row, so it uses 0.
+        class_block: 0 (default): a tail's training loss writes its ``(rows, cluster size)`` logits
+            whole and differentiates through them. ``k > 0``: a tail larger than ``k`` classes gets its
+            logsumexp block by block of ``k`` classes, with a gradient that recomputes each block
+            (:func:`blockwise_logsumexp`): the whole logit matrix never exists, in the forward or the
+            backward pass. Exact; meant for tails of 10^5-10^6 classes.
 
     Example:
         >>> head = ks.AdaptiveSoftmax(num_classes=1000, cutoffs=[100, 400])
         >>> log_p = head(keras.ops.ones((2, 64)))     # (2, 1000), exp sums to 1
     """
 
-    def __init__(self, num_classes=None, cutoffs=None, div_value=4.0, class_order=None, tail_chunks=0, **kwargs):
+    def __init__(self, num_classes=None, cutoffs=None, div_value=4.0, class_order=None, tail_chunks=0,
+                 class_block=0, **kwargs):
         super().__init__(num_classes=num_classes, **kwargs)
-        if isinstance(tail_chunks, bool) or not isinstance(tail_chunks, numbers.Integral) or tail_chunks < 0:
-            raise ValueError(f"tail_chunks must be an integer >= 0 (got {tail_chunks!r})")
+        for name, value in (("tail_chunks", tail_chunks), ("class_block", class_block)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (got {value!r})")
         self.tail_chunks = int(tail_chunks)
+        self.class_block = int(class_block)
         self.cutoffs = check_cutoffs(cutoffs, self.num_classes)
         self.div_value = check_positive("div_value", div_value)
         if self.div_value < 1.0:
@@ -131,9 +139,25 @@ class AdaptiveSoftmax(ProjectionHead):
     def _head_logits(self, h):
         return self.project(h, self.head_kernel, self.head_bias)
 
+    def _tail_down(self, h, i):
+        return ops.matmul(ops.cast(h, self.compute_dtype), ops.cast(self.tail_projections[i], self.compute_dtype))
+
     def _tail_logits(self, h, i):
-        down = ops.matmul(ops.cast(h, self.compute_dtype), ops.cast(self.tail_projections[i], self.compute_dtype))
-        return self.project(down, self.tail_kernels[i], self.tail_biases[i])
+        return self.project(self._tail_down(h, i), self.tail_kernels[i], self.tail_biases[i])
+
+    def _tail_nll(self, h, i, local):
+        """``-log p_i(local | cluster i)`` per row: the tail's logsumexp minus the target's logit."""
+        kernel, bias = self.tail_kernels[i], self.tail_biases[i]
+        if not self.class_block or kernel.shape[1] <= self.class_block:
+            logits = self._tail_logits(h, i)
+            return ops.logsumexp(logits, axis=-1) - _pick(logits, local)
+        down = self._tail_down(h, i)
+        # values, not variables: TensorFlow's custom gradient would otherwise ask for the variables'
+        lse = blockwise_logsumexp(down, ops.copy(kernel), ops.copy(bias), self.class_block, self.compute_dtype)
+        # the target's logit from its own kernel column (indexing the logits would need them whole)
+        column = ops.cast(ops.transpose(ops.take(kernel, local, axis=1)), self.compute_dtype)  # (rows, dim)
+        target = ops.cast(ops.sum(down * column, axis=-1), "float32") + ops.cast(ops.take(bias, local), "float32")
+        return lse - target
 
     def log_probabilities_by_rank(self, h):
         """``(batch, N)`` log-probabilities with classes in rank order (most frequent first)."""
@@ -177,9 +201,13 @@ class AdaptiveSoftmax(ProjectionHead):
             if chunked:
                 loss = loss + self._tail_nll_chunked(h, rank, cluster == i + 1, i, start, end)
                 continue
-            logits = self._tail_logits(h, i)
-            lse = ops.logsumexp(logits, axis=-1)
             local = ops.clip(rank - start, 0, end - start - 1)
+            if not label_smoothing:
+                nll = self._tail_nll(h, i, local)
+                loss = loss + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
+                continue
+            logits = self._tail_logits(h, i)  # label smoothing needs every logit anyway
+            lse = ops.logsumexp(logits, axis=-1)
             nll = lse - _pick(logits, local)
             loss = loss + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
             if label_smoothing:
@@ -210,9 +238,8 @@ class AdaptiveSoftmax(ProjectionHead):
                 if rows_scored == 0:
                     return ops.zeros((batch,), dtype="float32")
                 rows = order[:rows_scored]
-                logits = self._tail_logits(ops.take(h, rows, axis=0), i)
                 local = ops.clip(ops.take(rank, rows) - start, 0, end - start - 1)
-                nll = ops.logsumexp(logits, axis=-1) - _pick(logits, local)
+                nll = self._tail_nll(ops.take(h, rows, axis=0), i, local)
                 if rows_scored < batch:
                     nll = ops.concatenate([nll, ops.zeros((batch - rows_scored,), dtype="float32")])
                 return nll
@@ -225,7 +252,7 @@ class AdaptiveSoftmax(ProjectionHead):
 
     def get_config(self):
         return {**super().get_config(), "cutoffs": list(self.cutoffs), "div_value": self.div_value,
-                "class_order": self.class_order, "tail_chunks": self.tail_chunks}
+                "class_order": self.class_order, "tail_chunks": self.tail_chunks, "class_block": self.class_block}
 
     def cost(self, d: int) -> dict:
         """Multiply-adds per example and weight count of the projection, next to Dense(d -> N)."""
@@ -234,6 +261,52 @@ class AdaptiveSoftmax(ProjectionHead):
             for i, (start, end) in enumerate(self.clusters, start=1))
         return {"macs_per_example": macs, "dense_macs_per_example": self.num_classes * d,
                 "ratio": self.num_classes * d / macs if macs else math.inf}
+
+
+def blockwise_logsumexp(down, kernel, bias, block: int, dtype="float32"):
+    """``logsumexp_c(down @ kernel[:, c] + bias[c])`` per row, ``(rows,)`` float32, in blocks of classes.
+
+    Forward: one pass over blocks of ``block`` columns with a running maximum and a sum rescaled when
+    the maximum grows (the logits of one block at a time). Backward: each block's logits are recomputed, ``p = exp(z - lse) g``, and
+    ``d down += p kernel_b^T``, ``d kernel_b = down^T p``, ``d bias_b = sum_rows p``. Matmuls run in
+    ``dtype`` (the layer's compute dtype), the exponentials in float32.
+    """
+    n = kernel.shape[1]
+    bounds = [(lo, min(lo + block, n)) for lo in range(0, n, block)]
+
+    def block_logits(down, kernel, bias, lo, hi):
+        z = ops.matmul(ops.cast(down, dtype), ops.cast(kernel[:, lo:hi], dtype))
+        return ops.cast(z, "float32") + ops.cast(bias[lo:hi], "float32")
+
+    @ops.custom_gradient
+    def lse_of(down, kernel, bias):
+        top = total = None
+        for lo, hi in bounds:  # one pass: the sum so far is rescaled whenever the maximum grows
+            z = block_logits(down, kernel, bias, lo, hi)
+            block_top = ops.max(z, axis=-1)
+            if top is None:
+                top, total = block_top, ops.sum(ops.exp(z - block_top[:, None]), axis=-1)
+                continue
+            new_top = ops.maximum(top, block_top)
+            total = total * ops.exp(top - new_top) + ops.sum(ops.exp(z - new_top[:, None]), axis=-1)
+            top = new_top
+        lse = top + ops.log(total)
+
+        def grad(*args, upstream=None):
+            g = args[0] if upstream is None else upstream
+            d_down, d_kernel, d_bias = 0.0, [], []
+            for lo, hi in bounds:
+                p = ops.exp(block_logits(down, kernel, bias, lo, hi) - lse[:, None]) * g[:, None]
+                p_low = ops.cast(p, dtype)
+                d_down = d_down + ops.matmul(p_low, ops.transpose(ops.cast(kernel[:, lo:hi], dtype)))
+                d_kernel.append(ops.matmul(ops.transpose(ops.cast(down, dtype)), p_low))
+                d_bias.append(ops.sum(p, axis=0))
+            return (ops.cast(d_down, down.dtype), ops.cast(ops.concatenate(d_kernel, axis=1), kernel.dtype),
+                    ops.cast(ops.concatenate(d_bias), bias.dtype))
+
+        return lse, grad
+
+    return lse_of(down, kernel, bias)
 
 
 def _pick(logits, index):

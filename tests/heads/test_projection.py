@@ -136,6 +136,35 @@ def test_adaptive_tail_chunks_is_exact(chunks):
         ks.get_head("adaptive", num_classes=N, tail_chunks=-1)
 
 
+@pytest.mark.parametrize("chunks", [0, 2])
+def test_adaptive_class_block_is_exact(chunks):
+    """A tail's logsumexp over blocks of classes, with the gradient that recomputes each block, gives
+    the plain loss and gradients: for the features, and (one SGD step under XLA) for every weight.
+    Blocks of 3 split both tails (7 and 12 classes) unevenly."""
+    plain = built("adaptive", tail_chunks=chunks)
+    blocked = built("adaptive", tail_chunks=chunks, class_block=3)
+    blocked.layer.set_weights(plain.layer.get_weights())
+    assert blocked.layer.get_config()["class_block"] == 3
+    h = features(batch=10, seed=12, scale=2.0)
+    y = np.array([0, 1, 5, 5, 22, 13, 3, 8, 17, 2])
+    np.testing.assert_allclose(to_np(blocked.layer.training_loss(h, y)), to_np(plain.layer.training_loss(h, y)),
+                               atol=1e-5)
+    g_plain = grad(lambda v: ops.sum(plain.layer.training_loss(v, y)), h)
+    g_blocked = grad(lambda v: ops.sum(blocked.layer.training_loss(v, y)), h)
+    np.testing.assert_allclose(g_blocked, g_plain, atol=1e-5)
+    weights = []
+    for head in (plain, blocked):
+        inputs = keras.Input((D,))
+        model = keras.Model(inputs, head.layer(inputs))
+        ks.compile_model(model, head, optimizer=keras.optimizers.SGD(1.0), jit_compile=BACKEND in ("jax", "tensorflow"))
+        model.train_on_batch(h, y)
+        weights.append([to_np(w) for w in head.layer.weights])
+    for after_plain, after_blocked in zip(*weights):
+        np.testing.assert_allclose(after_blocked, after_plain, atol=1e-5)
+    with pytest.raises(ValueError, match="class_block"):
+        ks.get_head("adaptive", num_classes=N, class_block=-2)
+
+
 def test_adaptive_default_cutoffs_and_cost():
     assert default_cutoffs(100) == [20]
     assert default_cutoffs(10) == [2]
