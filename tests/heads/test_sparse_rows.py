@@ -110,10 +110,12 @@ def test_lazy_rules_change_only_the_rows_each_step_reads(name):
 ])
 def test_other_optimizers_fall_back_to_the_exact_dense_update(optimizer, reason):
     labels = [0, 3, 3, 7, 1, 0, 9, 9, 2, 5, 3, 0]
-    model, sparse, _ = train(optimizer(), "sparse", labels, steps=2)
-    _, dense, _ = train(optimizer(), "dense", labels, steps=2)
+    model, sparse, _ = train(optimizer(), "sparse", labels, steps=2 if BACKEND == "jax" else 0)
     rule = model.row_update_rule()
     assert rule.startswith("dense: ") and (reason in rule or BACKEND != "jax"), rule
+    if BACKEND != "jax":
+        return  # one code path (Keras's own train step) either way
+    _, dense, _ = train(optimizer(), "dense", labels, steps=2)
     for path in dense:
         np.testing.assert_allclose(sparse[path], dense[path], rtol=1e-6, atol=1e-7, err_msg=path)
 
