@@ -194,10 +194,12 @@ def _grad_only_ms(model, state, x, y, repeats: int, rounds: int) -> float:
     model with sparse row updates, the gradients its training step computes: by row)."""
     import jax
 
+    from keras_softmax.models.sparse_rows import SparseRowsModel
+
     trainable, non_trainable, optimizer_variables, metrics_variables = state
 
     def grads(trainable):
-        if model.__class__.__name__ == "SparseRowsModel" and model.row_update_rule() == "sparse":
+        if isinstance(model, SparseRowsModel) and model.row_update_rule() == "sparse":
             return model.jax_gradients((trainable, non_trainable, optimizer_variables, metrics_variables), (x, y))
         (loss, _), g = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)(
             trainable, non_trainable, metrics_variables, x, y, None, training=True,

@@ -154,7 +154,7 @@ class AdaptiveSoftmax(ProjectionHead):
             logits = self._tail_logits(h, i)
             return ops.logsumexp(logits, axis=-1) - _pick(logits, local)
         down = self._tail_down(h, i)
-        # values, not variables: TensorFlow's custom gradient would otherwise ask for the variables'
+        # copies pass values, not variables: TensorFlow's custom gradient would want gradients for those
         lse = blockwise_logsumexp(down, ops.copy(kernel), ops.copy(bias), self.class_block, self.compute_dtype)
         # the target's logit from its own kernel column (indexing the logits would need them whole)
         column = ops.cast(ops.transpose(ops.take(kernel, local, axis=1)), self.compute_dtype)  # (rows, dim)
@@ -212,9 +212,8 @@ class AdaptiveSoftmax(ProjectionHead):
             lse = ops.logsumexp(logits, axis=-1)
             nll = lse - _pick(logits, local)
             loss = loss + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
-            if label_smoothing:
-                n = float(end - start)
-                total = total + n * head_log_p[:, first + i] + ops.sum(logits, axis=-1) - n * lse
+            n = float(end - start)
+            total = total + n * head_log_p[:, first + i] + ops.sum(logits, axis=-1) - n * lse
         if label_smoothing:
             loss = (1.0 - label_smoothing) * loss - label_smoothing * total / float(self.num_classes)
         return loss
@@ -269,8 +268,8 @@ def blockwise_logsumexp(down, kernel, bias, block: int, dtype="float32"):
     """``logsumexp_c(down @ kernel[:, c] + bias[c])`` per row, ``(rows,)`` float32, in blocks of classes.
 
     Forward: one pass over blocks of ``block`` columns with a running maximum and a sum rescaled when
-    the maximum grows (the logits of one block at a time). Backward: each block's logits are recomputed, ``p = exp(z - lse) g``, and
-    ``d down += p kernel_b^T``, ``d kernel_b = down^T p``, ``d bias_b = sum_rows p``. Matmuls run in
+    the maximum grows (the logits of one block at a time). Backward: each block's logits are
+    recomputed, ``p = exp(z - lse) g``, and ``d down += p kernel_b^T``, ``d kernel_b = down^T p``, ``d bias_b = sum_rows p``. Matmuls run in
     ``dtype`` (the layer's compute dtype), the exponentials in float32.
     """
     n = kernel.shape[1]
