@@ -57,8 +57,8 @@ def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
 
 def test_the_recorded_study_is_its_runs(tmp_path):
     """zoo/STUDY.md and zoo/results/cifar100-study.jsonl agree with the run records they came from
-    (zoo/results/cifar100-study-records.jsonl: each run's report.json, history.csv and config.toml),
-    and the records unpack into a study directory without overwriting anything there."""
+    (zoo/results/cifar100-study-records/, one .jsonl per run name: each run's report.json, history.csv and
+    config.toml), and the records unpack into a study directory without overwriting anything there."""
     import json
     import re
 
@@ -67,14 +67,15 @@ def test_the_recorded_study_is_its_runs(tmp_path):
     records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
     records = importlib.util.module_from_spec(records_module)
     records_module.loader.exec_module(records)
+    recorded = ROOT / "zoo" / "results" / "cifar100-study-records"
     study = tmp_path / "study"
     kept = study / "runs" / "softmax-seed0" / "report.json"
     kept.parent.mkdir(parents=True)
     kept.write_text("{}")
-    records.unpack(ROOT / "zoo" / "results" / "cifar100-study-records.jsonl", study)
+    records.unpack(recorded, study)
     assert kept.read_text() == "{}"
     kept.unlink()
-    records.unpack(ROOT / "zoo" / "results" / "cifar100-study-records.jsonl", study)
+    records.unpack(recorded, study)
     rows = [json.loads(line) for line in (ROOT / "zoo" / "results" / "cifar100-study.jsonl").read_text().splitlines()]
     assert rows
     for row in rows:
@@ -86,6 +87,12 @@ def test_the_recorded_study_is_its_runs(tmp_path):
                   for s in (0, 1, 2)]
         row = re.search(rf"^\| `{re.escape(name)}` \| 3 \| ([^|]+) \|", text, re.M).group(1).strip()
         assert row == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
-    # packing what was unpacked gives the same records
-    assert records.pack(study, tmp_path / "again.jsonl") > 0
-    assert (tmp_path / "again.jsonl").read_text() == (ROOT / "zoo" / "results" / "cifar100-study-records.jsonl").read_text()
+    # packing what was unpacked gives the same records, file for file
+    assert records.pack(study, tmp_path / "again") > 0
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(p.name for p in recorded.iterdir())
+    for file in recorded.iterdir():
+        assert (tmp_path / "again" / file.name).read_text() == file.read_text(), file.name
+    # a single records file (the older layout) still unpacks
+    one = tmp_path / "one.jsonl"
+    one.write_text("".join(file.read_text() for file in sorted(recorded.glob("*.jsonl"))))
+    assert records.unpack(one, tmp_path / "from-one") == records.unpack(recorded, tmp_path / "from-dir") > 0

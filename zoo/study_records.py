@@ -1,22 +1,30 @@
-"""Pack a study directory's run records into one text file, or unpack them to continue the study.
+"""Pack a study directory's run records into text files, one per run name, or unpack them to continue the study.
 
 A record keeps, per run, what the study's report and its resume logic read — ``config.toml``,
 ``history.csv``, ``report.json`` and the run-directory marker — and, per study, ``study.json``,
 ``placements.json`` and ``configs/``; never weights, plots or logs. One JSON object per line:
 ``{"path": <relative to the study directory>, "text": <file contents>}``.
 
-    python zoo/study_records.py pack runs/study zoo/results/cifar100-study-records.jsonl
-    python zoo/study_records.py unpack zoo/results/cifar100-study-records.jsonl runs/study
+``pack`` writes a directory of such files: ``<name>.jsonl`` holds the seeds of one run name (the run
+directory's name less its ``-seedN`` suffix: ``runs/softmax-seed0`` .. ``-seed2`` go to
+``softmax.jsonl``), ``_study.jsonl`` the study-level files; it rewrites the directory, so a ``.jsonl``
+there that the study no longer makes is removed. One file per name keeps each file small as a
+study grows. ``unpack`` reads such a directory, or a single records file (the older layout).
+
+    python zoo/study_records.py pack runs/study zoo/results/cifar100-study-records
+    python zoo/study_records.py unpack zoo/results/cifar100-study-records runs/study
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json")
 STUDY_FILES = ("study.json", "placements.json")
+STUDY_RECORDS = "_study"  # the file (less .jsonl) that holds the study-level files
 
 
 def record_paths(study: Path) -> list[Path]:
@@ -28,45 +36,68 @@ def record_paths(study: Path) -> list[Path]:
     return paths
 
 
+def group_of(path: Path) -> str:
+    """The records file (less .jsonl) that holds ``path``: its run's name without ``-seedN``, or
+    ``_study`` for a study-level file."""
+    if len(path.parts) > 2 and path.parts[0] == "runs":
+        name = re.sub(r"-seed\d+$", "", path.parts[1])
+        if name == STUDY_RECORDS:
+            raise SystemExit(f"a run named {name!r} would share the study-level records file")
+        return name
+    return STUDY_RECORDS
+
+
 def pack(study: Path, out: Path) -> int:
-    lines = []
+    """Write ``study``'s records into the directory ``out``, one file per run name; the number of
+    files recorded."""
+    groups: dict[str, list[str]] = {}
     for path in record_paths(study):
         text = (study / path).read_text(encoding="utf-8")
         if path.name.endswith(".json"):  # compact: report.json's confusion matrix is most of it
             text = json.dumps(json.loads(text), separators=(",", ":"))
-        lines.append(json.dumps({"path": path.as_posix(), "text": text}, ensure_ascii=False))
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return len(lines)
+        line = json.dumps({"path": path.as_posix(), "text": text}, ensure_ascii=False)
+        groups.setdefault(group_of(path), []).append(line)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.jsonl"):
+        if stale.stem not in groups:
+            stale.unlink()
+    for name, lines in groups.items():
+        (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return sum(len(lines) for lines in groups.values())
 
 
 def unpack(records: Path, study: Path) -> int:
+    """Write the files that ``records`` (a directory from ``pack``, or one records file) holds into
+    ``study``, keeping any that are there already; the number written."""
+    files = sorted(records.glob("*.jsonl")) if records.is_dir() else [records]
     count = 0
-    for line in records.read_text(encoding="utf-8").splitlines():
-        item = json.loads(line)
-        path = Path(item["path"])
-        if path.is_absolute() or ".." in path.parts:
-            raise SystemExit(f"refusing a record outside the study directory: {path}")
-        target = study / path
-        if target.exists():
-            continue  # never overwrite what a study has already written
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(item["text"], encoding="utf-8")
-        count += 1
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            path = Path(item["path"])
+            if path.is_absolute() or ".." in path.parts:
+                raise SystemExit(f"refusing a record outside the study directory: {path}")
+            target = study / path
+            if target.exists():
+                continue  # never overwrite what a study has already written
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(item["text"], encoding="utf-8")
+            count += 1
     return count
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pack", help="study directory -> records file")
+    p = sub.add_parser("pack", help="study directory -> records directory (one .jsonl per run name)")
     p.add_argument("study", type=Path)
     p.add_argument("records", type=Path)
-    u = sub.add_parser("unpack", help="records file -> study directory (existing files are kept)")
+    u = sub.add_parser("unpack", help="records directory or file -> study directory (existing files are kept)")
     u.add_argument("records", type=Path)
     u.add_argument("study", type=Path)
     args = parser.parse_args(argv)
     if args.command == "pack":
-        print(f"{pack(args.study, args.records)} files -> {args.records}")
+        print(f"{pack(args.study, args.records)} files -> {args.records}/")
     else:
         print(f"{unpack(args.records, args.study)} files -> {args.study}")
 
