@@ -256,13 +256,16 @@ def compare(run_dirs, plot):
 @click.option("--runs-per-device", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs trained at the same time on each GPU: one run's start-up and evaluation overlap "
                    "another's training.")
+@click.option("--budget", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Start runs only during this many seconds; the runs in flight finish and the same command "
+                   "continues with the rest (for machines lent by the hour).")
 @click.option("--report-only", is_flag=True, help="Train nothing; rebuild results.jsonl and STUDY.md from what exists.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Write the report here instead of OUT/STUDY.md (e.g. zoo/STUDY.md).")
 @click.option("--plots-dir", type=click.Path(file_okay=False),
               help="Write the report's plots here instead of OUT/plots (e.g. docs/study).")
 @friendly_errors
-def study(spec, out, dataset, settings, devices, runs_per_device, report_only, report_path, plots_dir):
+def study(spec, out, dataset, settings, devices, runs_per_device, budget, report_only, report_path, plots_dir):
     """Train every head (and variant) of SPEC on every seed, then write results.jsonl and STUDY.md.
 
     Finished runs are never trained again and an interrupted one is resumed, so the same command
@@ -272,8 +275,8 @@ def study(spec, out, dataset, settings, devices, runs_per_device, report_only, r
 
     try:
         outcome = run_study(spec, out, dataset=dataset, settings=settings, devices=devices,
-                            runs_per_device=runs_per_device, report_only=report_only, report_path=report_path,
-                            plots_dir=plots_dir, log=_echo)
+                            runs_per_device=runs_per_device, budget=budget, report_only=report_only,
+                            report_path=report_path, plots_dir=plots_dir, log=_echo)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the same command continues the study in {out}", err=True)
         sys.exit(130)

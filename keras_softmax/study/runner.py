@@ -160,8 +160,10 @@ def _differences(planned: PlannedRun, path: Path) -> list[str]:
 
 
 class _Runner:
-    def __init__(self, out: Path, slots: list[Slot], log):
+    def __init__(self, out: Path, slots: list[Slot], log, start_until: float | None = None):
         self.out, self.slots, self.log = out, slots, log
+        self.start_until = start_until  # time.monotonic() after which no run starts (None: no limit)
+        self.deferred = 0  # runs left for the next invocation by that limit
         self.lock = threading.Lock()
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = False
@@ -187,6 +189,12 @@ class _Runner:
             while True:
                 with self.lock:
                     if self.stopping or not queue:
+                        return
+                    if self.start_until is not None and time.monotonic() >= self.start_until:
+                        if not self.deferred:
+                            self.log(f"time budget spent: {len(queue)} run(s) left for the next invocation "
+                                     "(the runs in flight finish)")
+                        self.deferred = len(queue)
                         return
                     planned, state = queue.popleft()
                     started[0] += 1
@@ -376,7 +384,8 @@ def study_command(spec_path, out, dataset, settings: dict) -> str:
 
 
 def run_study(spec_path, out, *, dataset: str | None = None, settings=(), devices=None, runs_per_device: int = 1,
-              report_only: bool = False, report_path=None, plots_dir=None, log=print) -> StudyOutcome:
+              budget: float | None = None, report_only: bool = False, report_path=None, plots_dir=None,
+              log=print) -> StudyOutcome:
     """Train what ``spec_path`` plans into ``out`` (skipping finished runs), then write the report.
 
     Args:
@@ -386,6 +395,9 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
         settings: ``KEY=VALUE`` strings (or a dict) laid over every run's settings.
         devices: worker slots: None or ``"all"`` (one per visible GPU, else one) or a count.
         runs_per_device: runs trained at the same time on each device (default 1).
+        budget: seconds from now during which runs may start (None: no limit); the runs in flight
+            then finish and the rest wait for the next invocation, so a time-limited machine loses no
+            half-trained run.
         report_only: train nothing; rebuild ``results.jsonl`` and ``STUDY.md`` from what exists.
         report_path: write the report here instead of ``out/STUDY.md`` (e.g. ``zoo/STUDY.md``).
         plots_dir: write its plots here instead of ``out/plots`` (linked relative to the report).
@@ -407,7 +419,9 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     command = study_command(spec_path, out, dataset, overrides)
     io.write_json(out / "study.json", {"spec": str(spec_path), "dataset": dataset, "settings": overrides,
                                        "command": command})
-    runner = _Runner(out, slots, log)
+    if budget is not None and budget < 0:
+        raise StudyError(f"--budget must be a number of seconds >= 0 (got {budget!r})")
+    runner = _Runner(out, slots, log, start_until=None if budget is None else time.monotonic() + budget)
     runner.prior = _prior_walls(planned, out)
     if report_only:
         log(f"study {spec.path}: report only; {finished} of {finished + len(jobs)} runs finished")

@@ -272,3 +272,30 @@ def test_the_child_and_the_runner_agree_on_the_parent_variable():
     from keras_softmax.study import child
 
     assert child.PARENT_ENV == runner.PARENT_ENV
+
+
+def test_a_spent_budget_starts_no_run_and_leaves_the_rest_for_the_next_invocation(tmp_path):
+    started = []
+    logged = []
+    slots = make_slots(1)
+    spent = runner._Runner(tmp_path, slots, logged.append, start_until=0.0)  # long past
+    spent.train = lambda planned, state, slot: started.append(planned) or (0, "")
+    spent.execute([("run-a", "train"), ("run-b", "train")])
+    assert started == [] and spent.deferred == 2
+    assert logged == ["time budget spent: 2 run(s) left for the next invocation (the runs in flight finish)"]
+
+    # a budget that runs out while the first run trains: that run finishes, the second never starts
+    import time
+
+    class Planned:
+        run_id = "run-a"
+
+    def slow_train(planned, state, slot):
+        started.append(planned)
+        time.sleep(0.3)
+        return 1, "fake"
+
+    limited = runner._Runner(tmp_path, slots, logged.append, start_until=time.monotonic() + 0.1)
+    limited.train = slow_train
+    limited.execute([(Planned, "train"), (Planned, "train")])
+    assert len(started) == 1 and limited.deferred == 1 and len(limited.failed) == 1
