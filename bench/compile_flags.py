@@ -29,10 +29,10 @@ import time
 
 def child(config_path: str, images: int, twice: bool) -> dict:
     """One fresh process's measurements (runs inside the subprocess)."""
-    import keras
     import numpy as np
 
     from keras_softmax import environment
+    from keras_softmax.benchmark import epoch_timer
     from keras_softmax.data.sources import Dataset
     from keras_softmax.training.config import resolve
     from keras_softmax.training.metrics import accuracy_metric
@@ -51,17 +51,7 @@ def child(config_path: str, images: int, twice: bool) -> dict:
     model.compile(optimizer=make_optimizer(config, images // 512), loss=head.make_loss(config.label_smoothing),
                   metrics=[accuracy_metric()], jit_compile=True)
     times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-            times.append(time.perf_counter() - self.start)
-
-    model.fit(x, y, batch_size=512, epochs=3, shuffle=False, callbacks=[Timer()], verbose=0)
+    model.fit(x, y, batch_size=512, epochs=3, shuffle=False, callbacks=[epoch_timer(times)], verbose=0)
     steady = sorted(times[1:])[len(times[1:]) // 2]
     row = {"build_seconds": round(build, 2), "epoch_seconds": [round(t, 3) for t in times],
            "train_step_compile_seconds": round(times[0] - steady, 2), "steady_epoch_seconds": round(steady, 3),
@@ -85,7 +75,7 @@ def child(config_path: str, images: int, twice: bool) -> dict:
 
         jax.clear_caches()
         model.make_train_function(force=True)
-        model.fit(x, y, batch_size=512, epochs=1, shuffle=False, callbacks=[Timer()], verbose=0)
+        model.fit(x, y, batch_size=512, epochs=1, shuffle=False, callbacks=[epoch_timer(times)], verbose=0)
         row["second_train_step_compile_seconds"] = round(times[-1] - steady, 2)
     return row
 

@@ -135,10 +135,25 @@ def head_cost_rows(classes=(100, 1000, 10000, 100000), heads=None, batch=512, fe
     return rows
 
 
-def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> list[float]:
-    """Epoch times of ``model.fit`` on random in-memory arrays, same model, compile options and devices."""
+def epoch_timer(times: list):
+    """A Keras callback that appends each epoch's seconds to ``times``, the device's work included
+    (it waits for the optimizer's step counter at both ends, so asynchronous dispatch cannot hide it)."""
     import keras
 
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+            times.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> list[float]:
+    """Epoch times of ``model.fit`` on random in-memory arrays, same model, compile options and devices."""
     from keras_softmax.data.sources import Dataset
     from keras_softmax.training import distribute
     from keras_softmax.training.metrics import accuracy_metric
@@ -152,15 +167,6 @@ def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> l
     fake = Dataset("synthetic", [str(i) for i in range(num_classes)], x, y, x[:10], y[:10])
     times = []
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-            times.append(time.perf_counter() - self.start)
-
     placement = distribute.plan(config.devices, config.batch_size)
     with distribute.scope(placement):
         head, model = build_for(config, fake)
@@ -170,7 +176,7 @@ def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> l
                       metrics=[accuracy_metric()], jit_compile=config.jit_compile,
                       steps_per_execution=config.steps_per_execution)
         model.fit(x[: steps * config.batch_size], y[: steps * config.batch_size], batch_size=config.batch_size,
-                  epochs=epochs, shuffle=True, callbacks=[Timer()], verbose=0)
+                  epochs=epochs, shuffle=True, callbacks=[epoch_timer(times)], verbose=0)
     return times
 
 
