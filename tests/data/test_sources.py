@@ -1,6 +1,9 @@
 """load_dataset: digits, class folders and archives, the cache, the train/val split, errors."""
 
+import io
 import os
+import re
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -11,7 +14,7 @@ from PIL import Image
 
 from keras_softmax.cifar100 import FINE_NAMES, FINE_TO_COARSE
 from keras_softmax.data import DATASETS, Dataset, DatasetError, load_dataset
-from keras_softmax.data import sources
+from keras_softmax.data import jpeg_worker, sources
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHARED_ARCHIVE = SHARED_DATA / "cifar100-train-jpg.tar.gz"
@@ -293,3 +296,151 @@ def test_shared_cifar100_archive():
     assert np.bincount(arrays["y_train"]).tolist() == [10] * 100
     means = arrays["x_train"].mean(axis=(0, 1, 2)) / 255
     np.testing.assert_allclose(means, [0.507, 0.487, 0.441], atol=0.03)  # CIFAR-100 channel means
+
+
+# --- decoding in worker processes ----------------------------------------------------------------
+
+WORKERS = sources._WORKERS_VARIABLE
+
+
+def write_noise_tree(root, per_class=100, classes=("a", "b", "c")):
+    """train/<class>/NNN.jpg of seeded noise, one of them 40×24 and one grey; returns root."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / "train" / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(
+                root / "train" / name / f"{i:03d}.jpg")
+    Image.fromarray(rng.integers(0, 256, (24, 40, 3), np.uint8)).save(root / "train" / "a" / "007.jpg")
+    Image.fromarray(rng.integers(0, 256, (32, 32), np.uint8), "L").save(root / "train" / "b" / "013.jpg")
+    return root
+
+
+@pytest.fixture
+def count_workers(monkeypatch):
+    """The number of processes Popen started, counted as they start."""
+    started = []
+    popen = sources.subprocess.Popen
+
+    def counting(*args, **kwargs):
+        started.append(args[0])
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(sources.subprocess, "Popen", counting)
+    return started
+
+
+def decode(members, workers, monkeypatch):
+    monkeypatch.setenv(WORKERS, str(workers))
+    return sources._decode_tree(members, "noise")
+
+
+@pytest.mark.parametrize("kind", ["directory", "archive"])
+def test_workers_decode_as_one_process_does(tmp_path, monkeypatch, count_workers, kind):
+    root = write_noise_tree(tmp_path / "tree")
+    members = (sources._list_directory(root) if kind == "directory"
+               else sources._read_tar(write_tar(root, tmp_path / "tree.tar")))
+    assert all(isinstance(payload, str if kind == "directory" else bytes) for _, payload in members)
+    alone = decode(members, 1, monkeypatch)
+    assert count_workers == []
+    together = decode(members, 3, monkeypatch)
+    assert len(count_workers) == 3
+    x = alone["x_train"]
+    assert x.shape == (300, 32, 32, 3) and len({image.tobytes() for image in x}) == 300
+    assert (x[113, ..., 0] == x[113, ..., 2]).all()  # the grey one, in its place (b/013.jpg)
+    assert together["x_train"].tobytes() == x.tobytes()
+    np.testing.assert_array_equal(together["y_train"], alone["y_train"])
+
+
+def test_corrupt_image_with_workers_names_the_first(tmp_path, monkeypatch, count_workers):
+    root = write_noise_tree(tmp_path / "tree")
+    (root / "train" / "b" / "050.jpg").write_bytes(b"not a jpeg")  # image 150: the second chunk
+    good = (root / "train" / "c" / "010.jpg").read_bytes()
+    (root / "train" / "c" / "010.jpg").write_bytes(good[:20])  # image 210: the third chunk
+    messages = []
+    for workers in (3, 1):
+        monkeypatch.setenv(WORKERS, str(workers))
+        with pytest.raises(DatasetError) as caught:
+            load_dataset(root, cache_dir=tmp_path / "cache")
+        messages.append(str(caught.value))
+    assert len(count_workers) == 3
+    assert re.fullmatch(r"cannot decode image .*tree:train/b/050\.jpg: UnidentifiedImageError: .*",
+                        messages[0])
+    assert messages[0] == messages[1]
+
+
+def noise_jpeg(seed=0) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), np.uint8)).save(
+        buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_worker_script_imports_neither_keras_nor_the_package(tmp_path):
+    Image.new("L", (64, 64), 77).save(tmp_path / "grey.png")
+    payloads = [noise_jpeg(), str(tmp_path / "grey.png")]
+    run = subprocess.run([sys.executable, "-X", "importtime", jpeg_worker.__file__],
+                         input=jpeg_worker.pack_batch(payloads), capture_output=True, check=True)
+    assert run.stdout == b"".join(jpeg_worker.decode_image(p).tobytes() for p in payloads)
+    imported = {line.split("|")[-1].strip() for line in run.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert {"numpy", "PIL.Image"} <= imported
+    assert not {m for m in imported
+                if m.split(".")[0] in ("keras", "keras_softmax", "tensorflow", "jax", "torch")}
+
+
+def test_worker_script_reports_the_bad_item_and_ignores_files_beside_it(tmp_path):
+    script = tmp_path / "jpeg_worker.py"
+    script.write_text(Path(jpeg_worker.__file__).read_text())
+    (tmp_path / "numpy.py").write_text("raise ImportError('the numpy beside the script')\n")
+    batch = jpeg_worker.pack_batch([noise_jpeg(1), noise_jpeg(2), b"not an image", noise_jpeg(3)])
+    run = subprocess.run([sys.executable, str(script)], input=batch, capture_output=True)
+    assert run.returncode == 1 and len(run.stdout) == 2 * 32 * 32 * 3
+    assert re.fullmatch(r"item 2: UnidentifiedImageError: cannot identify image file [^\n]*\n",
+                        run.stderr.decode()), run.stderr.decode()
+
+
+def test_one_worker_starts_no_process(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("started a process")
+
+    monkeypatch.setattr(sources.subprocess, "Popen", fail)
+    members = sources._list_directory(write_noise_tree(tmp_path / "tree"))
+    monkeypatch.delenv(WORKERS, raising=False)
+    few = sources._decode_tree(members, "noise")  # 300 images: too few for workers
+    np.testing.assert_array_equal(decode(members * 10, 1, monkeypatch)["x_train"][:300:10],
+                                  few["x_train"][:30])
+
+
+def test_workers_that_cannot_run_fall_back_to_one_process(tmp_path, monkeypatch, count_workers):
+    members = sources._read_tar(write_tar(write_noise_tree(tmp_path / "tree"), tmp_path / "t.tar"))
+    expected = decode(members, 1, monkeypatch)["x_train"]
+    monkeypatch.setattr(sources.sys, "executable", str(tmp_path / "no-python"))
+    with pytest.warns(UserWarning, match="one process: cannot start a decode worker"):
+        np.testing.assert_array_equal(decode(members, 3, monkeypatch)["x_train"], expected)
+    monkeypatch.undo()
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys\nsys.exit('worker crashed')\n")
+    monkeypatch.setattr(jpeg_worker, "__file__", str(crash))
+    with pytest.warns(UserWarning, match=r"one process: a decode worker failed \(worker crashed\)"):
+        np.testing.assert_array_equal(decode(members, 3, monkeypatch)["x_train"], expected)
+
+
+@pytest.mark.parametrize("setting, images, cpus, workers", [
+    (None, 1_999, 16, 1), (None, 2_000, 16, 2), (None, 50_000, 16, 16), (None, 50_000, 2, 2),
+    (None, 50_000, 64, 32), (None, 50_000, 1, 1), ("3", 10, 1, 3), ("8", 5, 16, 5), ("1", 50_000, 16, 1),
+])
+def test_number_of_workers(monkeypatch, setting, images, cpus, workers):
+    if setting is None:
+        monkeypatch.delenv(WORKERS, raising=False)
+    else:
+        monkeypatch.setenv(WORKERS, setting)
+    monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert sources._decode_workers(images) == workers
+
+
+@pytest.mark.parametrize("setting", ["0", "-2", "two", "1.5"])
+def test_bad_number_of_workers(monkeypatch, setting):
+    monkeypatch.setenv(WORKERS, setting)
+    with pytest.raises(DatasetError, match=f"^{WORKERS} must be a positive integer"):
+        sources._decode_workers(100)
