@@ -98,10 +98,12 @@ class _Study:
     def __init__(self, spec, planned, rows, out: Path, report_path: Path, plots_dir: Path):
         self.spec, self.out = spec, out
         self.report_path, self.plots_dir = report_path, plots_dir
-        self.rows = rows
+        self.rows = [row for row in rows if row.get("kind") != "timing"]
         self.by_name: dict[str, list[dict]] = {}
+        self.timing_by_name: dict[str, list[dict]] = {}  # timing runs: speed figures only
         for row in rows:
-            self.by_name.setdefault(row["name"], []).append(row)
+            group = self.timing_by_name if row.get("kind") == "timing" else self.by_name
+            group.setdefault(row["name"], []).append(row)
         self.names = list(dict.fromkeys(p.name for p in planned))
         self.planned = planned
         self.compare_to = {p.name: p.compare_to for p in planned if p.compare_to}
@@ -121,7 +123,10 @@ class _Study:
         return len(self.by_name.get(name, []))
 
     def timings(self, name: str, key: str) -> list:
-        """``key`` of the runs of ``name`` that had their device to themselves (see ``runs_per_device``)."""
+        """``key`` of the timing runs of ``name`` if it has any, else of its runs that had their device
+        to themselves (see ``runs_per_device``)."""
+        if self.timing_by_name.get(name):
+            return [row.get(key) for row in self.timing_by_name[name]]
         return [row.get(key) for row in self.by_name.get(name, []) if row.get("runs_sharing_device", 1) == 1]
 
     def report(self, run_dir: str) -> dict:
@@ -180,8 +185,10 @@ class _Study:
     def footnotes(self) -> list[str]:
         lines = []
         if self.shared_timing:
-            lines += ["² Epoch time and images/s are means over the runs that had their GPU to themselves only "
-                      "(`--runs-per-device 1`); runs that shared a GPU count for accuracy, not for speed.", ""]
+            lines += ["² Epoch time and images/s come only from runs that had their GPU to themselves: the "
+                      "study's timing runs (`[timing]`: a few epochs of the same recipe, alone on a GPU) where the "
+                      "row has them, else its runs made with `--runs-per-device 1`; runs that shared a GPU count "
+                      "for accuracy, not for speed. n is the number of runs behind the speed figures.", ""]
             self.shared_timing = False
         if not self.notes:
             return lines
@@ -295,8 +302,8 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
              "- Temperature scaling (Guo et al. 2017): one T per run fit by minimising the NLL on the validation "
              "split and **measured on the same split** (optimistic); the *cross-fitted* column fits T on one "
              "random half and measures on the other, both ways, which is the honest figure.",
-             "- Epoch time: the median training-phase seconds of epochs 2..n (compilation excluded); "
-             "images/s = training images per epoch / that time.", ""]
+             "- Epoch time: the median training-phase seconds of epochs 2..n (compilation excluded) of runs that "
+             "had their GPU alone; images/s = training images per epoch / that time.", ""]
     return lines
 
 

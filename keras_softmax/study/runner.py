@@ -20,7 +20,8 @@ retrained. A run that fails is recorded and the others go on; the study then exi
 
 With several devices, ``devices`` worker slots each take the next run; slot ``i`` runs on GPU ``i``
 (of ``CUDA_VISIBLE_DEVICES`` when set). ``runs_per_device`` > 1 gives each GPU that many slots, each
-run limited to its share of the GPU's memory. The parent never imports a backend's device runtime, so it
+run limited to its share of the GPU's memory. The spec's timing runs (``[timing]``) train last, one
+per device whatever ``runs_per_device``, so that their epoch times are a head's alone. The parent never imports a backend's device runtime, so it
 holds no GPU memory.
 """
 
@@ -442,6 +443,18 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
             _write_configs(tuned, out)
             _with_signals(lambda: runner.execute(more))
         planned = planned + tuned
+
+    timing = planner.plan_timing()
+    if timing and not report_only:
+        more, _ = _jobs(timing, out)
+        if more:
+            log(f"timing: {len(more)} short run(s), each alone on its device, for the epoch-time columns")
+            _write_configs(timing, out)
+            alone = _Runner(out, make_slots(devices, 1), log, start_until=runner.start_until)
+            _with_signals(lambda: alone.execute(more))
+            runner.trained += alone.trained
+            runner.failed += alone.failed
+    planned = planned + timing
 
     rows = collect(planned, out)
     write_results(rows, out / "results.jsonl")

@@ -29,6 +29,16 @@ variants, recipes, a per-head tuning grid and report sections::
     rows = ["softmax", "softmax-mismatched"]
     reference = "softmax"
 
+    [timing]                                  # optional: short runs alone on a device, for speed
+    names = ["softmax", "log_softmax"]        # heads and variants (default: all of them)
+    seeds = [0]                               # default [0]
+    epochs = 4                                # any train setting over each name's own (default epochs 4)
+
+Timing runs exist because runs that share a GPU (``--runs-per-device``) train faster per run but
+cannot say how fast a head trains alone: each name's timing run (``timing-<name>-seed<s>``) trains a
+few epochs of that name's recipe with its device to itself, after every other run, and gives the
+report's epoch-time and images/s columns; it counts for no accuracy figure.
+
 ``extends = "other.toml"`` starts from another spec: its keys are the defaults, ``variants`` and
 ``sections`` are appended, ``recipes`` merged.
 
@@ -56,10 +66,13 @@ from keras_softmax.heads.registry import HEADS, head_spec
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
-             "sections")
+             "sections", "timing")
 VARIANT_KEYS = ("name", "description", "group", "recipe", "seeds", "compare_to")
 TUNING_KEYS = ("heads", "seeds", "metric")
 SECTION_KEYS = ("title", "text", "rows", "reference")
+TIMING_KEYS = ("names", "seeds")
+#: A timing run's settings unless its [timing] table says otherwise: epoch 1 compiles, 2..4 are timed.
+TIMING_DEFAULTS = {"epochs": 4}
 TRAIN_KEYS = tuple(name for name in FIELDS if name != "seed")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Short names of grid settings in tuning run names (``tune-softmax-lr0.1-ls0``).
@@ -107,6 +120,15 @@ class Section:
     reference: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Short runs of ``names`` on ``seeds``, each alone on its device: the report's speed figures."""
+
+    names: tuple
+    seeds: tuple
+    settings: dict  # laid over each name's own settings (default TIMING_DEFAULTS)
+
+
 @dataclasses.dataclass
 class StudySpec:
     path: Path
@@ -120,6 +142,7 @@ class StudySpec:
     variants: tuple
     tuning: Tuning | None
     sections: tuple
+    timing: Timing | None = None
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -129,8 +152,9 @@ class StudySpec:
 class PlannedRun:
     """One (head or variant) × seed of the study, and the run directory that holds it.
 
-    ``kind`` is ``"head"``, ``"variant"``, ``"tune"`` (a grid point) or ``"tuned"`` (a head at its
-    best grid point). ``settings`` are what distinguishes it from the shared recipe.
+    ``kind`` is ``"head"``, ``"variant"``, ``"tune"`` (a grid point), ``"tuned"`` (a head at its
+    best grid point) or ``"timing"`` (a short run of ``name`` alone on its device, for speed only).
+    ``settings`` are what distinguishes it from the shared recipe.
     """
 
     name: str
@@ -238,9 +262,10 @@ def _parse(path: Path, data: dict) -> StudySpec:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise StudyError(f"{path}: description must be a string")
+    timing = _timing(path, data.get("timing"), names)
     return StudySpec(path=path, description=description, base=base, settings=settings, heads=tuple(heads),
                      seeds=seeds, reference=reference, recipes=recipes, variants=variants, tuning=tuning,
-                     sections=sections)
+                     sections=sections, timing=timing)
 
 
 def _tables(path, value, key) -> list:
@@ -337,6 +362,31 @@ def _tuning(path, raw, heads) -> Tuning | None:
     return Tuning(heads=tuple(tuned_heads), grid=grid, seeds=seeds, metric=metric)
 
 
+def _timing(path, raw, names: list) -> Timing | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: timing must be a table ([timing])")
+    settings = {**TIMING_DEFAULTS, **{k: v for k, v in raw.items() if k not in TIMING_KEYS}}
+    _check_settings(path, "timing", settings)
+    if "head" in settings or "head_params" in settings:
+        raise StudyError(f"{path}: timing: a timing run keeps its name's head; set names = [...] instead")
+    epochs = settings["epochs"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 2:
+        raise StudyError(f"{path}: timing: epochs must be an integer >= 2 (epoch 1 compiles; the later ones are "
+                         f"timed), got {epochs!r}")
+    timed = raw.get("names", list(names))
+    if not isinstance(timed, list) or not timed or not all(isinstance(n, str) for n in timed):
+        raise StudyError(f"{path}: timing: names must be a non-empty list of head or variant names")
+    for name in timed:
+        if name not in names:
+            raise StudyError(f"{path}: timing: {name!r} is not a head or variant of this study")
+    if len(set(timed)) != len(timed):
+        raise StudyError(f"{path}: timing: names lists {sorted(n for n in timed if timed.count(n) > 1)[0]!r} twice")
+    seeds = _seeds(path, raw["seeds"], "timing seeds") if "seeds" in raw else (0,)
+    return Timing(names=tuple(timed), seeds=seeds, settings=settings)
+
+
 def _section(path, raw: dict, known: set) -> Section:
     unknown = sorted(set(raw) - set(SECTION_KEYS))
     if unknown:
@@ -410,31 +460,40 @@ class Planner:
                              "here: pass --dataset with a class-folder copy, e.g. cifar100-train-jpg.tar.gz")
         return config
 
-    def run(self, name: str, seed: int, kind: str, layers: list[dict], settings: dict, **extra) -> PlannedRun:
-        config = self.config(f"{name} (seed {seed})", layers, seed)
+    def run(self, name: str, seed: int, kind: str, layers: list[dict], settings: dict, *,
+            directory: str | None = None, **extra) -> PlannedRun:
+        """One planned run; its directory is ``<directory or name>-seed<seed>``, or that of an
+        identical run planned before."""
+        config = self.config(f"{directory or name} (seed {seed})", layers, seed)
         key = json.dumps(config.to_dict(), sort_keys=True, default=str)
         run_id = self._by_config.get(key)
         if run_id is None:
-            run_id = f"{name}-seed{seed}"
+            run_id = f"{directory or name}-seed{seed}"
             if run_id in self._ids:
                 raise StudyError(f"{self.spec.path}: two runs would be named {run_id!r}")
             self._by_config[key] = run_id
             self._ids.add(run_id)
         return PlannedRun(name=name, seed=seed, run_id=run_id, kind=kind, config=config, settings=settings, **extra)
 
+    def _layers(self, name: str) -> list[dict]:
+        """The settings layers of a head or variant ``name``, over the shared recipe."""
+        variant = self.spec.variant(name)
+        if variant is None:
+            return [{"head": name}]
+        return [self.spec.recipes.get(variant.recipe, {}) if variant.recipe else {}, variant.settings]
+
     def plan(self) -> list[PlannedRun]:
         """Every head × seed, variant × seed and tuning grid point × grid seed, in that order."""
         spec, runs = self.spec, []
         for head in spec.heads:
             for seed in spec.seeds:
-                runs.append(self.run(head, seed, "head", [{"head": head}], {}))
+                runs.append(self.run(head, seed, "head", self._layers(head), {}))
         for variant in spec.variants:
-            recipe = spec.recipes.get(variant.recipe, {}) if variant.recipe else {}
             settings = dict(variant.settings)
             if variant.recipe:
                 settings = {"recipe": variant.recipe, **settings}
             for seed in variant.seeds or spec.seeds:
-                runs.append(self.run(variant.name, seed, "variant", [recipe, variant.settings], settings,
+                runs.append(self.run(variant.name, seed, "variant", self._layers(variant.name), settings,
                                      group=variant.group, compare_to=variant.compare_to))
         if spec.tuning:
             for head in spec.tuning.heads:
@@ -451,4 +510,19 @@ class Planner:
             for seed in self.spec.seeds:
                 runs.append(self.run(f"tuned-{head}", seed, "tuned", [{"head": head}, point], dict(point),
                                      group="tuned", compare_to=None))
+        return runs
+
+    def plan_timing(self) -> list[PlannedRun]:
+        """The spec's timing runs (none without ``[timing]``): each name's recipe with the timing
+        settings on top, in directories ``timing-<name>-seed<s>``."""
+        timing = self.spec.timing
+        if timing is None:
+            return []
+        runs = [self.run(name, seed, "timing", [*self._layers(name), timing.settings], dict(timing.settings),
+                         directory=f"timing-{name}")
+                for name in timing.names for seed in timing.seeds]
+        shared = next((r for r in runs if not r.run_id.startswith("timing-")), None)
+        if shared is not None:
+            raise StudyError(f"{self.spec.path}: timing: the timing run of {shared.name!r} would be the same run as "
+                             f"{shared.run_id!r}; give [timing] settings of its own (e.g. epochs = 4)")
         return runs

@@ -299,3 +299,50 @@ def test_a_spent_budget_starts_no_run_and_leaves_the_rest_for_the_next_invocatio
     limited.train = slow_train
     limited.execute([(Planned, "train"), (Planned, "train")])
     assert len(started) == 1 and limited.deferred == 1 and len(limited.failed) == 1
+
+
+TIMED_SPEC = SPEC + """
+[timing]
+names = ["softmax", "softmax-coarse"]
+"""
+
+
+def test_timing_runs_give_the_speed_columns_alone_and_train_last_one_per_device(tmp_path, monkeypatch):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(textwrap.dedent(TIMED_SPEC))
+    out = tmp_path / "study"
+    calls = []
+
+    def train(self, planned, state, slot):
+        calls.append((planned.run_id, planned.kind, slot.sharing))
+        report = fake_run(out, planned)
+        if planned.kind == "timing":  # fast, and an accuracy no table may show
+            report.update(steady_epoch_seconds=0.25, images_per_second=4000.0, accuracy=0.01)
+            write_json(out / "runs" / planned.run_id / "report.json", report)
+        return 0, ""
+
+    monkeypatch.setattr(runner._Runner, "train", train)
+    outcome = run_study(spec_path, out, devices=1, runs_per_device=3, log=lambda line: None)
+    kinds = [kind for _, kind, _ in calls]
+    # timing runs train after every other run, each alone on the device; the others share it
+    assert kinds[-2:] == ["timing", "timing"] and "timing" not in kinds[:-2]
+    assert {sharing for _, kind, sharing in calls if kind == "timing"} == {1}
+    assert {sharing for _, kind, sharing in calls if kind != "timing"} == {3}
+    assert sorted(run for run, kind, _ in calls if kind == "timing") == [
+        "timing-softmax-coarse-seed0", "timing-softmax-seed0"]
+    assert outcome.failed == [] and outcome.finished == outcome.planned
+
+    text = (out / "STUDY.md").read_text()
+    softmax = _cells(text, "softmax")
+    accuracy, calibration = softmax[0], softmax[1]
+    assert accuracy[1] == "3" and accuracy[2].startswith("71.00 ±")  # the three ordinary runs only
+    assert calibration[-2] == "0.250" and calibration[-1] == "4,000 (n=1)²"
+    log_softmax = _cells(text, "log_softmax")[1]  # no timing run, and its runs shared the device
+    assert log_softmax[-1] == "– (n=0)²"
+    assert "the study's timing runs (`[timing]`" in text
+    rows = read_results(out / "results.jsonl")
+    assert sum(r["kind"] == "timing" for r in rows) == 2
+    # a second invocation trains nothing
+    calls.clear()
+    run_study(spec_path, out, devices=1, runs_per_device=3, log=lambda line: None)
+    assert calls == []

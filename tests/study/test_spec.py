@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -55,6 +56,12 @@ def plan(tmp_path, text, **options):
     ("heads = ['softmax']\nseeds = [0]\n[tuning]\nlr = 0.1\n", "tuning: lr must be a non-empty list"),
     ("heads = ['softmax']\nseeds = [0]\n[[sections]]\ntitle = 't'\nrows = ['nope']\n", "'nope' is not a head"),
     ("heads = ['softmax']\nseeds = [0]\nreference = 'log_softmax'\n", "reference must be a head or variant"),
+    ("heads = ['softmax']\nseeds = [0]\ntiming = 4\n", "timing must be a table"),
+    ("heads = ['softmax']\nseeds = [0]\n[timing]\nnames = ['nope']\n", "timing: 'nope' is not a head or variant"),
+    ("heads = ['softmax']\nseeds = [0]\n[timing]\nnames = ['softmax', 'softmax']\n", "names lists 'softmax' twice"),
+    ("heads = ['softmax']\nseeds = [0]\n[timing]\nepochs = 1\n", "timing: epochs must be an integer >= 2"),
+    ("heads = ['softmax']\nseeds = [0]\n[timing]\nhead = 'gumbel'\n", "a timing run keeps its name's head"),
+    ("heads = ['softmax']\nseeds = [0]\n[timing]\nepochz = 3\n", "timing: unknown setting 'epochz'"),
 ])
 def test_bad_specs_fail_with_one_line(tmp_path, text, message):
     with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
@@ -177,6 +184,50 @@ def test_unknown_command_line_setting(tmp_path):
         plan(tmp_path, TINY, settings={"epochz": 1})
 
 
+def test_timing_runs_are_each_names_recipe_for_a_few_epochs(tmp_path):
+    spec = load_spec(write(tmp_path, TINY + """
+        lr = 0.3
+        [recipes.slow]
+        lr = 0.01
+        batch_size = 64
+        [[variants]]
+        name = "slow-softmax"
+        head = "softmax"
+        recipe = "slow"
+        [timing]
+        names = ["log_softmax", "slow-softmax"]
+        """))
+    planner = Planner(spec)
+    ordinary = planner.plan()
+    timing = planner.plan_timing()
+    assert [(r.name, r.run_id, r.kind, r.seed) for r in timing] == [
+        ("log_softmax", "timing-log_softmax-seed0", "timing", 0),
+        ("slow-softmax", "timing-slow-softmax-seed0", "timing", 0)]
+    assert not {r.run_id for r in timing} & {r.run_id for r in ordinary}
+    # the same run as the name's seed-0 run, but for the epochs
+    same_seed = {r.name: r.config for r in ordinary if r.seed == 0}
+    for run in timing:
+        assert run.config.epochs == 4 and same_seed[run.name].epochs == 1
+        assert dataclasses.replace(run.config, epochs=1) == same_seed[run.name]
+    assert (timing[1].config.head, timing[1].config.lr, timing[1].config.batch_size) == ("softmax", 0.01, 64)
+    # every head and variant by default; settings of its own on top; none without [timing]
+    spec = load_spec(write(tmp_path, TINY + "[timing]\nseeds = [1, 2]\nepochs = 3\n", "all.toml"))
+    runs = Planner(spec).plan_timing()
+    assert [(r.name, r.seed, r.config.epochs) for r in runs] == [
+        ("softmax", 1, 3), ("softmax", 2, 3), ("log_softmax", 1, 3), ("log_softmax", 2, 3)]
+    assert Planner(load_spec(write(tmp_path, TINY, "none.toml"))).plan_timing() == []
+
+
+def test_a_timing_run_equal_to_a_study_run_is_an_error(tmp_path):
+    planner = Planner(load_spec(write(tmp_path, TINY + "[timing]\nepochs = 2\n")))
+    planner.plan()
+    planner.plan_timing()  # epochs 2 differs from the study's 1: fine
+    same = Planner(load_spec(write(tmp_path, TINY.replace("epochs = 1", "epochs = 4") + "[timing]\n", "same.toml")))
+    same.plan()
+    with pytest.raises(StudyError, match="timing run of 'softmax' would be the same run as 'softmax-seed0'"):
+        same.plan_timing()
+
+
 @pytest.mark.parametrize("name", ["cifar100.toml", "cifar100-questions.toml"])
 def test_the_zoo_specs_plan(name, tmp_path):
     from pathlib import Path
@@ -188,6 +239,9 @@ def test_the_zoo_specs_plan(name, tmp_path):
     assert len(spec.heads) == 12 and spec.seeds == (0, 1, 2)
     assert {r.config.dataset for r in runs} == {str(data)}
     assert len({r.run_id for r in runs}) == (36 if name == "cifar100.toml" else 153)
+    timing = Planner(spec, dataset=str(data)).plan_timing()
+    assert len(timing) == (0 if name == "cifar100.toml" else 17)
+    assert all(r.config.epochs == 4 and r.run_id.startswith("timing-") for r in timing)
     if spec.tuning:
         assert len(spec.tuning.points()) >= 6
         original = next(r for r in runs if r.name == "softmax-original-mismatched").config
