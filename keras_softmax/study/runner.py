@@ -21,8 +21,8 @@ retrained. A run that fails is recorded and the others go on; the study then exi
 With several devices, ``devices`` worker slots each take the next run; slot ``i`` runs on GPU ``i``
 (of ``CUDA_VISIBLE_DEVICES`` when set). ``runs_per_device`` > 1 gives each GPU that many slots, each
 run limited to its share of the GPU's memory. The spec's timing runs (``[timing]``) train last, one
-per device whatever ``runs_per_device``, so that their epoch times are a head's alone. The parent never imports a backend's device runtime, so it
-holds no GPU memory.
+per device whatever ``runs_per_device``, so that their epoch times are a head's alone. The parent
+never imports a backend's device runtime, so it holds no GPU memory.
 """
 
 from __future__ import annotations
@@ -409,6 +409,8 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     """
     from keras_softmax.study.report import write_study_report
 
+    if budget is not None and not budget >= 0:
+        raise StudyError(f"--budget must be a number of seconds >= 0 (got {budget!r})")
     out = Path(out)
     overrides = dict(settings) if isinstance(settings, dict) else parse_settings(settings)
     spec = load_spec(spec_path)
@@ -420,8 +422,6 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     command = study_command(spec_path, out, dataset, overrides)
     io.write_json(out / "study.json", {"spec": str(spec_path), "dataset": dataset, "settings": overrides,
                                        "command": command})
-    if budget is not None and budget < 0:
-        raise StudyError(f"--budget must be a number of seconds >= 0 (got {budget!r})")
     runner = _Runner(out, slots, log, start_until=None if budget is None else time.monotonic() + budget)
     runner.prior = _prior_walls(planned, out)
     if report_only:

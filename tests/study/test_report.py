@@ -346,3 +346,11 @@ def test_timing_runs_give_the_speed_columns_alone_and_train_last_one_per_device(
     calls.clear()
     run_study(spec_path, out, devices=1, runs_per_device=3, log=lambda line: None)
     assert calls == []
+
+
+def test_a_negative_budget_is_refused_before_the_study_directory_is_made(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(textwrap.dedent(SPEC))
+    with pytest.raises(StudyError, match=r"--budget must be a number of seconds >= 0 \(got -1\)"):
+        run_study(spec_path, tmp_path / "study", budget=-1, log=lambda line: None)
+    assert not (tmp_path / "study").exists()
