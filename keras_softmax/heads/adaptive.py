@@ -16,7 +16,8 @@ from the features and labels directly, without assembling the ``(batch, N)`` out
 
 Cost, honestly: shapes are static (so the step compiles under XLA), so by default each tail cluster
 is scored for every row of the batch, not only the rows whose label falls in it (``tail_chunks``
-scores only the chunks of rows that hold some, behind a ``switch``). The training step costs
+scores only the chunks of rows that hold some, ``tail_capacity`` a fixed share of the rows when it
+holds them all, each behind a ``switch``). The training step costs
 ``B (c_0 d + sum_i n_i d / div^i)`` multiply-adds instead of ``B N d`` for Dense + softmax, and its
 weights ``d (c_0 + sum_i n_i / div^i)`` instead of ``N d``: with ``d = 640``, ``div = 4`` and the
 default cutoffs that is ~13x fewer multiply-adds and weights at ``N = 10^5`` and ~46x at ``N = 10^6``
@@ -92,6 +93,12 @@ class AdaptiveSoftmax(ProjectionHead):
             al. compute each tail only for its own examples: with Zipf labels most rows never touch
             the big tails.
             Exact either way (values and gradients); label smoothing needs every row, so it uses 0.
+        tail_capacity: 0 (default): as ``tail_chunks`` says. A fraction ``f`` in (0, 1]: each tail
+            cluster is scored for the first ``ceil(f B)`` rows of the batch, its members sorted first,
+            when they hold all its members, else for all ``B`` rows (one ``switch`` of three branches
+            per tail: none, ``ceil(f B)``, ``B`` rows). With a cluster's share ``s`` of the labels, a
+            capacity a few standard deviations above ``s`` (``f ≈ s + 4 sqrt(s (1 - s) / B)``) scores it
+            for ``f B`` rows on nearly every step instead of ``B``. Exact; not with ``tail_chunks``.
         class_block: 0 (default): a tail's training loss writes its ``(rows, cluster size)`` logits
             whole and differentiates through them. ``k > 0``: a tail larger than ``k`` classes gets its
             logsumexp block by block of ``k`` classes, with a gradient that recomputes each block
@@ -104,13 +111,20 @@ class AdaptiveSoftmax(ProjectionHead):
     """
 
     def __init__(self, num_classes=None, cutoffs=None, div_value=4.0, class_order=None, tail_chunks=0,
-                 class_block=0, **kwargs):
+                 class_block=0, tail_capacity=0.0, **kwargs):
         super().__init__(num_classes=num_classes, **kwargs)
         for name, value in (("tail_chunks", tail_chunks), ("class_block", class_block)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (got {value!r})")
+        if (isinstance(tail_capacity, bool) or not isinstance(tail_capacity, numbers.Real)
+                or not 0.0 <= tail_capacity <= 1.0):
+            raise ValueError(f"tail_capacity must be a fraction of the batch in [0, 1] (got {tail_capacity!r})")
+        if tail_chunks and tail_capacity:
+            raise ValueError("tail_chunks and tail_capacity are two ways to score a tail for fewer rows: "
+                             "set one of them")
         self.tail_chunks = int(tail_chunks)
         self.class_block = int(class_block)
+        self.tail_capacity = float(tail_capacity)
         self.cutoffs = check_cutoffs(cutoffs, self.num_classes)
         self.div_value = check_positive("div_value", div_value)
         if self.div_value < 1.0:
@@ -198,10 +212,10 @@ class AdaptiveSoftmax(ProjectionHead):
             head_log_p = head_logits - ops.expand_dims(head_lse, -1)
             total = ops.sum(head_log_p[:, :first], axis=-1)
         batch = h.shape[0]
-        chunked = bool(self.tail_chunks) and not label_smoothing and batch is not None
+        selective = bool(self.tail_chunks or self.tail_capacity) and not label_smoothing and batch is not None
         for i, (start, end) in enumerate(self.clusters):
-            if chunked:
-                loss = loss + self._tail_nll_chunked(h, rank, cluster == i + 1, i, start, end)
+            if selective:
+                loss = loss + self._tail_nll_of_members(h, rank, cluster == i + 1, i, start, end)
                 continue
             local = ops.clip(rank - start, 0, end - start - 1)
             if not label_smoothing:
@@ -218,23 +232,28 @@ class AdaptiveSoftmax(ProjectionHead):
             loss = (1.0 - label_smoothing) * loss - label_smoothing * total / float(self.num_classes)
         return loss
 
-    def _tail_nll_chunked(self, h, rank, member, i, start, end):
-        """``-log p_i(y | cluster i)`` for the rows in tail cluster ``i`` (0 elsewhere), scoring only as
-        many chunks of rows as hold members: rows sorted members-first, then one ``switch`` on the
-        (dynamic) number of chunks needed, ``k = ceil(members / chunk)``, whose branch ``k`` scores the
-        first ``k`` chunks (static shapes in every branch). Exact; the saving is the fraction of rows
-        outside the cluster, rounded up to whole chunks. One branch choice per tail and direction,
-        because on a GPU each choice waits for the device to report the count."""
-        batch = h.shape[0]
+    def row_counts(self, batch: int) -> list[int]:
+        """The static numbers of rows (members of the cluster sorted first) a tail may be scored for:
+        whole chunks with ``tail_chunks``, ``[0, ceil(f B), B]`` with ``tail_capacity``."""
+        if self.tail_capacity:
+            return sorted({0, min(batch, math.ceil(self.tail_capacity * batch)), batch})
         size = -(-batch // self.tail_chunks)  # rows per chunk
+        return sorted({min(k * size, batch) for k in range(self.tail_chunks + 1)})
+
+    def _tail_nll_of_members(self, h, rank, member, i, start, end):
+        """``-log p_i(y | cluster i)`` for the rows in tail cluster ``i`` (0 elsewhere), scoring only as
+        many rows as hold its members: rows sorted members-first, then one ``switch`` on the smallest
+        of :meth:`row_counts` that holds them all, whose branch scores that many first rows (static
+        shapes in every branch). Exact. One branch choice per tail and direction, because on a GPU
+        each choice waits for the device to report the count."""
+        batch = h.shape[0]
+        counts = self.row_counts(batch)
         positions = ops.arange(batch, dtype="int32")
         order = ops.argsort(ops.where(member, positions, positions + batch))  # members first, in row order
         count = ops.sum(ops.cast(member, "int32"))
-        needed = ops.minimum((count + size - 1) // size, self.tail_chunks)
+        needed = ops.sum(ops.cast(ops.convert_to_tensor(np.asarray(counts, dtype="int32")) < count, "int32"))
 
-        def first_chunks(k):
-            rows_scored = min(k * size, batch)
-
+        def first_rows(rows_scored):
             def branch(h, rank, order):
                 if rows_scored == 0:
                     return ops.zeros((batch,), dtype="float32")
@@ -247,13 +266,14 @@ class AdaptiveSoftmax(ProjectionHead):
 
             return branch
 
-        sorted_nll = ops.switch(needed, [first_chunks(k) for k in range(self.tail_chunks + 1)], h, rank, order)
+        sorted_nll = ops.switch(needed, [first_rows(n) for n in counts], h, rank, order)
         sorted_nll = ops.where(positions < count, sorted_nll, ops.zeros_like(sorted_nll))
         return ops.take(sorted_nll, ops.argsort(order))  # back to the original row order
 
     def get_config(self):
         return {**super().get_config(), "cutoffs": list(self.cutoffs), "div_value": self.div_value,
-                "class_order": self.class_order, "tail_chunks": self.tail_chunks, "class_block": self.class_block}
+                "class_order": self.class_order, "tail_chunks": self.tail_chunks, "class_block": self.class_block,
+                "tail_capacity": self.tail_capacity}
 
     def cost(self, d: int) -> dict:
         """Multiply-adds per example and weight count of the projection, next to Dense(d -> N)."""

@@ -114,14 +114,19 @@ def test_adaptive_cluster_layouts(cutoffs, div_value):
     np.testing.assert_allclose(loss, -adaptive_reference(head.layer, hh)[np.arange(N), y], atol=2e-5)
 
 
-@pytest.mark.parametrize("chunks", [1, 3, 12])  # one chunk, chunks of unequal size, more chunks than rows
-def test_adaptive_tail_chunks_is_exact(chunks):
-    """Scoring only the chunks of rows that hold members of a tail cluster changes nothing: the same
-    loss and gradients as scoring every row, eagerly and compiled (a switch per tail under XLA)."""
+@pytest.mark.parametrize("options", [
+    {"tail_chunks": 1}, {"tail_chunks": 3}, {"tail_chunks": 12},  # one chunk, unequal chunks, more than rows
+    {"tail_capacity": 0.2}, {"tail_capacity": 0.5},  # 2 and 5 rows of 10: the full and the capacity branch
+])
+def test_adaptive_tail_chunks_is_exact(options):
+    """Scoring only the rows that hold members of a tail cluster (whole chunks, or a capacity when it
+    holds them all) changes nothing: the same loss and gradients as scoring every row, eagerly and
+    compiled (a switch per tail under XLA)."""
     every = built("adaptive")
-    some = built("adaptive", tail_chunks=chunks)
+    some = built("adaptive", **options)
     some.layer.set_weights(every.layer.get_weights())
-    assert some.layer.get_config()["tail_chunks"] == chunks
+    (key, value), = options.items()
+    assert some.layer.get_config()[key] == value
     h = features(batch=10, seed=12, scale=2.0)
     y = np.array([0, 1, 5, 5, 22, 13, 3, 8, 17, 2])  # mostly head-cluster rows, a few in each tail
     np.testing.assert_allclose(to_np(some.layer.training_loss(h, y)), to_np(every.layer.training_loss(h, y)),
@@ -134,6 +139,27 @@ def test_adaptive_tail_chunks_is_exact(chunks):
         np.testing.assert_allclose(to_np(compiled), to_np(every.layer.training_loss(h, y)), atol=1e-5)
     with pytest.raises(ValueError, match="tail_chunks"):
         ks.get_head("adaptive", num_classes=N, tail_chunks=-1)
+
+
+def test_adaptive_tail_capacity_scores_a_share_of_the_rows_when_it_holds_a_clusters_members():
+    layer = built("adaptive", tail_capacity=0.25).layer
+    assert layer.row_counts(512) == [0, 128, 512] and layer.row_counts(10) == [0, 3, 10]
+    assert built("adaptive", tail_capacity=1.0).layer.row_counts(10) == [0, 10]
+    assert built("adaptive", tail_chunks=3).layer.row_counts(10) == [0, 4, 8, 10]
+    # the labels of the exactness test above: at capacity 0.2 (2 rows) and 0.5 (5 rows) of its batch of
+    # 10, one tail's members fit the capacity branch and the other's overflow into the full one
+    rank_of = np.argsort(PARAMS["adaptive"]["class_order"])
+    ranks = rank_of[[0, 1, 5, 5, 22, 13, 3, 8, 17, 2]]
+    cutoffs = PARAMS["adaptive"]["cutoffs"]
+    members = [int(((ranks >= lo) & (ranks < hi)).sum()) for lo, hi in zip(cutoffs, cutoffs[1:] + [N])]
+    assert sorted(members) == [2, 6]
+    for capacity in (0.2, 0.5):
+        assert min(members) <= math.ceil(capacity * 10) < max(members)
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="tail_capacity must be a fraction of the batch in"):
+            ks.get_head("adaptive", num_classes=N, tail_capacity=bad)
+    with pytest.raises(ValueError, match="tail_chunks and tail_capacity are two ways"):
+        ks.get_head("adaptive", num_classes=N, tail_chunks=2, tail_capacity=0.3)
 
 
 @pytest.mark.parametrize("chunks", [0, 2])
