@@ -333,6 +333,20 @@ def _superclass_rows(study: _Study) -> list[str]:
             "superclass of its top-1 fine class.", "", *_table(header, rows)]
 
 
+def _grid_edges(tuning, best: dict) -> list[str]:
+    """``"lr = 0.4 (highest tried): softmax, ..."`` for each numeric axis with chosen values at its ends."""
+    edges = []
+    for key, values in tuning.grid.items():
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numeric) < 2 or len(numeric) != len(values):
+            continue
+        for end, word in ((max(numeric), "highest"), (min(numeric), "lowest")):
+            heads = [h for h, point in best.items() if point.get(key) == end]
+            if heads and end != 0:
+                edges.append(f"{key} = {end} ({word} tried): {', '.join(f'`{h}`' for h in heads)}")
+    return edges
+
+
 def _tuning_section(spec, study: _Study) -> list[str]:
     from keras_softmax.study.results import best_points
     from keras_softmax.study.spec import tune_name
@@ -358,6 +372,11 @@ def _tuning_section(spec, study: _Study) -> list[str]:
         cells.append(_md(", ".join(f"{k}={v}" for k, v in chosen.items())) if chosen else "grid unfinished")
         rows.append(cells)
     lines += [f"Grid, validation {tuning.metric} (%):", "", *_table(header, rows)]
+    edges = _grid_edges(tuning, best)
+    if edges:
+        lines += ["", "**The best setting is at the edge of the grid** for " + "; ".join(edges)
+                  + ": the optimum may lie outside it, so widen that axis before reading the tuned table as "
+                  "each head's best.", ""]
 
     tuned = [f"tuned-{h}" for h in tuning.heads if study.n(f"tuned-{h}")]
     if tuned:
@@ -376,11 +395,15 @@ def _tuning_section(spec, study: _Study) -> list[str]:
                         if head != spec.reference else "reference")
             v_tuned = (_verdict(mine, study.values(reference, "accuracy"))
                        if f"tuned-{head}" != reference else "reference")
-            same = v_shared == v_tuned
-            if not same:
+            if "untested" in (v_shared, v_tuned):
+                conclusion = "not known yet (fewer than 2 runs)"
+            elif v_shared == v_tuned:
+                conclusion = "same"
+            else:
+                conclusion = "**changes**"
                 changed.append(f"`{head}`: {v_shared} → {v_tuned}")
             rows.append([f"`{head}`", format_summary(shared, 100, 2), format_summary(mine, 100, 2),
-                         format_difference(mine, shared), v_shared, v_tuned, "same" if same else "**changes**"])
+                         format_difference(mine, shared), v_shared, v_tuned, conclusion])
         lines += ["Shared recipe against per-head tuning (\"better\"/\"worse\": the 95 % interval of the "
                   f"difference to `{spec.reference}` excludes 0):", "", *_table(header, rows)]
         ranked_shared = sorted(tuning.heads, key=lambda h: -(summarize(study.values(h, "accuracy")).mean or -1))

@@ -127,6 +127,9 @@ def test_report_only_builds_every_table_from_the_runs(synthetic):
     assert "Conclusions that change with tuning: `sparsemax`: worse → better" in text
     tuned_row = _cells(text, "tuned-softmax")[0]
     assert tuned_row[1] == "3"
+    # Both chosen points lie at an end of the lr axis, which the report says.
+    assert ("**The best setting is at the edge of the grid** for lr = 0.1 (highest tried): `sparsemax`; "
+            "lr = 0.05 (lowest tried): `softmax`") in text
 
     # Superclasses: the coarse model first, then fine models with their two superclass figures.
     superclass = text.split("## The 20 superclasses")[1]
@@ -153,6 +156,19 @@ def test_unfinished_runs_are_listed_and_left_out(synthetic):
     assert "runs: 15 of 16 finished" in text
     assert "## Not finished" in text and "- `runs/tuned-sparsemax-seed2`" in text
     assert _cells(text, "tuned-sparsemax")[0][1] == "2"
+
+
+def test_a_tuned_head_with_one_seed_changes_no_conclusion_yet(synthetic):
+    import shutil
+
+    spec_path, out, *_ = synthetic
+    for seed in (1, 2):
+        shutil.rmtree(out / "runs" / f"tuned-sparsemax-seed{seed}")
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    comparison = [row for row in _cells(text, "sparsemax") if row[-1].startswith("not known")]
+    assert comparison and comparison[0][5] == "untested"
+    assert "Conclusions that change with tuning: none" in text
 
 
 def test_results_rows_copy_each_report(synthetic):
