@@ -334,7 +334,10 @@ def _superclass_rows(study: _Study) -> list[str]:
 
 
 def _grid_edges(tuning, best: dict) -> list[str]:
-    """``"lr = 0.4 (highest tried): softmax, ..."`` for each numeric axis with chosen values at its ends."""
+    """``"lr = 0.4 (highest tried): softmax, ..."`` for each numeric axis with chosen values at its ends.
+
+    An end at 0 is not reported: for the settings a grid holds (label smoothing, dropout, ...) 0 is the
+    "off" value, which no wider grid can go beyond."""
     edges = []
     for key, values in tuning.grid.items():
         numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
