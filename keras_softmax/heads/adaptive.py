@@ -93,12 +93,14 @@ class AdaptiveSoftmax(ProjectionHead):
             al. compute each tail only for its own examples: with Zipf labels most rows never touch
             the big tails.
             Exact either way (values and gradients); label smoothing needs every row, so it uses 0.
-        tail_capacity: 0 (default): as ``tail_chunks`` says. A fraction ``f`` in (0, 1]: each tail
-            cluster is scored for the first ``ceil(f B)`` rows of the batch, its members sorted first,
-            when they hold all its members, else for all ``B`` rows (one ``switch`` of three branches
-            per tail: none, ``ceil(f B)``, ``B`` rows). With a cluster's share ``s`` of the labels, a
-            capacity a few standard deviations above ``s`` (``f ≈ s + 4 sqrt(s (1 - s) / B)``) scores it
-            for ``f B`` rows on nearly every step instead of ``B``. Exact; not with ``tail_chunks``.
+        tail_capacity: 0 (default): as ``tail_chunks`` says. A fraction ``f`` in (0, 1]: when every
+            tail cluster has at most ``K = ceil(f B)`` member rows in the batch, each tail is scored
+            for ``K`` rows only (its members, gathered first); else every tail for all ``B`` rows. One
+            ``switch`` of two branches for all tails together, because on a GPU each branch choice
+            waits for the device (once forward, once backward). With a cluster's share ``s`` of the
+            labels, a capacity a few standard deviations above the largest ``s``
+            (``f ≈ s + 4 sqrt(s (1 - s) / B)``) takes the ``K``-row branch on nearly every step.
+            Exact; not with ``tail_chunks``.
         class_block: 0 (default): a tail's training loss writes its ``(rows, cluster size)`` logits
             whole and differentiates through them. ``k > 0``: a tail larger than ``k`` classes gets its
             logsumexp block by block of ``k`` classes, with a gradient that recomputes each block
@@ -213,6 +215,8 @@ class AdaptiveSoftmax(ProjectionHead):
             total = ops.sum(head_log_p[:, :first], axis=-1)
         batch = h.shape[0]
         selective = bool(self.tail_chunks or self.tail_capacity) and not label_smoothing and batch is not None
+        if selective and self.tail_capacity and self.clusters:
+            return loss + self._tail_nll_within_capacity(h, rank, cluster)
         for i, (start, end) in enumerate(self.clusters):
             if selective:
                 loss = loss + self._tail_nll_of_members(h, rank, cluster == i + 1, i, start, end)
@@ -234,11 +238,45 @@ class AdaptiveSoftmax(ProjectionHead):
 
     def row_counts(self, batch: int) -> list[int]:
         """The static numbers of rows (members of the cluster sorted first) a tail may be scored for:
-        whole chunks with ``tail_chunks``, ``[0, ceil(f B), B]`` with ``tail_capacity``."""
+        whole chunks with ``tail_chunks``, ``[ceil(f B), B]`` with ``tail_capacity``."""
         if self.tail_capacity:
-            return sorted({0, min(batch, math.ceil(self.tail_capacity * batch)), batch})
+            return sorted({min(batch, math.ceil(self.tail_capacity * batch)), batch})
         size = -(-batch // self.tail_chunks)  # rows per chunk
         return sorted({min(k * size, batch) for k in range(self.tail_chunks + 1)})
+
+    def _tail_nll_within_capacity(self, h, rank, cluster):
+        """``-log p_i(y | cluster i)`` of every row's own tail cluster (0 for head rows), summed over the
+        tails: each tail scored for its first ``K`` member rows when no tail has more members than
+        ``K = ceil(f B)``, else for all ``B`` rows (one ``switch`` for all tails). Exact."""
+        batch = h.shape[0]
+        capacity = self.row_counts(batch)[0]
+        positions = ops.arange(batch, dtype="int32")
+        members = [cluster == i + 1 for i in range(len(self.clusters))]
+        counts = ops.stack([ops.sum(ops.cast(m, "int32")) for m in members])
+        # each tail's member rows first, in row order (a stable sort of 0/1 keys)
+        orders = ops.stack([ops.argsort(ops.where(m, positions, positions + batch)) for m in members])
+
+        def within(h, rank, cluster, counts, orders):
+            total = ops.zeros((batch,), dtype="float32")
+            for i, (start, end) in enumerate(self.clusters):
+                rows = orders[i, :capacity]
+                local = ops.clip(ops.take(rank, rows) - start, 0, end - start - 1)
+                nll = self._tail_nll(ops.take(h, rows, axis=0), i, local)
+                nll = ops.where(ops.arange(capacity, dtype="int32") < counts[i], nll, ops.zeros_like(nll))
+                total = total + ops.scatter(ops.expand_dims(rows, -1), nll, (batch,))
+            return total
+
+        def every_row(h, rank, cluster, counts, orders):
+            total = ops.zeros((batch,), dtype="float32")
+            for i, (start, end) in enumerate(self.clusters):
+                nll = self._tail_nll(h, i, ops.clip(rank - start, 0, end - start - 1))
+                total = total + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
+            return total
+
+        if capacity >= batch:
+            return every_row(h, rank, cluster, counts, orders)
+        overflow = ops.cast(ops.max(counts) > capacity, "int32")
+        return ops.switch(overflow, [within, every_row], h, rank, cluster, counts, orders)
 
     def _tail_nll_of_members(self, h, rank, member, i, start, end):
         """``-log p_i(y | cluster i)`` for the rows in tail cluster ``i`` (0 elsewhere), scoring only as

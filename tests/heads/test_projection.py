@@ -116,12 +116,13 @@ def test_adaptive_cluster_layouts(cutoffs, div_value):
 
 @pytest.mark.parametrize("options", [
     {"tail_chunks": 1}, {"tail_chunks": 3}, {"tail_chunks": 12},  # one chunk, unequal chunks, more than rows
-    {"tail_capacity": 0.2}, {"tail_capacity": 0.5},  # 2 and 5 rows of 10: the full and the capacity branch
+    {"tail_capacity": 0.2}, {"tail_capacity": 0.5},  # 2 and 5 rows of 10: a tail overflows, all rows
+    {"tail_capacity": 0.6},  # 6 rows of 10: every tail fits, the capacity branch
 ])
 def test_adaptive_tail_chunks_is_exact(options):
     """Scoring only the rows that hold members of a tail cluster (whole chunks, or a capacity when it
     holds them all) changes nothing: the same loss and gradients as scoring every row, eagerly and
-    compiled (a switch per tail under XLA)."""
+    compiled (a switch under XLA)."""
     every = built("adaptive")
     some = built("adaptive", **options)
     some.layer.set_weights(every.layer.get_weights())
@@ -143,11 +144,12 @@ def test_adaptive_tail_chunks_is_exact(options):
 
 def test_adaptive_tail_capacity_scores_a_share_of_the_rows_when_it_holds_a_clusters_members():
     layer = built("adaptive", tail_capacity=0.25).layer
-    assert layer.row_counts(512) == [0, 128, 512] and layer.row_counts(10) == [0, 3, 10]
-    assert built("adaptive", tail_capacity=1.0).layer.row_counts(10) == [0, 10]
+    assert layer.row_counts(512) == [128, 512] and layer.row_counts(10) == [3, 10]
+    assert built("adaptive", tail_capacity=1.0).layer.row_counts(10) == [10]
     assert built("adaptive", tail_chunks=3).layer.row_counts(10) == [0, 4, 8, 10]
     # the labels of the exactness test above: at capacity 0.2 (2 rows) and 0.5 (5 rows) of its batch of
-    # 10, one tail's members fit the capacity branch and the other's overflow into the full one
+    # 10, one tail's members fit and the other's overflow, so every tail is scored for all rows; at 0.6
+    # (6 rows) both fit, so each is scored for 6
     rank_of = np.argsort(PARAMS["adaptive"]["class_order"])
     ranks = rank_of[[0, 1, 5, 5, 22, 13, 3, 8, 17, 2]]
     cutoffs = PARAMS["adaptive"]["cutoffs"]
@@ -155,6 +157,7 @@ def test_adaptive_tail_capacity_scores_a_share_of_the_rows_when_it_holds_a_clust
     assert sorted(members) == [2, 6]
     for capacity in (0.2, 0.5):
         assert min(members) <= math.ceil(capacity * 10) < max(members)
+    assert max(members) <= math.ceil(0.6 * 10)
     for bad in (-0.1, 1.5, True, "half"):
         with pytest.raises(ValueError, match="tail_capacity must be a fraction of the batch in"):
             ks.get_head("adaptive", num_classes=N, tail_capacity=bad)
