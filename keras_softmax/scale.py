@@ -408,20 +408,51 @@ def topk_function(model, k: int = 5):
     return jax.jit(topk)
 
 
-def evaluate_topk(fn, state, x, y, batch: int = 1024) -> tuple[float, float]:
-    """Top-1 and top-k accuracy on ``(x, y)`` of ``fn = topk_function(model)`` with the train ``state``."""
+def topk_indices(fn, state, x, batch: int = 1024) -> np.ndarray:
+    """``(len(x), k)`` top-k class indices of ``fn = topk_function(model)`` with the train ``state``."""
     import jax.numpy as jnp
 
-    top1 = topk = 0
-    for start in range(0, len(y), batch):
+    parts = []
+    for start in range(0, len(x), batch):
         xb = x[start : start + batch]
         if len(xb) < batch:  # one compiled shape: pad the last batch
             xb = np.concatenate([xb, np.zeros((batch - len(xb),) + xb.shape[1:], xb.dtype)])
-        idx = np.asarray(fn(state[0], state[1], jnp.asarray(xb)))[: len(y[start : start + batch])]
-        labels = y[start : start + batch, None]
-        top1 += int((idx[:, :1] == labels).sum())
-        topk += int((idx == labels).any(-1).sum())
-    return top1 / len(y), topk / len(y)
+        parts.append(np.asarray(fn(state[0], state[1], jnp.asarray(xb)))[: len(x) - start])
+    return np.concatenate(parts)
+
+
+def evaluate_topk(fn, state, x, y, batch: int = 1024) -> tuple[float, float]:
+    """Top-1 and top-k accuracy on ``(x, y)`` of ``fn = topk_function(model)`` with the train ``state``."""
+    idx = topk_indices(fn, state, x, batch)
+    labels = np.asarray(y)[:, None]
+    return float((idx[:, 0] == labels[:, 0]).mean()), float((idx == labels).any(-1).mean())
+
+
+def frequency_bands(task: "ZipfTask", labels, predictions, cutoffs=None) -> list[dict]:
+    """Top-1 by band of class-frequency ranks: where a head gains or loses against another.
+
+    Bands are ``[0, c_0), [c_0, c_1), ...`` of the classes' true frequency ranks (``cutoffs``: by
+    default :func:`keras_softmax.heads.adaptive.default_cutoffs`, adaptive's clusters). Per band:
+    ``share`` of the rows whose label is in it, ``top1`` on those rows, ``predicted_share`` of all
+    rows predicted into it (above ``share``: the head predicts that band's classes too often), and
+    ``in_band`` (the rows of the band whose prediction stays in it).
+    """
+    from keras_softmax.heads.adaptive import default_cutoffs
+
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    rank_of_class = np.empty(task.num_classes, dtype=np.int64)
+    rank_of_class[task.class_of_rank_np] = np.arange(task.num_classes)
+    bounds = [0] + list(default_cutoffs(task.num_classes) if cutoffs is None else cutoffs) + [task.num_classes]
+    true_rank, predicted_rank = rank_of_class[labels], rank_of_class[predictions]
+    bands = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        rows = (true_rank >= lo) & (true_rank < hi)
+        predicted_in = (predicted_rank >= lo) & (predicted_rank < hi)
+        bands.append({"ranks": [int(lo), int(hi)], "share": float(rows.mean()),
+                      "predicted_share": float(predicted_in.mean()),
+                      "top1": float((predictions[rows] == labels[rows]).mean()) if rows.any() else None,
+                      "in_band": float(predicted_in[rows].mean()) if rows.any() else None})
+    return bands
 
 
 def many_classes_run(name: str, task_kwargs: dict, steps: int = 5000, batch: int = 512, hidden: int = 640,
@@ -493,6 +524,7 @@ def many_classes_run(name: str, task_kwargs: dict, steps: int = 5000, batch: int
         top1, top5 = evaluate_topk(topk, state, x_test, y_test)
         history.append({"step": done, "train_seconds": train_seconds, "loss": float(np.asarray(loss_value)),
                         "top1": top1, "top5": top5})
+    bands = frequency_bands(task, y_test, topk_indices(topk, state, x_test)[:, 0])
     # steady state: the median of the per-segment step times after the first (warm-up) segment
     steady = statistics.median(segment_ms[1:] if len(segment_ms) > 1 else segment_ms)
     last = history[-1] if history else {"top1": math.nan, "top5": math.nan}
@@ -502,7 +534,7 @@ def many_classes_run(name: str, task_kwargs: dict, steps: int = 5000, batch: int
         "head_params": _jsonable_params(head.params if head is not None else {}),
         "params": int(model.count_params()), "top1": last["top1"], "top5": last["top5"],
         "ms_per_step": steady, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
-        "history": history,
+        "history": history, "bands": bands,
         # process-wide: this head's own peak when it ran in a fresh process (isolate), else cumulative
         "peak_bytes": memory_stats()["peak_bytes_in_use"],
     }
@@ -571,7 +603,23 @@ def many_classes_table(result: dict) -> str:
             f"| `{r['head']}` | {100 * r['top1']:.2f} % | {100 * r['top5']:.2f} % | {r.get('top1_gap_points', 0):+.2f} "
             f"| {r['ms_per_step']:.3f} | {r.get('step_speedup', 1.0):.2f}× | {r['train_seconds']:.1f} "
             f"| {seconds(r.get('seconds_to_softmax_top1'))} | {seconds(r.get('seconds_to_softmax_top1_minus_1pt'))} |")
-    return "\n".join(lines)
+    return "\n".join(lines + _band_lines(result["rows"]))
+
+
+def _band_lines(rows: list[dict]) -> list[str]:
+    """The second table: top-1 and predicted share per band of class-frequency ranks."""
+    rows = [r for r in rows if r.get("bands")]
+    if not rows:
+        return []
+    bands = rows[0]["bands"]
+    head = " | ".join(f"ranks {b['ranks'][0]:,}-{b['ranks'][1]:,} ({100 * b['share']:.1f} % of rows)" for b in bands)
+    lines = ["", "Top-1 on the rows of each band of class-frequency ranks (in brackets: the share of all rows "
+             "predicted into the band):", "", f"| head | {head} |", "|---|" + "---:|" * len(bands)]
+    for r in rows:
+        cells = " | ".join("–" if b["top1"] is None else f"{100 * b['top1']:.2f} % ({100 * b['predicted_share']:.1f} %)"
+                           for b in r["bands"])
+        lines.append(f"| `{r['head']}` | {cells} |")
+    return lines
 
 
 def plot_many_classes(result: dict, path) -> None:

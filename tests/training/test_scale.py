@@ -130,7 +130,12 @@ def test_bench_many_classes_cli(tmp_path):
     assert rows[scale.BASELINE]["top1_gap_points"] == 0 and rows[scale.BASELINE]["seconds_to_softmax_top1"] is not None
     assert rows["adaptive"]["head_params"]["class_order"] == "<1000 entries>"  # learnt from the labels
     assert rows["sampled"]["head_params"]["num_sampled"] == 64
-    assert "| `sampled` |" in (tmp_path / "many.md").read_text() and (tmp_path / "many.png").stat().st_size > 0
+    for row in rows.values():  # top-1 by band of frequency ranks (adaptive's default clusters: [200])
+        assert [b["ranks"] for b in row["bands"]] == [[0, 200], [200, 1000]]
+        assert sum(b["share"] for b in row["bands"]) == pytest.approx(1.0)
+        assert sum(b["share"] * b["top1"] for b in row["bands"]) == pytest.approx(row["top1"])
+    table = (tmp_path / "many.md").read_text()
+    assert "| `sampled` |" in table and "ranks 200-1,000" in table and (tmp_path / "many.png").stat().st_size > 0
 
 
 def test_time_to_accuracy():
@@ -138,3 +143,26 @@ def test_time_to_accuracy():
     assert scale.time_to_accuracy(history, 0.5) == (2.0, 20)
     assert scale.time_to_accuracy(history, 0.1) == (1.0, 10)
     assert scale.time_to_accuracy(history, 0.6) == (None, None)
+
+
+def test_frequency_bands_against_a_direct_count():
+    """Bands of true frequency ranks: share, top-1, predicted share and staying in the band, counted by
+    hand for six rows of a 10-class task whose classes are ranked by a known permutation."""
+    pytest.importorskip("jax")
+    task = scale.ZipfTask(num_classes=10, input_dim=4, seed=3)
+    rank_of = np.argsort(task.class_of_rank_np)  # class id -> rank
+    by_rank = task.class_of_rank_np  # rank -> class id
+    labels = by_rank[[0, 1, 2, 5, 7, 9]]
+    predictions = by_rank[[0, 3, 2, 8, 7, 1]]  # right, head->tail, right, tail->tail, right, tail->head
+    assert list(rank_of[labels]) == [0, 1, 2, 5, 7, 9]
+    bands = scale.frequency_bands(task, labels, predictions, cutoffs=[3])
+    assert [b["ranks"] for b in bands] == [[0, 3], [3, 10]]
+    head, tail = bands
+    assert head["share"] == pytest.approx(3 / 6) and tail["share"] == pytest.approx(3 / 6)
+    assert head["top1"] == pytest.approx(2 / 3) and tail["top1"] == pytest.approx(1 / 3)
+    # predicted ranks 0, 3, 2, 8, 7, 1: three in the head band, three in the tail band
+    assert head["predicted_share"] == pytest.approx(3 / 6) and tail["predicted_share"] == pytest.approx(3 / 6)
+    assert head["in_band"] == pytest.approx(2 / 3) and tail["in_band"] == pytest.approx(2 / 3)
+    empty = scale.frequency_bands(task, labels[:3], predictions[:3], cutoffs=[3])[1]
+    assert empty["share"] == 0 and empty["top1"] is None and empty["predicted_share"] == pytest.approx(1 / 3)
+    assert [b["ranks"] for b in scale.frequency_bands(task, labels, predictions)] == [[0, 2], [2, 10]]
