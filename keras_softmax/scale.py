@@ -421,9 +421,8 @@ def topk_indices(fn, state, x, batch: int = 1024) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def evaluate_topk(fn, state, x, y, batch: int = 1024) -> tuple[float, float]:
-    """Top-1 and top-k accuracy on ``(x, y)`` of ``fn = topk_function(model)`` with the train ``state``."""
-    idx = topk_indices(fn, state, x, batch)
+def topk_accuracy(idx: np.ndarray, y) -> tuple[float, float]:
+    """Top-1 and top-k accuracy of the ``(n, k)`` indices of :func:`topk_indices` against labels ``y``."""
     labels = np.asarray(y)[:, None]
     return float((idx[:, 0] == labels[:, 0]).mean()), float((idx == labels).any(-1).mean())
 
@@ -521,10 +520,11 @@ def many_classes_run(name: str, task_kwargs: dict, steps: int = 5000, batch: int
         segment_ms.append(1e3 * elapsed / todo)
         train_seconds += elapsed
         done += todo
-        top1, top5 = evaluate_topk(topk, state, x_test, y_test)
+        predictions = topk_indices(topk, state, x_test)
+        top1, top5 = topk_accuracy(predictions, y_test)
         history.append({"step": done, "train_seconds": train_seconds, "loss": float(np.asarray(loss_value)),
                         "top1": top1, "top5": top5})
-    bands = frequency_bands(task, y_test, topk_indices(topk, state, x_test)[:, 0])
+    bands = frequency_bands(task, y_test, predictions[:, 0])  # of the last evaluation
     # steady state: the median of the per-segment step times after the first (warm-up) segment
     steady = statistics.median(segment_ms[1:] if len(segment_ms) > 1 else segment_ms)
     last = history[-1] if history else {"top1": math.nan, "top5": math.nan}

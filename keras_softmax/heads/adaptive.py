@@ -217,15 +217,13 @@ class AdaptiveSoftmax(ProjectionHead):
         selective = bool(self.tail_chunks or self.tail_capacity) and not label_smoothing and batch is not None
         if selective and self.tail_capacity and self.clusters:
             return loss + self._tail_nll_within_capacity(h, rank, cluster)
+        if not selective and not label_smoothing:
+            return loss + self._tail_nll_of_every_row(h, rank, cluster)
         for i, (start, end) in enumerate(self.clusters):
             if selective:
                 loss = loss + self._tail_nll_of_members(h, rank, cluster == i + 1, i, start, end)
                 continue
             local = ops.clip(rank - start, 0, end - start - 1)
-            if not label_smoothing:
-                nll = self._tail_nll(h, i, local)
-                loss = loss + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
-                continue
             logits = self._tail_logits(h, i)  # label smoothing needs every logit anyway
             lse = ops.logsumexp(logits, axis=-1)
             nll = lse - _pick(logits, local)
@@ -250,6 +248,8 @@ class AdaptiveSoftmax(ProjectionHead):
         ``K = ceil(f B)``, else for all ``B`` rows (one ``switch`` for all tails). Exact."""
         batch = h.shape[0]
         capacity = self.row_counts(batch)[0]
+        if capacity >= batch:
+            return self._tail_nll_of_every_row(h, rank, cluster)
         positions = ops.arange(batch, dtype="int32")
         members = [cluster == i + 1 for i in range(len(self.clusters))]
         counts = ops.stack([ops.sum(ops.cast(m, "int32")) for m in members])
@@ -267,16 +267,19 @@ class AdaptiveSoftmax(ProjectionHead):
             return total
 
         def every_row(h, rank, cluster, counts, orders):
-            total = ops.zeros((batch,), dtype="float32")
-            for i, (start, end) in enumerate(self.clusters):
-                nll = self._tail_nll(h, i, ops.clip(rank - start, 0, end - start - 1))
-                total = total + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
-            return total
+            return self._tail_nll_of_every_row(h, rank, cluster)
 
-        if capacity >= batch:
-            return every_row(h, rank, cluster, counts, orders)
         overflow = ops.cast(ops.max(counts) > capacity, "int32")
         return ops.switch(overflow, [within, every_row], h, rank, cluster, counts, orders)
+
+    def _tail_nll_of_every_row(self, h, rank, cluster):
+        """``-log p_i(y | cluster i)`` of every row's own tail cluster (0 for head rows), each tail
+        scored for all rows (static shapes, no branch)."""
+        total = ops.zeros_like(ops.cast(rank, "float32"))
+        for i, (start, end) in enumerate(self.clusters):
+            nll = self._tail_nll(h, i, ops.clip(rank - start, 0, end - start - 1))
+            total = total + ops.where(cluster == i + 1, nll, ops.zeros_like(nll))
+        return total
 
     def _tail_nll_of_members(self, h, rank, member, i, start, end):
         """``-log p_i(y | cluster i)`` for the rows in tail cluster ``i`` (0 elsewhere), scoring only as
