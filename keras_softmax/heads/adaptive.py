@@ -25,7 +25,10 @@ default cutoffs that is ~13x fewer multiply-adds and weights at ``N = 10^5`` and
 remove is the ``O(B N)`` element-wise work on the tail logits (a logsumexp per cluster), which is
 cheap next to the ``O(B N d)`` matmul but not free: at ``N = 10^6`` it is most of the step, and
 ``class_block`` computes it a block of classes at a time so that the whole tail's logits are never
-written to memory (:func:`blockwise_logsumexp`).
+written to memory (:func:`blockwise_logsumexp`). Measured (``bench/RESULTS.md`` §7, one H200, bf16,
+``B = 512``, ``d = 640``, ``N = 10^6``): 1.56x faster than Dense + softmax scoring every row, 3.97x
+with six geometric tails (``cutoffs = [2000 * 3**k for k in range(6)]``) and ``tail_capacity=0.13``;
+past that the step's many small kernels, not its logits, are the floor.
 """
 
 from __future__ import annotations
