@@ -418,6 +418,21 @@ def _tuning_section(spec, study: _Study) -> list[str]:
     return lines
 
 
+def _retrain(out: Path) -> str:
+    """How one run of the study is trained again beside the original, from where the study ran (its
+    configs name the dataset as the study was given it)."""
+    return (f"`keras-softmax train --config {(out / 'configs').as_posix()}/<run>.toml "
+            f"--out {(out / 'rerun').as_posix()}/<run>` from the directory the study ran in")
+
+
+def _reproduce(study: _Study, names: list[str]) -> list[str]:
+    """The commands that reproduce a section: the study's own, or each of its runs alone."""
+    ids = list(dict.fromkeys(p.run_id for p in study.planned if p.name in names and p.kind != "timing"))
+    runs = ", ".join(f"`{run}`" for run in ids)
+    return [f"Reproduce: the study command at the top trains these runs with the rest; one alone with "
+            f"{_retrain(study.out)}, for `<run>` in {runs}.", ""]
+
+
 def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", report_path=None,
                        plots_dir=None) -> Path:
     """Write the study report of ``planned`` runs from ``rows`` (default: ``out/results.jsonl``).
@@ -470,6 +485,7 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
         lines += study.accuracy_table(names, section_reference if study.n(section_reference) else None)
         lines += ["Calibration and speed:", ""] + study.calibration_table(names) + study.footnotes()
         lines += study.curves(names, _slug(section.title), section.title)
+        lines += _reproduce(study, names)
 
     in_sections = _section_names(spec)
     loose = [v for v in spec.variants if v.name not in in_sections and study.n(v.name)]
@@ -489,8 +505,8 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
         lines += _tuning_section(spec, study)
 
     lines += ["## Runs", "",
-              "Each run is an ordinary run directory (`report.md` inside); retrain one alone with "
-              "`keras-softmax train --config configs/<run>.toml --out runs/<run> --overwrite` from this directory.", ""]
+              f"Each run is an ordinary run directory (`report.md` inside); retrain one alone with "
+              f"{_retrain(out)}.", ""]
     header = ["name", "seed", "run directory", "top-1 (%)", "wall (s)"]
     table_rows = [[f"`{_md(r['name'])}`", str(r["seed"]), f"`{r['run_dir']}`",
                    f"{100 * r['accuracy']:.2f}" if r.get("accuracy") is not None else "–",

@@ -136,6 +136,12 @@ def test_report_only_builds_every_table_from_the_runs(synthetic):
     first_row = next(line for line in superclass.splitlines() if line.startswith("| `"))
     assert first_row.startswith("| `softmax-coarse` | coarse | 2 | 3 |")
     assert "## Only words" in text and "No runs here." in text
+    # A section says how to reproduce it: the study command, or each of its runs alone.
+    section = text.split("## A question")[1].split("\n## ")[0]
+    reproduce = next(line for line in section.splitlines() if line.startswith("Reproduce:"))
+    assert f"`keras-softmax train --config {out.as_posix()}/configs/<run>.toml --out {out.as_posix()}/rerun/<run>`" in reproduce
+    assert re.findall(r"`([\w.-]+-seed\d)`", reproduce) == [
+        f"{name}-seed{seed}" for name in ("softmax", "softmax-coarse") for seed in (0, 1, 2)]
 
     # Every figure it links exists and is a PNG.
     links = re.findall(r"\]\((plots/[^)]+\.png)\)", text)
