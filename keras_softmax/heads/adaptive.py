@@ -247,33 +247,43 @@ class AdaptiveSoftmax(ProjectionHead):
 
     def _tail_nll_within_capacity(self, h, rank, cluster):
         """``-log p_i(y | cluster i)`` of every row's own tail cluster (0 for head rows), summed over the
-        tails: each tail scored for its first ``K`` member rows when no tail has more members than
-        ``K = ceil(f B)``, else for all ``B`` rows (one ``switch`` for all tails). Exact."""
+        tails: each tail scored for ``K = ceil(f B)`` rows that hold all its members when no tail has
+        more than ``K``, else for all ``B`` rows (one ``switch`` for all tails). Exact.
+
+        One sort groups the rows by cluster (head rows first, then tail 1's, ...); tail ``i`` takes
+        the ``K`` sorted rows from its first member on (moved back to end at the last row where they
+        would run past it), so one gather fetches the rows of every tail and one segment sum returns
+        their losses, whatever the number of tails.
+        """
         batch = h.shape[0]
         capacity = self.row_counts(batch)[0]
         if capacity >= batch:
             return self._tail_nll_of_every_row(h, rank, cluster)
         positions = ops.arange(batch, dtype="int32")
-        members = [cluster == i + 1 for i in range(len(self.clusters))]
-        counts = ops.stack([ops.sum(ops.cast(m, "int32")) for m in members])
-        # each tail's member rows first, in row order (a stable sort of 0/1 keys)
-        orders = ops.stack([ops.argsort(ops.where(m, positions, positions + batch)) for m in members])
+        order = ops.argsort(cluster * batch + positions)  # by cluster, then row: distinct keys
+        tail_ids = ops.expand_dims(ops.arange(1, len(self.clusters) + 1, dtype="int32"), -1)  # (T, 1)
+        counts = ops.sum(ops.cast(ops.expand_dims(cluster, 0) == tail_ids, "int32"), axis=1)  # (T,)
+        first = ops.sum(ops.cast(ops.expand_dims(cluster, 0) < tail_ids, "int32"), axis=1)  # where each tail starts
+        slots = ops.expand_dims(ops.minimum(first, batch - capacity), -1) + ops.arange(capacity, dtype="int32")
+        member = (slots >= ops.expand_dims(first, -1)) & (slots < ops.expand_dims(first + counts, -1))  # (T, K)
+        rows = ops.take(order, ops.reshape(slots, (-1,)))  # (T K,): tail i's window at [i K, (i + 1) K)
 
-        def within(h, rank, cluster, counts, orders):
-            total = ops.zeros((batch,), dtype="float32")
+        def within(h, rank, cluster, rows, member):
+            picked, picked_rank = ops.take(h, rows, axis=0), ops.take(rank, rows)
+            nll = []
             for i, (start, end) in enumerate(self.clusters):
-                rows = orders[i, :capacity]
-                local = ops.clip(ops.take(rank, rows) - start, 0, end - start - 1)
-                nll = self._tail_nll(ops.take(h, rows, axis=0), i, local)
-                nll = ops.where(ops.arange(capacity, dtype="int32") < counts[i], nll, ops.zeros_like(nll))
-                total = total + ops.scatter(ops.expand_dims(rows, -1), nll, (batch,))
-            return total
+                window = slice(i * capacity, (i + 1) * capacity)
+                local = ops.clip(picked_rank[window] - start, 0, end - start - 1)
+                nll.append(self._tail_nll(picked[window], i, local))
+            nll = ops.concatenate(nll) if len(nll) > 1 else nll[0]
+            nll = ops.where(ops.reshape(member, (-1,)), nll, ops.zeros_like(nll))
+            return ops.segment_sum(nll, rows, num_segments=batch)  # a row may sit in several windows
 
-        def every_row(h, rank, cluster, counts, orders):
+        def every_row(h, rank, cluster, rows, member):
             return self._tail_nll_of_every_row(h, rank, cluster)
 
         overflow = ops.cast(ops.max(counts) > capacity, "int32")
-        return ops.switch(overflow, [within, every_row], h, rank, cluster, counts, orders)
+        return ops.switch(overflow, [within, every_row], h, rank, cluster, rows, member)
 
     def _tail_nll_of_every_row(self, h, rank, cluster):
         """``-log p_i(y | cluster i)`` of every row's own tail cluster (0 for head rows), each tail

@@ -142,6 +142,59 @@ def test_adaptive_tail_chunks_is_exact(options):
         ks.get_head("adaptive", num_classes=N, tail_chunks=-1)
 
 
+def _weight_grads(layer, fn) -> list:
+    """d fn() / d each trainable weight of ``layer``, by the backend's autodiff."""
+    variables = layer.trainable_variables
+    if BACKEND == "jax":
+        import jax
+
+        def of(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn()
+
+        return [np.asarray(g) for g in jax.grad(of)([v.value for v in variables])]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = fn()
+        return [g.numpy() for g in tape.gradient(value, [v.value for v in variables])]
+    pytest.skip(f"no variable gradient helper for {BACKEND}")
+
+
+# Four tails ([4, 8), [8, 12), [12, 17), [17, 23)), 12 rows, capacity ceil(0.34 * 12) = 5 rows a tail.
+CAPACITY_LABELS = {
+    "spread, the last tail's rows at the end": [0, 9, 1, 4, 13, 2, 5, 18, 3, 20, 21, 22],
+    "a tail with exactly the capacity": [4, 5, 6, 7, 4, 0, 1, 2, 3, 9, 13, 19],
+    "a tail one row over it": [17, 18, 19, 20, 21, 22, 0, 1, 2, 3, 9, 13],
+    "head rows only": [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3],
+    "every row in tails": [4, 8, 12, 17, 5, 9, 13, 18, 6, 10, 14, 19],
+}
+
+
+@pytest.mark.parametrize("case", list(CAPACITY_LABELS))
+def test_adaptive_tail_capacity_has_the_loss_and_every_gradient_of_scoring_every_row(case):
+    """The capacity path (one sort, each tail a window of the sorted rows) against scoring every tail
+    for every row: the same per-row loss, input gradient and weight gradients, eagerly and compiled."""
+    params = dict(cutoffs=[4, 8, 12, 17], class_order=None)
+    every = built("adaptive", **params)
+    some = built("adaptive", tail_capacity=0.34, **params)
+    some.layer.set_weights(every.layer.get_weights())
+    assert some.layer.row_counts(12) == [5, 12]
+    h = features(batch=12, seed=21, scale=2.0)
+    y = np.array(CAPACITY_LABELS[case])
+    expected = to_np(every.layer.training_loss(h, y))
+    np.testing.assert_allclose(to_np(some.layer.training_loss(h, y)), expected, atol=1e-6)
+    np.testing.assert_allclose(grad(lambda v: ops.sum(some.layer.training_loss(v, y)), h),
+                               grad(lambda v: ops.sum(every.layer.training_loss(v, y)), h), atol=1e-6)
+    x = ops.convert_to_tensor(h)
+    for g_some, g_every in zip(_weight_grads(some.layer, lambda: ops.sum(some.layer.training_loss(x, y))),
+                               _weight_grads(every.layer, lambda: ops.sum(every.layer.training_loss(x, y)))):
+        np.testing.assert_allclose(g_some, g_every, atol=1e-6)
+    compiled = _xla(lambda v: some.layer.training_loss(v, y))(x)
+    np.testing.assert_allclose(to_np(compiled), expected, atol=1e-5)
+
+
 def test_adaptive_tail_capacity_scores_a_share_of_the_rows_when_it_holds_a_clusters_members():
     layer = built("adaptive", tail_capacity=0.25).layer
     assert layer.row_counts(512) == [128, 512] and layer.row_counts(10) == [3, 10]
