@@ -10,9 +10,3 @@ def _float32_dtype_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
-
-
-def pytest_collection_modifyitems(items):
-    """Tests marked slow first (otherwise in collection order), so that ``pytest -n 2`` starts them
-    early and its workers finish together rather than one running a long test alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
