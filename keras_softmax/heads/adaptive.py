@@ -26,10 +26,9 @@ remove is the ``O(B N)`` element-wise work on the tail logits (a logsumexp per c
 cheap next to the ``O(B N d)`` matmul but not free: at ``N = 10^6`` it is most of the step, and
 ``class_block`` computes it a block of classes at a time so that the whole tail's logits are never
 written to memory (:func:`blockwise_logsumexp`). Measured (``bench/RESULTS.md`` §7, one H200, bf16,
-``B = 512``, ``d = 640``, ``N = 10^6``): 1.56x faster than Dense + softmax scoring every row, 3.97x
-with six geometric tails (``cutoffs = [2000 * 3**k for k in range(6)]``) and ``tail_capacity=0.13``;
-past that the step's many small kernels, not its logits, are the floor (measured before the
-capacity path sorted and gathered once for all tails; that version is not timed yet).
+``B = 512``, ``d = 640``, ``N = 10^6``, SGD): 1.56x faster than Dense + softmax scoring every row,
+3.44x with the default cutoffs and ``tail_capacity=0.3``, 6.52x with six geometric tails
+(``cutoffs = [2000 * 3**k for k in range(6)]``) and ``tail_capacity=0.13``.
 """
 
 from __future__ import annotations
@@ -284,7 +283,7 @@ class AdaptiveSoftmax(ProjectionHead):
             return self._tail_nll_of_every_row(h, rank, cluster)
 
         overflow = ops.cast(ops.max(counts) > capacity, "int32")
-        return ops.switch(overflow, [within, every_row], h, rank, cluster, rows, member)
+        return ops.switch(overflow, [_recomputed(within), _recomputed(every_row)], h, rank, cluster, rows, member)
 
     def _tail_nll_of_every_row(self, h, rank, cluster):
         """``-log p_i(y | cluster i)`` of every row's own tail cluster (0 for head rows), each tail
@@ -321,7 +320,7 @@ class AdaptiveSoftmax(ProjectionHead):
 
             return branch
 
-        sorted_nll = ops.switch(needed, [first_rows(n) for n in counts], h, rank, order)
+        sorted_nll = ops.switch(needed, [_recomputed(first_rows(n)) for n in counts], h, rank, order)
         sorted_nll = ops.where(positions < count, sorted_nll, ops.zeros_like(sorted_nll))
         return ops.take(sorted_nll, ops.argsort(order))  # back to the original row order
 
@@ -383,6 +382,19 @@ def blockwise_logsumexp(down, kernel, bias, block: int, dtype="float32"):
         return lse, grad
 
     return lse_of(down, kernel, bias)
+
+
+def _recomputed(branch):
+    """``branch`` with its intermediates recomputed in the backward pass (``keras.remat``), on JAX.
+
+    A ``switch`` differentiated by JAX keeps the intermediates of *every* branch for the backward
+    pass, the untaken ones as zeros of their full shape, written on every step: behind the capacity
+    branch that was the ``(B, n_i)`` logits of every tail, ~1.7 GB of zeros per step at N = 10^6 (a
+    third of the step, measured). A recomputed branch keeps only its inputs. PyTorch runs only the
+    taken branch; TensorFlow's ``recompute_grad`` fails inside ``fit``'s gradient tape, so there the
+    branch is left as it is.
+    """
+    return keras.remat(branch) if keras.backend.backend() == "jax" else branch
 
 
 def _pick(logits, index):

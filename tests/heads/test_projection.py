@@ -195,6 +195,46 @@ def test_adaptive_tail_capacity_has_the_loss_and_every_gradient_of_scoring_every
     np.testing.assert_allclose(to_np(compiled), expected, atol=1e-5)
 
 
+def _cond_output_sizes(jaxpr):
+    """Element counts of the outputs of every ``cond`` in ``jaxpr`` and the jaxprs nested in it."""
+    sizes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "cond":
+            sizes += [math.prod(v.aval.shape) for v in eqn.outvars]
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else [value]:
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    sizes += _cond_output_sizes(sub)
+    return sizes
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="about how JAX differentiates a switch")
+@pytest.mark.parametrize("options", [{"tail_capacity": 0.25}, {"tail_chunks": 2}])
+def test_adaptive_selective_tails_hand_no_logit_sized_intermediate_to_the_backward_pass(options):
+    """JAX differentiates a ``switch`` by having every branch output the intermediates of all branches
+    (the untaken ones' as zeros): unless the branches are recomputed in the backward pass, the
+    capacity branch writes the every-row branch's ``(B, n)`` tail logits as zeros on every step (a
+    third of the step, measured at N = 10^6)."""
+    import jax
+
+    batch, d, cutoffs, n = 32, 16, [8, 40], 400
+    layer = ks.get_head("adaptive", num_classes=n, cutoffs=cutoffs, div_value=4.0, **options).layer
+    layer.build((None, d))
+    variables = layer.trainable_variables
+    h = np.random.default_rng(3).normal(size=(batch, d)).astype("float32")
+    y = np.arange(batch) % 12  # head rows and a few in each tail: either branch may be taken
+
+    def loss(values, x):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return ops.sum(layer.training_loss(x, y))
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))([v.value for v in variables], h).jaxpr
+    sizes = _cond_output_sizes(jaxpr)
+    assert sizes, "expected the selective path's switch in the gradient"
+    assert max(sizes) < batch * (n - cutoffs[-1]), "a (batch, last tail) array crosses a switch"
+
+
 def test_adaptive_tail_capacity_scores_a_share_of_the_rows_when_it_holds_a_clusters_members():
     layer = built("adaptive", tail_capacity=0.25).layer
     assert layer.row_counts(512) == [128, 512] and layer.row_counts(10) == [3, 10]
