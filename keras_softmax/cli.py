@@ -264,8 +264,12 @@ def compare(run_dirs, plot):
               help="Write the report here instead of OUT/STUDY.md (e.g. zoo/STUDY.md).")
 @click.option("--plots-dir", type=click.Path(file_okay=False),
               help="Write the report's plots here instead of OUT/plots (e.g. docs/study).")
+@click.option("--test-dataset", type=click.Path(exists=True),
+              help="Score every finished run once on this test split (test/<class>/*.jpg or a .tar.gz of it, "
+                   "e.g. ../shared/data/cifar100-test-jpg.tar.gz); nothing is chosen by it.")
 @friendly_errors
-def study(spec, out, dataset, settings, devices, runs_per_device, budget, report_only, report_path, plots_dir):
+def study(spec, out, dataset, settings, devices, runs_per_device, budget, report_only, report_path, plots_dir,
+          test_dataset):
     """Train every head (and variant) of SPEC on every seed, then write results.jsonl and STUDY.md.
 
     Finished runs are never trained again and an interrupted one is resumed, so the same command
@@ -276,7 +280,7 @@ def study(spec, out, dataset, settings, devices, runs_per_device, budget, report
     try:
         outcome = run_study(spec, out, dataset=dataset, settings=settings, devices=devices,
                             runs_per_device=runs_per_device, budget=budget, report_only=report_only,
-                            report_path=report_path, plots_dir=plots_dir, log=_echo)
+                            report_path=report_path, plots_dir=plots_dir, test_dataset=test_dataset, log=_echo)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the same command continues the study in {out}", err=True)
         sys.exit(130)
