@@ -1,7 +1,8 @@
 """Pack a study directory's run records into text files, one per run name, or unpack them to continue the study.
 
 A record keeps, per run, what the study's report and its resume logic read — ``config.toml``,
-``history.csv``, ``report.json`` and the run-directory marker — and, per study, ``study.json``,
+``history.csv``, ``report.json``, ``test.json`` (the test-split figures, once scored) and the
+run-directory marker — and, per study, ``study.json``,
 ``placements.json`` and ``configs/``; never weights, plots or logs. One JSON object per line:
 ``{"path": <relative to the study directory>, "text": <file contents>}``.
 
@@ -22,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json")
+RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json", "test.json")
 STUDY_FILES = ("study.json", "placements.json")
 STUDY_RECORDS = "_study"  # the file (less .jsonl) that holds the study-level files
 

@@ -3,7 +3,9 @@
 A row holds ``name`` (head or variant), ``kind``, ``head``, ``seed``, ``run_dir`` (relative to the
 study directory), what distinguishes the run (``settings``, ``loss_pairing``, ``labels``, ``lr``,
 ``label_smoothing``, ``head_params``), the report's figures (:data:`FIGURES`), the calibration
-figures and, where the run's data had a fine->coarse map, the superclass accuracy. Two rows may share
+figures and, where the run's data had a fine->coarse map, the superclass accuracy; where the run was
+scored on the test split (``test.json``, :mod:`.testsplit`), the same figures as ``test_<key>``
+(:data:`TEST_FIGURES`), else none of them. Two rows may share
 a ``run_dir`` when their settings resolve to the same run (e.g. the tuning grid point that is the
 shared recipe).
 """
@@ -15,12 +17,17 @@ from pathlib import Path
 
 from keras_softmax.io import write_text
 
-__all__ = ["FIGURES", "best_points", "collect", "read_placements", "read_results", "write_results"]
+TEST_FILE = "test.json"  # written by keras_softmax.study.testsplit (kept free of its imports here)
+
+__all__ = ["FIGURES", "TEST_FIGURES", "best_points", "collect", "read_placements", "read_results", "write_results"]
 
 #: The report figures every row carries (GUIDE §6 keys and the timing summary).
 FIGURES = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", "ece",
            "steady_epoch_seconds", "images_per_second", "wall_seconds")
 _EXTRA = ("epochs", "train_seconds", "compile_seconds", "num_params", "dataset", "backend", "device", "precision")
+#: The test split's figures, copied from ``test.json`` as ``test_<key>``.
+TEST_FIGURES = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "nll", "ece",
+                "ece_val_temperature", "coarse_accuracy", "coarse_accuracy_mapped", "num_examples")
 _CALIBRATION = ("nll_before", "nll_after", "ece_after", "nll_after_crossfit", "ece_after_crossfit", "temperature")
 
 
@@ -29,8 +36,9 @@ PLACEMENTS = "placements.json"
 RUN_PLACEMENT = "placement.json"  # the same fact inside each run directory
 
 
-def row_for(planned, report: dict, runs_sharing_device: int = 1) -> dict:
-    """The results row of ``planned`` (a :class:`~keras_softmax.study.spec.PlannedRun`) from its report."""
+def row_for(planned, report: dict, runs_sharing_device: int = 1, test: dict | None = None) -> dict:
+    """The results row of ``planned`` (a :class:`~keras_softmax.study.spec.PlannedRun`) from its report
+    (and its test-split figures ``test``, where it has been scored)."""
     config = planned.config
     row = {
         "name": planned.name, "kind": planned.kind, "group": planned.group, "head": config.head,
@@ -54,6 +62,11 @@ def row_for(planned, report: dict, runs_sharing_device: int = 1) -> dict:
     else:
         row["coarse_accuracy"] = report.get("coarse_accuracy")
         row["coarse_accuracy_mapped"] = report.get("coarse_accuracy_mapped")
+    if test:
+        for key in TEST_FIGURES:
+            row[f"test_{key}"] = test.get(key)
+        if config.labels == "coarse":
+            row["test_coarse_accuracy"] = row["test_coarse_accuracy_mapped"] = test.get("accuracy")
     return row
 
 
@@ -64,7 +77,9 @@ def collect(planned_runs, out) -> list[dict]:
         run = Path(out) / "runs" / planned.run_id
         if (run / "report.json").is_file():
             report = json.loads((run / "report.json").read_text(encoding="utf-8"))
-            rows.append(row_for(planned, report, _runs_sharing_device(run, sharing.get(planned.run_id, 1))))
+            test_path = run / TEST_FILE
+            test = json.loads(test_path.read_text(encoding="utf-8")) if test_path.is_file() else None
+            rows.append(row_for(planned, report, _runs_sharing_device(run, sharing.get(planned.run_id, 1)), test))
     return rows
 
 

@@ -8,6 +8,7 @@ The study directory::
       runs/<run>/       ordinary run directories (GUIDE §6)
       logs/<run>.log    everything each training process printed, attempt after attempt
       results.jsonl     one row per finished run
+      runs/<run>/test.json  its test-split figures (with --test-dataset; see .testsplit)
       STUDY.md, plots/  the report
 
 Each run trains in its own process, ``keras-softmax train`` (through :mod:`.child`): Keras's global
@@ -23,6 +24,11 @@ With several devices, ``devices`` worker slots each take the next run; slot ``i`
 run limited to its share of the GPU's memory. The spec's timing runs (``[timing]``) train last, one
 per device whatever ``runs_per_device``, so that their epoch times are a head's alone. The parent
 never imports a backend's device runtime, so it holds no GPU memory.
+
+With ``test_dataset`` (``--test-dataset``), every finished run that has its ``model.keras`` and no
+``test.json`` yet is scored on that test split once, after the invocation's training, in a process
+of its own on a slot (:mod:`.testsplit`); timing runs are not scored. Nothing is chosen by a test
+figure: the tuning reads validation figures only.
 """
 
 from __future__ import annotations
@@ -161,8 +167,10 @@ def _differences(planned: PlannedRun, path: Path) -> list[str]:
 
 
 class _Runner:
-    def __init__(self, out: Path, slots: list[Slot], log, start_until: float | None = None):
+    def __init__(self, out: Path, slots: list[Slot], log, start_until: float | None = None,
+                 test_dataset: str | None = None):
         self.out, self.slots, self.log = out, slots, log
+        self.test_dataset = test_dataset
         self.start_until = start_until  # time.monotonic() after which no run starts (None: no limit)
         self.deferred = 0  # runs left for the next invocation by that limit
         self.lock = threading.Lock()
@@ -172,6 +180,7 @@ class _Runner:
         self.prior: list[float] = []
         self.failed: list[tuple[str, str]] = []
         self.trained = 0
+        self.scored = 0
 
     def eta(self, remaining: int) -> str:
         walls = self.walls or self.prior
@@ -200,7 +209,7 @@ class _Runner:
                     planned, state = queue.popleft()
                     started[0] += 1
                     index = started[0]
-                    verb = "resuming" if state == "resume" else "training"
+                    verb = {"resume": "resuming", "score": "scoring on the test split"}.get(state, "training")
                     self.log(f"[{index}/{total}] {verb} {planned.run_id} on {slot.label} ... "
                              f"{self.eta(total - done[0])}")
                 began = time.perf_counter()
@@ -210,7 +219,10 @@ class _Runner:
                     done[0] += 1
                     if self.stopping:
                         return
-                    if code == 0:
+                    if code == 0 and state == "score":
+                        self.scored += 1
+                        self.log(f"[{index}/{total}] scored {planned.run_id} on the test split")
+                    elif code == 0:
                         self.walls.append(wall)
                         self.trained += 1
                         self.record_placement(planned.run_id, slot)
@@ -251,6 +263,9 @@ class _Runner:
 
     def command(self, planned: PlannedRun, state: str) -> list[str]:
         run_dir = (self.out / "runs" / planned.run_id).resolve()
+        if state == "score":
+            return [sys.executable, "-m", "keras_softmax.study.testsplit", str(run_dir),
+                    str(Path(self.test_dataset).expanduser().resolve())]
         base = [sys.executable, "-m", "keras_softmax.study.child", "train"]
         if state == "resume":
             return base + ["--resume", "--out", str(run_dir)]
@@ -375,10 +390,28 @@ def _prior_walls(planned_runs, out: Path) -> list[float]:
     return walls
 
 
-def study_command(spec_path, out, dataset, settings: dict) -> str:
+def _to_score(planned_runs, out: Path) -> list[tuple[PlannedRun, str]]:
+    """The distinct finished runs (not timing runs) with a model and no test figures yet."""
+    from keras_softmax.study.results import TEST_FILE
+
+    jobs, seen = [], set()
+    for planned in planned_runs:
+        run = out / "runs" / planned.run_id
+        if planned.kind == "timing" or planned.run_id in seen:
+            continue
+        seen.add(planned.run_id)
+        if ((run / "report.json").is_file() and (run / "model.keras").is_file()
+                and not (run / TEST_FILE).is_file()):
+            jobs.append((planned, "score"))
+    return jobs
+
+
+def study_command(spec_path, out, dataset, settings: dict, test_dataset=None) -> str:
     words = ["keras-softmax", "study", str(spec_path), "--out", str(out)]
     if dataset:
         words += ["--dataset", str(dataset)]
+    if test_dataset:
+        words += ["--test-dataset", str(test_dataset)]
     for key, value in settings.items():
         words += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     return shlex.join(words)
@@ -386,7 +419,7 @@ def study_command(spec_path, out, dataset, settings: dict) -> str:
 
 def run_study(spec_path, out, *, dataset: str | None = None, settings=(), devices=None, runs_per_device: int = 1,
               budget: float | None = None, report_only: bool = False, report_path=None, plots_dir=None,
-              log=print) -> StudyOutcome:
+              test_dataset: str | None = None, log=print) -> StudyOutcome:
     """Train what ``spec_path`` plans into ``out`` (skipping finished runs), then write the report.
 
     Args:
@@ -402,6 +435,8 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
         report_only: train nothing; rebuild ``results.jsonl`` and ``STUDY.md`` from what exists.
         report_path: write the report here instead of ``out/STUDY.md`` (e.g. ``zoo/STUDY.md``).
         plots_dir: write its plots here instead of ``out/plots`` (linked relative to the report).
+        test_dataset: the test split (class folders or .tar.gz, ``test/<class>/*.jpg``): every finished
+            run with a model and no ``test.json`` is scored on it once (:mod:`.testsplit`).
         log: prints one line.
 
     Raises:
@@ -419,10 +454,15 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     jobs, finished = _jobs(planned, out)
     slots = make_slots(devices, runs_per_device) if not report_only else [Slot(0, None)]
     out.mkdir(parents=True, exist_ok=True)
-    command = study_command(spec_path, out, dataset, overrides)
-    io.write_json(out / "study.json", {"spec": str(spec_path), "dataset": dataset, "settings": overrides,
-                                       "command": command})
-    runner = _Runner(out, slots, log, start_until=None if budget is None else time.monotonic() + budget)
+    if test_dataset is not None and not Path(test_dataset).expanduser().exists():
+        raise StudyError(f"--test-dataset not found: {test_dataset}")
+    command = study_command(spec_path, out, dataset, overrides, test_dataset)
+    invocation = {"spec": str(spec_path), "dataset": dataset, "settings": overrides, "command": command}
+    if test_dataset is not None:
+        invocation["test_dataset"] = str(test_dataset)
+    io.write_json(out / "study.json", invocation)
+    runner = _Runner(out, slots, log, start_until=None if budget is None else time.monotonic() + budget,
+                     test_dataset=test_dataset)
     runner.prior = _prior_walls(planned, out)
     if report_only:
         log(f"study {spec.path}: report only; {finished} of {finished + len(jobs)} runs finished")
@@ -455,6 +495,12 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
             runner.trained += alone.trained
             runner.failed += alone.failed
     planned = planned + timing
+
+    if test_dataset is not None and not report_only:
+        score = _to_score(planned, out)
+        if score:
+            log(f"test split: scoring {len(score)} finished run(s) once on {test_dataset}")
+            _with_signals(lambda: runner.execute(score))
 
     rows = collect(planned, out)
     write_results(rows, out / "results.jsonl")

@@ -22,12 +22,33 @@ variants, recipes, a per-head tuning grid and report sections::
     [tuning]                                  # optional: the same small grid for every head
     lr = [0.1, 0.2, 0.4]
     label_smoothing = [0.0, 0.1]
-    seeds = [0]                               # the grid's seeds; each head's best then runs on `seeds`
+    seeds = [0, 1]                            # the grid's seeds (the choice: mean over them)
+    tuned_seeds = [5, 6, 7]                   # each head's best then runs on these (default `seeds`
+                                              # above the table); they must be seeds the grid never saw
 
     [[sections]]                              # optional: a table of named rows in STUDY.md
     title = "The wiring error"
     rows = ["softmax", "softmax-mismatched"]
     reference = "softmax"
+    comparisons = [["softmax-mismatched", "softmax"]]  # the family (default: every row vs reference)
+    primary = ["softmax-mismatched", "softmax"]        # the question's answer (default: the first)
+    metric = "accuracy"                       # or coarse_accuracy, top5_accuracy, f1_macro
+
+    [verdicts]                                # optional: how comparisons become verdicts
+    alpha = 0.05                              # family-wise, Holm within each family
+    repeats = "results/repeats.json"          # the equivalence margin from same-seed repeat noise
+    # margin = 1.0                            # ... or a margin in percentage points
+
+    [[claims]]                                # optional: a claim and the comparison that answers it
+    claim = "dropping the lowest 10 % of logits adds 2-3 points"
+    rows = ["softmax-drop0.1"]                # each against `reference` (or evidence = "..." alone)
+    reference = "softmax"
+    expect = "better"                         # better, worse or equivalent
+
+    [provenance]                              # optional: where a recipe's settings come from
+    recipe = "original"
+    settings = { optimizer = "stated: ...", epochs = "assumed: ..." }
+    data = { source = "...", sha256 = "..." }
 
     [timing]                                  # optional: short runs alone on a device, for speed
     names = ["softmax", "log_softmax"]        # heads and variants (default: all of them)
@@ -66,10 +87,14 @@ from keras_softmax.heads.registry import HEADS, head_spec
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
-             "sections", "timing")
+             "sections", "timing", "primary", "verdicts", "claims", "provenance")
 VARIANT_KEYS = ("name", "description", "group", "recipe", "seeds", "compare_to")
-TUNING_KEYS = ("heads", "seeds", "metric")
-SECTION_KEYS = ("title", "text", "rows", "reference")
+TUNING_KEYS = ("heads", "seeds", "metric", "tuned_seeds")
+SECTION_KEYS = ("title", "text", "rows", "reference", "comparisons", "primary", "metric")
+VERDICT_KEYS = ("alpha", "margin", "repeats")
+CLAIM_KEYS = ("claim", "rows", "reference", "expect", "evidence", "command", "metric")
+#: Figures a comparison may be on (row keys of results.jsonl; the test split's are ``test_<key>``).
+METRICS = ("accuracy", "top5_accuracy", "f1_macro", "coarse_accuracy", "steady_epoch_seconds")
 TIMING_KEYS = ("names", "seeds")
 #: A timing run's settings unless its [timing] table says otherwise: epoch 1 compiles, 2..4 are timed.
 TIMING_DEFAULTS = {"epochs": 4}
@@ -104,6 +129,7 @@ class Tuning:
     grid: dict  # setting -> list of values, in the order given
     seeds: tuple
     metric: str = "accuracy"
+    tuned_seeds: tuple | None = None  # None: the study's seeds
 
     def points(self) -> list[dict]:
         keys = list(self.grid)
@@ -118,6 +144,32 @@ class Section:
     rows: tuple
     text: str = ""
     reference: str | None = None
+    comparisons: tuple = ()  # (a, b) pairs, a − b; empty: every row against the reference
+    primary: tuple | None = None  # one of the comparisons; None: the first
+    metric: str = "accuracy"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdicts:
+    """How comparisons become verdicts: Holm at ``alpha`` within each family, and equivalence (TOST)
+    at ``margin`` (a fraction, e.g. 0.011 for 1.1 points), given or derived from ``repeats``."""
+
+    alpha: float = 0.05
+    margin: float | None = None
+    repeats: Path | None = None  # JSON with "pairs": [{"accuracy": [a, b]}, ...] of same-seed repeats
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A claim of the study being repeated, and the comparisons (``rows`` − ``reference``) that answer it."""
+
+    claim: str
+    rows: tuple = ()
+    reference: str | None = None
+    expect: str | None = None  # "better", "worse" or "equivalent"
+    evidence: str = ""
+    command: str = ""
+    metric: str = "accuracy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +195,10 @@ class StudySpec:
     tuning: Tuning | None
     sections: tuple
     timing: Timing | None = None
+    primary: str | None = None  # the heads table's primary comparison: this head − reference
+    verdicts: Verdicts = dataclasses.field(default_factory=Verdicts)
+    claims: tuple = ()
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -189,6 +245,9 @@ def _read(path: Path, seen: tuple) -> dict:
     for key in ("base",):
         if isinstance(data.get(key), str):
             data[key] = str((path.parent / data[key]).resolve())
+    verdicts = data.get("verdicts")
+    if isinstance(verdicts, dict) and isinstance(verdicts.get("repeats"), str):
+        data["verdicts"] = {**verdicts, "repeats": str((path.parent / verdicts["repeats"]).resolve())}
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -197,7 +256,7 @@ def _read(path: Path, seen: tuple) -> dict:
     inherited = _read((path.parent / parent).resolve(), seen + (path.resolve(),))
     merged = dict(inherited)
     for key, value in data.items():
-        if key in ("variants", "sections"):
+        if key in ("variants", "sections", "claims"):
             merged[key] = list(inherited.get(key, [])) + list(value)
         elif key == "recipes" and isinstance(value, dict):
             merged[key] = {**inherited.get(key, {}), **value}
@@ -263,9 +322,84 @@ def _parse(path: Path, data: dict) -> StudySpec:
     if not isinstance(description, str):
         raise StudyError(f"{path}: description must be a string")
     timing = _timing(path, data.get("timing"), names)
+    primary = data.get("primary")
+    if primary is not None and (not isinstance(primary, str) or primary not in known):
+        raise StudyError(f"{path}: primary must be a head or variant of this study (got {primary!r})")
+    verdicts = _verdicts(path, data.get("verdicts", {}))
+    claims = tuple(_claim(path, raw, known) for raw in _tables(path, data.get("claims", []), "claims"))
+    provenance = data.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise StudyError(f"{path}: provenance must be a table ([provenance])")
     return StudySpec(path=path, description=description, base=base, settings=settings, heads=tuple(heads),
                      seeds=seeds, reference=reference, recipes=recipes, variants=variants, tuning=tuning,
-                     sections=sections, timing=timing)
+                     sections=sections, timing=timing, primary=primary, verdicts=verdicts, claims=claims,
+                     provenance=provenance)
+
+
+def _verdicts(path, raw) -> Verdicts:
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: verdicts must be a table ([verdicts])")
+    unknown = sorted(set(raw) - set(VERDICT_KEYS))
+    if unknown:
+        raise StudyError(f"{path}: verdicts: unknown key {unknown[0]!r}; it holds {', '.join(VERDICT_KEYS)}")
+    alpha = raw.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
+        raise StudyError(f"{path}: verdicts: alpha must be a number in (0, 0.5) (got {alpha!r})")
+    margin = raw.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0):
+        raise StudyError(f"{path}: verdicts: margin must be a number of percentage points > 0 (got {margin!r})")
+    repeats = raw.get("repeats")
+    if repeats is not None:
+        repeats = Path(repeats)
+        if not repeats.is_file():
+            raise StudyError(f"{path}: verdicts: repeats file not found: {repeats}")
+    if margin is not None and repeats is not None:
+        raise StudyError(f"{path}: verdicts: give margin or repeats, not both")
+    return Verdicts(alpha=float(alpha), margin=None if margin is None else float(margin) / 100, repeats=repeats)
+
+
+def _pair(path, what, value, known) -> tuple:
+    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value)
+            or value[0] == value[1]):
+        raise StudyError(f"{path}: {what}: a comparison is a pair of two names, e.g. [\"softmax\", \"log_softmax\"] "
+                         f"(got {value!r})")
+    for name in value:
+        if name not in known:
+            raise StudyError(f"{path}: {what}: {name!r} is not a head or variant of this study")
+    return tuple(value)
+
+
+def _metric(path, what, value) -> str:
+    if value not in METRICS:
+        raise StudyError(f"{path}: {what}: metric must be one of {', '.join(METRICS)} (got {value!r})")
+    return value
+
+
+def _claim(path, raw: dict, known: set) -> Claim:
+    unknown = sorted(set(raw) - set(CLAIM_KEYS))
+    if unknown:
+        raise StudyError(f"{path}: claims: unknown key {unknown[0]!r}; a claim holds {', '.join(CLAIM_KEYS)}")
+    text = raw.get("claim")
+    if not isinstance(text, str) or not text:
+        raise StudyError(f"{path}: every claim needs claim = \"...\"")
+    rows = raw.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(r, str) and r in known for r in rows):
+        raise StudyError(f"{path}: claim {text!r}: rows must be heads or variants of this study (got {rows!r})")
+    reference = raw.get("reference")
+    if rows and (not isinstance(reference, str) or reference not in known):
+        raise StudyError(f"{path}: claim {text!r}: reference must be a head or variant of this study "
+                         f"(got {reference!r})")
+    expect = raw.get("expect")
+    if rows and expect not in ("better", "worse", "equivalent"):
+        raise StudyError(f"{path}: claim {text!r}: expect must be better, worse or equivalent (got {expect!r})")
+    evidence, command = raw.get("evidence", ""), raw.get("command", "")
+    if not isinstance(evidence, str) or not isinstance(command, str):
+        raise StudyError(f"{path}: claim {text!r}: evidence and command must be strings")
+    if not rows and not evidence:
+        raise StudyError(f"{path}: claim {text!r}: give rows (with reference and expect) or evidence")
+    metric = _metric(path, f"claim {text!r}", raw.get("metric", "accuracy"))
+    return Claim(claim=text, rows=tuple(rows), reference=reference, expect=expect, evidence=evidence,
+                 command=command, metric=metric)
 
 
 def _tables(path, value, key) -> list:
@@ -359,7 +493,14 @@ def _tuning(path, raw, heads) -> Tuning | None:
     if metric not in ("accuracy", "top5_accuracy", "f1_macro"):
         raise StudyError(f"{path}: tuning metric must be accuracy, top5_accuracy or f1_macro (got {metric!r})")
     seeds = _seeds(path, raw["seeds"], "tuning seeds") if "seeds" in raw else (0,)
-    return Tuning(heads=tuple(tuned_heads), grid=grid, seeds=seeds, metric=metric)
+    tuned_seeds = None
+    if "tuned_seeds" in raw:
+        tuned_seeds = _seeds(path, raw["tuned_seeds"], "tuning tuned_seeds")
+        seen = sorted(set(tuned_seeds) & set(seeds))
+        if seen:
+            raise StudyError(f"{path}: tuning: tuned_seeds must be seeds the grid never saw; seed {seen[0]} is "
+                             "also a grid seed (the choice was made on it)")
+    return Tuning(heads=tuple(tuned_heads), grid=grid, seeds=seeds, metric=metric, tuned_seeds=tuned_seeds)
 
 
 def _timing(path, raw, names: list) -> Timing | None:
@@ -401,7 +542,20 @@ def _section(path, raw: dict, known: set) -> Section:
     for name in rows + ([raw["reference"]] if "reference" in raw else []):
         if name not in known:
             raise StudyError(f"{path}: section {title!r}: {name!r} is not a head or variant of this study")
-    return Section(title=title, rows=tuple(rows), text=str(raw.get("text", "")), reference=raw.get("reference"))
+    what = f"section {title!r}"
+    comparisons = raw.get("comparisons", [])
+    if not isinstance(comparisons, list):
+        raise StudyError(f"{path}: {what}: comparisons must be a list of [a, b] pairs")
+    comparisons = tuple(_pair(path, what, pair, known) for pair in comparisons)
+    primary = raw.get("primary")
+    if primary is not None:
+        primary = _pair(path, what, primary, known)
+        listed = comparisons or tuple((r, raw.get("reference")) for r in rows if r != raw.get("reference"))
+        if primary not in listed:
+            raise StudyError(f"{path}: {what}: primary {list(primary)!r} is not one of the section's comparisons")
+    metric = _metric(path, what, raw.get("metric", "accuracy"))
+    return Section(title=title, rows=tuple(rows), text=str(raw.get("text", "")), reference=raw.get("reference"),
+                   comparisons=comparisons, primary=primary, metric=metric)
 
 
 # --------------------------------------------------------------------------------------------- planning
@@ -504,10 +658,12 @@ class Planner:
         return runs
 
     def plan_tuned(self, best: dict) -> list[PlannedRun]:
-        """Each tuned head at its best grid point (``best``: head -> point) on the study's seeds."""
+        """Each tuned head at its best grid point (``best``: head -> point) on the tuning's
+        ``tuned_seeds`` (default the study's seeds)."""
         runs = []
+        seeds = self.spec.tuning.tuned_seeds or self.spec.seeds
         for head, point in best.items():
-            for seed in self.spec.seeds:
+            for seed in seeds:
                 runs.append(self.run(f"tuned-{head}", seed, "tuned", [{"head": head}, point], dict(point),
                                      group="tuned", compare_to=None))
         return runs

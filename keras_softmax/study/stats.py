@@ -1,4 +1,5 @@
-"""The statistics of a study: mean ± sample standard deviation over seeds, and a Welch interval.
+"""The statistics of a study: mean ± sample standard deviation over seeds, Welch intervals and tests,
+Holm's adjustment over a family of comparisons, and equivalence by two one-sided tests (TOST).
 
 Every figure in STUDY.md is a mean over seeds with its sample standard deviation (``ddof=1``) and
 the number of runs behind it. A difference between two heads comes with a 95 % confidence interval
@@ -13,6 +14,19 @@ seeds (same validation split and data order per seed).
 >>> d = welch_interval([0.61, 0.63, 0.62], [0.58, 0.60, 0.59])
 >>> round(d.difference, 3), d.low < d.difference < d.high
 (0.03, True)
+
+Many comparisons: :func:`holm` adjusts the p-values of a family (Holm 1979, step-down; it controls the
+family-wise error rate under any dependence), and :func:`holm_levels` gives each comparison the
+confidence level at which Holm's step tests it, for an interval that excludes 0 exactly when the
+step rejects. Equivalence: :func:`tost` tests ``|Δ| < margin`` with two one-sided Welch tests (Schuirmann
+1987); its p-value is the larger of the two, and the (1 − 2α) interval lies inside ``±margin`` exactly when
+it is below α. :func:`excluded_beyond` is the smallest margin the data exclude at that level.
+
+>>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
+[0.03, 0.06, 0.06]
+
+The t distribution comes from scipy (``scipy.stats.t``), which scikit-learn, a core dependency,
+already brings; everything else is numpy and closed forms.
 """
 
 from __future__ import annotations
@@ -23,7 +37,8 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["Difference", "Summary", "summarize", "welch_interval"]
+__all__ = ["Difference", "Equivalence", "Summary", "excluded_beyond", "holm", "holm_levels", "interval_at",
+           "repeat_sd", "summarize", "tost", "welch_interval"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +61,21 @@ class Difference:
     confidence: float
     n_a: int
     n_b: int
+    se: float = 0.0  # standard error of the difference
+    p_value: float = 1.0  # two-sided Welch test of difference = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests of ``|difference| < margin``: ``p_value`` (the larger one-sided p), and the
+    (1 − 2α) interval ``[low, high]`` they imply."""
+
+    margin: float
+    p_value: float
+    p_lower: float  # H0: difference <= -margin
+    p_upper: float  # H0: difference >= +margin
+    low: float
+    high: float
 
 
 def _finite(values) -> np.ndarray:
@@ -74,8 +104,74 @@ def welch_interval(a, b, confidence: float = 0.95) -> Difference | None:
     difference = float(np.mean(a) - np.mean(b))
     se = math.sqrt(va + vb)
     if se == 0:
-        return Difference(difference, difference, difference, math.inf, confidence, int(a.size), int(b.size))
+        return Difference(difference, difference, difference, math.inf, confidence, int(a.size), int(b.size),
+                          0.0, 1.0 if difference == 0 else 0.0)
     df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p_value = float(2 * stats.t.sf(abs(difference) / se, df))
     return Difference(difference, difference - half, difference + half, float(df), confidence, int(a.size),
-                      int(b.size))
+                      int(b.size), float(se), min(1.0, p_value))
+
+
+def interval_at(d: Difference, confidence: float) -> tuple[float, float]:
+    """The Welch interval of ``d`` at another ``confidence`` level (same df and standard error)."""
+    if d.se == 0:
+        return d.difference, d.difference
+    half = float(stats.t.ppf(0.5 + confidence / 2, d.df)) * d.se
+    return d.difference - half, d.difference + half
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: sort ascending, multiply the i-th
+    smallest (i from 0) by ``m − i``, take the running maximum, cap at 1."""
+    p = [float(v) for v in p_values]
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm_levels(p_values, alpha: float = 0.05) -> list[float]:
+    """The confidence level ``1 − α / (m − rank)`` at which Holm's step tests each comparison (rank 0 is
+    the smallest p): its interval at that level excludes 0 exactly when that step's test rejects. Holm
+    stops at its first non-rejection, so a later comparison whose interval excludes 0 is still not
+    significant: read the decision from the adjusted p-value (:func:`holm`)."""
+    p = [float(v) for v in p_values]
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    levels = [0.0] * m
+    for rank, i in enumerate(order):
+        levels[i] = 1.0 - alpha / (m - rank)
+    return levels
+
+
+def tost(d: Difference, margin: float, alpha: float = 0.05) -> Equivalence:
+    """Two one-sided Welch tests of ``-margin < difference < margin`` on the same df as ``d``."""
+    if not margin > 0:
+        raise ValueError(f"an equivalence margin must be > 0 (got {margin!r})")
+    if d.se == 0:
+        inside = -margin < d.difference < margin
+        p = 0.0 if inside else 1.0
+        return Equivalence(margin, p, p, p, d.difference, d.difference)
+    p_lower = float(stats.t.sf((d.difference + margin) / d.se, d.df))
+    p_upper = float(stats.t.cdf((d.difference - margin) / d.se, d.df))
+    low, high = interval_at(d, 1 - 2 * alpha)
+    return Equivalence(margin, max(p_lower, p_upper), p_lower, p_upper, low, high)
+
+
+def excluded_beyond(d: Difference, alpha: float = 0.05) -> float:
+    """The smallest margin x for which TOST at level α says ``|difference| < x``: the larger end, in
+    absolute value, of the (1 − 2α) interval. "A difference beyond ±x is excluded"."""
+    low, high = interval_at(d, 1 - 2 * alpha)
+    return max(abs(low), abs(high))
+
+
+def repeat_sd(pairs) -> float:
+    """The standard deviation of one run from same-config repeat pairs: ``sqrt(Σ (a − b)² / 2k)``."""
+    diffs = np.array([float(a) - float(b) for a, b in pairs], dtype=np.float64)
+    if diffs.size == 0:
+        raise ValueError("no repeat pairs")
+    return float(math.sqrt(np.sum(diffs ** 2) / (2 * diffs.size)))
