@@ -6,10 +6,12 @@ Precedence, lowest first: the defaults below, the dataset's built-in preset
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 #: "auto": mixed_bfloat16 on accelerators with native bf16, float32 elsewhere (resolved when a run
@@ -30,107 +32,167 @@ class ConfigError(ValueError):
     """A configuration value or file a user gave is invalid (one-line message)."""
 
 
+# --- what each setting accepts -------------------------------------------------------------------
+#
+# Every setting of ``TrainConfig`` is declared with ``setting(default, RULE)``: its type and range sit
+# next to its default, and ``validate()`` checks each value against its rule before anything runs
+# (a wrong one is one ``ConfigError`` line: the setting, what it expects, what it got). A new setting
+# needs nothing else; ``tests/training/test_config.py`` checks that every field has a rule.
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a setting accepts: ``expects`` says it in words, ``check`` decides."""
+
+    expects: str
+    check: Callable[[object], bool]
+
+    def __call__(self, value) -> bool:
+        try:
+            return bool(self.check(value))
+        except (TypeError, ValueError):  # a comparison of the wrong type is simply "no"
+            return False
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(minimum: int = 0) -> Rule:
+    """A whole number >= ``minimum``."""
+    words = {0: "an integer >= 0", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    return Rule(words, lambda v: _is_int(v) and v >= minimum)
+
+
+def number(low: float = 0.0, high: float | None = None, *, low_open: bool = False, high_open: bool = False,
+           words: str | None = None) -> Rule:
+    """A finite number in the interval ``low``..``high`` (``None``: unbounded above)."""
+    if words is None:
+        if high is None:
+            words = f"a number {'>' if low_open else '>='} {low:g}"
+        else:
+            words = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(v):
+        if not _is_number(v):
+            return False
+        above = v > low if low_open else v >= low
+        below = high is None or (v < high if high_open else v <= high)
+        return above and below
+
+    return Rule(words, check)
+
+
+def choice(*options: str) -> Rule:
+    return Rule(f"one of {', '.join(options)}", lambda v: isinstance(v, str) and v in options)
+
+
+def text() -> Rule:
+    return Rule("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
+
+
+def flag() -> Rule:
+    return Rule("true or false", lambda v: isinstance(v, bool))
+
+
+def table() -> Rule:
+    return Rule("a table of KEY = VALUE", lambda v: isinstance(v, dict))
+
+
+def positive_ints(count: int) -> Rule:
+    count_words = {2: "two", 3: "three", 4: "four"}.get(count, str(count))
+    return Rule(f"{count_words} positive integers, e.g. [64, 160, 320, 640]",
+                lambda v: isinstance(v, (list, tuple)) and len(v) == count and all(_is_int(w) and w > 0 for w in v))
+
+
+def setting(default, rule: Rule):
+    """A dataclass field with its default and the rule its value must pass."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"rule": rule})
+    return dataclasses.field(default=default, metadata={"rule": rule})
+
+
+DEVICES = Rule('a positive integer or "all"', lambda v: (_is_int(v) and v >= 1) or v == "all")
+VAL_SPLIT = Rule("a fraction in (0, 1) or a whole number of images >= 1",
+                 lambda v: _is_number(v) and ((0 < v < 1) or (_is_int(v) and v >= 1)
+                                              or (isinstance(v, float) and v >= 1 and v == int(v))))
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Every knob of a training run, with its default."""
+    """Every knob of a training run: its default and what it accepts (``setting(default, rule)``)."""
 
-    head: str = "log_softmax"
-    head_params: dict = dataclasses.field(default_factory=dict)
-    dataset: str = "digits"
-    val_split: float = 0.1
-    limit: int = 0  # 0: use every training image
-    seed: int = 0
-    epochs: int = 30
-    batch_size: int = 128  # the global batch, split evenly over ``devices``
+    head: str = setting("log_softmax", text())
+    head_params: dict = setting({}, table())
+    dataset: str = setting("digits", text())
+    val_split: float = setting(0.1, VAL_SPLIT)
+    limit: int = setting(0, integer(0))  # 0: use every training image
+    seed: int = setting(0, integer(0))
+    epochs: int = setting(30, integer(1))
+    batch_size: int = setting(128, integer(1))  # the global batch, split evenly over ``devices``
     # Data-parallel devices: 1 (the plain one-device path), N, or "all" (every visible accelerator,
     # or CPU device where there is none; with several processes, every device of every host).
-    devices: int | str = 1
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
+    devices: int | str = setting(1, DEVICES)
+    optimizer: str = setting("sgd", choice(*OPTIMIZERS))
+    lr: float = setting(0.1, number(0, low_open=True))
+    momentum: float = setting(0.9, number(0, 1, high_open=True))
+    nesterov: bool = setting(True, flag())
     # Decoupled weight decay, w -= lr * weight_decay * w each step (Keras's convention). With SGD
     # momentum 0.9 it matches a coupled L2 term ten times smaller: 5e-3 here ~ PyTorch's 5e-4.
-    weight_decay: float = 5e-3
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
+    weight_decay: float = setting(5e-3, number(0))
+    schedule: str = setting("cosine", choice(*SCHEDULES))
+    warmup_epochs: float = setting(1.0, number(0))
     # Clip the gradient to this global L2 norm (all variables together) before each step; 0: off.
-    global_clipnorm: float = 0.0
-    label_smoothing: float = 0.0
+    global_clipnorm: float = setting(0.0, number(0, words="a number >= 0 (0: no clipping)"))
+    label_smoothing: float = setting(0.0, number(0, 1, high_open=True))
     # "matched": the head's own loss. "mismatched": the original study's error, the head's output fed
     # to a cross-entropy that expects logits (keras_softmax.mismatch), for demonstrations only.
-    loss: str = "matched"
-    cutmix: float = 0.0
-    ema: float = 0.0  # EMA momentum of the weights (0: off)
-    widths: list = dataclasses.field(default_factory=lambda: [64, 160, 320, 640])
-    augment: bool = True
+    loss: str = setting("matched", choice("matched", "mismatched"))
+    cutmix: float = setting(0.0, number(0, 1, words="a probability in [0, 1]"))
+    # One TrivialAugment operation per training image, computed on the accelerator inside the model
+    # ("trivial": RandAugment's ranges, "trivial_wide": TrivialAugmentWide's; models.augment).
+    augment_policy: str = setting("none", choice("none", "trivial", "trivial_wide"))
+    # Probability of erasing one random box per training image (random erasing; 0: off).
+    random_erasing: float = setting(0.0, number(0, 1, words="a probability in [0, 1]"))
+    ema: float = setting(0.0, number(0, 1, high_open=True))  # EMA momentum of the weights (0: off)
+    widths: list = setting([64, 160, 320, 640], positive_ints(4))
+    augment: bool = setting(True, flag())
     # Standardise pixels with the CIFAR-100 channel mean and std (false: pixel / 255 only, as the
     # original study fed them).
-    normalize: bool = True
-    labels: str = "fine"
-    crop_padding: int = 4
-    flip: bool = True
-    dropout: float = 0.0
-    tta_flip: bool = False
-    precision: str = "auto"
-    jit_compile: bool = True
-    steps_per_execution: int = 1
-    val_every: int = 1  # validate every N epochs (and always after the last)
-    checkpoint_every: int = 1  # checkpoint every N epochs for --resume (0: never)
-    compile_cache: bool = True  # JAX: keep compiled programs on disk for later runs
+    normalize: bool = setting(True, flag())
+    labels: str = setting("fine", choice(*LABELS))
+    crop_padding: int = setting(4, integer(0))
+    flip: bool = setting(True, flag())
+    dropout: float = setting(0.0, number(0, 1, high_open=True))
+    tta_flip: bool = setting(False, flag())
+    precision: str = setting("auto", choice(*PRECISIONS))
+    jit_compile: bool = setting(True, flag())
+    steps_per_execution: int = setting(1, integer(1))
+    val_every: int = setting(1, integer(1))  # validate every N epochs (and always after the last)
+    checkpoint_every: int = setting(1, integer(0))  # checkpoint every N epochs for --resume (0: never)
+    compile_cache: bool = setting(True, flag())  # JAX: keep compiled programs on disk for later runs
 
-    def validate(self) -> "TrainConfig":
-        """Check every value; raise ``ConfigError`` naming the first bad one."""
-        _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs must be a positive integer", self.epochs)
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1,
-                 "batch_size must be a positive integer", self.batch_size)
-        _require((isinstance(self.devices, int) and not isinstance(self.devices, bool) and self.devices >= 1)
-                 or self.devices == "all", 'devices must be a positive integer or "all"', self.devices)
-        if isinstance(self.devices, int) and self.batch_size % self.devices:
+    def validate(self, origins: dict | None = None) -> "TrainConfig":
+        """Check every value against its rule; raise ``ConfigError`` naming the first bad one.
+
+        ``origins`` (setting -> where it was given, e.g. ``"--set"`` or a file name) goes into the message.
+        """
+        for field in dataclasses.fields(self):
+            rule = field.metadata.get("rule")
+            value = getattr(self, field.name)
+            if rule is not None and not rule(value):
+                where = (origins or {}).get(field.name)
+                raise ConfigError(f"{field.name} must be {rule.expects} (got {value!r}"
+                                  f"{f' from {where}' if where else ''})")
+        if _is_int(self.devices) and self.batch_size % self.devices:
             raise ConfigError(f"batch_size {self.batch_size} does not divide by {self.devices} devices")
-        _require(_positive(self.lr), "lr must be a number > 0", self.lr)
-        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}", self.precision)
-        _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}", self.optimizer)
-        _require(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}", self.schedule)
-        _require(self.loss in ("matched", "mismatched"), "loss must be matched or mismatched", self.loss)
-        _require(self.labels in LABELS, f"labels must be one of {', '.join(LABELS)}", self.labels)
-        _require(isinstance(self.global_clipnorm, (int, float)) and not isinstance(self.global_clipnorm, bool)
-                 and math.isfinite(self.global_clipnorm) and self.global_clipnorm >= 0,
-                 "global_clipnorm must be a number >= 0 (0: no clipping)", self.global_clipnorm)
-        for flag in ("normalize", "augment", "flip", "nesterov", "tta_flip", "jit_compile", "compile_cache"):
-            _require(isinstance(getattr(self, flag), bool), f"{flag} must be true or false", getattr(self, flag))
-        _require(0 <= self.momentum < 1, "momentum must be in [0, 1)", self.momentum)
-        _require(self.weight_decay >= 0, "weight_decay must be >= 0", self.weight_decay)
-        _require(self.warmup_epochs >= 0, "warmup_epochs must be >= 0", self.warmup_epochs)
-        _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)", self.label_smoothing)
-        _require(0 <= self.cutmix <= 1, "cutmix must be a probability in [0, 1]", self.cutmix)
-        _require(0 <= self.ema < 1, "ema must be in [0, 1)", self.ema)
-        _require(0 <= self.dropout < 1, "dropout must be in [0, 1)", self.dropout)
-        _require(isinstance(self.seed, int) and self.seed >= 0, "seed must be a non-negative integer", self.seed)
-        _require(isinstance(self.limit, int) and self.limit >= 0, "limit must be a non-negative integer", self.limit)
-        _require(_positive(self.val_split), "val_split must be > 0 (a fraction < 1 or a count)", self.val_split)
-        _require(isinstance(self.widths, (list, tuple)) and len(self.widths) == 4
-                 and all(isinstance(w, int) and w > 0 for w in self.widths),
-                 "widths must be four positive integers", self.widths)
-        _require(isinstance(self.val_every, int) and self.val_every >= 1, "val_every must be >= 1", self.val_every)
-        _require(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
-                 "checkpoint_every must be >= 0", self.checkpoint_every)
-        _require(isinstance(self.steps_per_execution, int) and self.steps_per_execution >= 1,
-                 "steps_per_execution must be >= 1", self.steps_per_execution)
-        _require(isinstance(self.head_params, dict), "head_params must be a table", self.head_params)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def _require(condition: bool, message: str, value) -> None:
-    if not condition:
-        raise ConfigError(f"{message} (got {value!r})")
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
@@ -160,22 +222,31 @@ def dataset_preset(dataset: str) -> dict:
     return read_toml(path) if path.is_file() else {}
 
 
-def resolve(config_file=None, overrides: dict | None = None) -> TrainConfig:
+def resolve(config_file=None, overrides: dict | None = None, *, origin: str = "the command line") -> TrainConfig:
     """Merge defaults < dataset preset < ``config_file`` < ``overrides`` into a validated config.
 
-    ``head_params`` tables merge key by key; every other setting replaces the lower one.
+    ``head_params`` tables merge key by key; every other setting replaces the lower one. A bad value
+    is refused in one line that names the setting, what it expects, what it got and where it came
+    from (``origin`` names the overrides).
     """
     from_file = read_toml(config_file) if config_file else {}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     dataset = overrides.get("dataset", from_file.get("dataset", TrainConfig.dataset))
-    layers = [dataset_preset(dataset), from_file, overrides]
+    if not isinstance(dataset, str) or not dataset.strip():
+        where = origin if "dataset" in overrides else str(config_file)
+        raise ConfigError(f"dataset must be a non-empty string (got {dataset!r} from {where})")
+    preset = dataset if dataset in ("digits", "cifar100") else "folder"
+    layers = [(f"the {preset} preset", dataset_preset(dataset)),
+              (Path(config_file).name if config_file else None, from_file), (origin, overrides)]
     merged: dict = {}
-    for layer in layers:
+    origins: dict = {}
+    for where, layer in layers:
         for key, value in layer.items():
-            if key == "head_params":
+            if key == "head_params" and isinstance(value, dict) and isinstance(merged.get(key, {}), dict):
                 merged["head_params"] = {**merged.get("head_params", {}), **value}
             else:
                 merged[key] = value
+            origins[key] = where
     if "head" in overrides and "head" in from_file and overrides["head"] != from_file["head"]:
         # Parameters of the preset's head need not exist on another head.
         merged["head_params"] = dict(overrides.get("head_params", {}))
@@ -184,11 +255,7 @@ def resolve(config_file=None, overrides: dict | None = None) -> TrainConfig:
     unknown = sorted(set(merged) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}; valid settings: {', '.join(FIELDS)}")
-    try:
-        config = TrainConfig(**merged)
-    except TypeError as error:
-        raise ConfigError(str(error)) from None
-    return config.validate()
+    return TrainConfig(**merged).validate(origins)
 
 
 def to_toml(config: TrainConfig) -> str:
@@ -219,14 +286,14 @@ def _toml_value(value) -> str:
     raise ConfigError(f"cannot write {type(value).__name__} to TOML")
 
 
-def parse_head_param(text: str):
-    """Parse ``KEY=VALUE`` from ``--head-param``; the value is read as a TOML value when it can be."""
-    if "=" not in text:
-        raise ConfigError(f"--head-param expects KEY=VALUE (got {text!r})")
-    key, raw = text.split("=", 1)
+def parse_head_param(text: str, option: str = "--head-param"):
+    """Parse ``KEY=VALUE`` from ``--head-param`` or ``--set`` (``option`` names it in the error); the
+    value is read as a TOML value when it can be, else kept as a string."""
+    key, sep, raw = text.partition("=")
     key = key.strip()
-    if not key:
-        raise ConfigError(f"--head-param expects KEY=VALUE (got {text!r})")
+    if not sep or not key:
+        raise ConfigError(f"{option} expects KEY=VALUE, e.g. {'epochs=5' if option == '--set' else 'temperature=3.0'} "
+                          f"(got {text!r})")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

@@ -27,6 +27,17 @@ HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr"
 #: The file that marks a directory as a keras-softmax run (written first, when a run claims it).
 MARKER = ".keras-softmax-run"
 
+#: Everything keras-softmax writes at the top of a run directory (train, evaluate, export, the study's
+#: test-split score). ``--overwrite`` removes these and nothing else: a run holding any other file
+#: (a user's notes, a copied image) is refused with the names, never emptied.
+RUN_ENTRIES = frozenset({
+    MARKER, "config.toml", "history.csv", "checkpoints", "model.keras", "saved_model", "model_info.json",
+    "model.onnx", "report.json", "report.md", "plots", "evaluations", "failed.json", "test.json",
+})
+#: What may sit inside the run's own sub-folders (``saved_model/`` and ``evaluations/`` are written
+#: whole by TensorFlow and ``evaluate``, so anything there is the run's).
+RUN_FOLDER_PATTERNS = {"checkpoints": ("state.json", "epoch-*.weights.h5"), "plots": ("*.png",)}
+
 
 class RunDirError(ValueError):
     """The run directory cannot be used as asked (one-line message)."""
@@ -92,6 +103,31 @@ class RunDirectory:
         except OSError as error:
             raise RunDirError(f"cannot read {self.path}: {error.strerror or error}") from None
 
+    def foreign_files(self) -> list[str]:
+        """Paths (relative, sorted) in the run that keras-softmax did not write; ``--overwrite`` keeps them.
+
+        A leftover temporary file of an interrupted atomic write (``.NAME.*`` beside a run file) is the run's.
+        """
+        import fnmatch
+
+        def ours(name: str, allowed) -> bool:
+            if name in allowed or any(fnmatch.fnmatch(name, pattern) for pattern in allowed):
+                return True
+            return name.startswith(".") and any(name.startswith(f".{known}.") for known in allowed)
+
+        foreign = []
+        for child in sorted(self.path.iterdir()):
+            if not ours(child.name, RUN_ENTRIES):
+                foreign.append(child.name + ("/" if child.is_dir() else ""))
+            elif child.name in RUN_FOLDER_PATTERNS and child.is_dir():
+                patterns = RUN_FOLDER_PATTERNS[child.name]
+                foreign += [f"{child.name}/{inner.name}" for inner in sorted(child.iterdir())
+                            if not (inner.is_file() and ours(inner.name, patterns))]
+            elif child.name not in RUN_FOLDER_PATTERNS and child.is_dir() != (child.name in (
+                    "checkpoints", "saved_model", "plots", "evaluations")):
+                foreign.append(child.name + ("/" if child.is_dir() else ""))
+        return foreign
+
     def check(self, *, resume: bool, overwrite: bool) -> str:
         """What ``prepare`` would do: ``"fresh"``, ``"overwrite"`` or ``"resume"``; changes nothing.
 
@@ -117,6 +153,13 @@ class RunDirectory:
                 f"(no {MARKER} file); choose a new or empty directory for --out"
             )
         if overwrite:
+            foreign = self.foreign_files()
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                raise RunDirError(
+                    f"refusing to overwrite {self.path}: it holds files keras-softmax did not write ({shown}); "
+                    "move them out, or choose another --out"
+                )
             return "overwrite"
         if self.finished:
             raise RunDirError(
@@ -147,7 +190,8 @@ class RunDirectory:
             return self.read_state()
         try:
             if action == "overwrite":
-                # Empty the run, not the directory itself: ``--out .`` keeps the working directory.
+                # Remove the run's own files only (``check`` refused any other), not the directory
+                # itself: ``--out .`` keeps the working directory.
                 for child in self.path.iterdir():
                     if child.is_dir() and not child.is_symlink():
                         shutil.rmtree(child)

@@ -36,14 +36,15 @@ def shared_run(tmp_path_factory, cache_dir) -> Run:
     """A finished tiny run: log_softmax on 300 digits, 2 epochs (read-only for the tests).
 
     It is trained with ``--overwrite`` into a directory that already holds a finished run (a
-    ``report.json`` and a stray file), which it must replace completely.
+    ``report.json`` and a plot), which it must replace completely.
     """
     from keras_softmax.training.rundir import RunDirectory
 
     path = tmp_path_factory.mktemp("runs") / "shared"
     RunDirectory(path).prepare(resume=False, overwrite=False)  # an earlier run claimed it
     (path / "report.json").write_text(json.dumps({"accuracy": 0.5, "head": "softmax"}))
-    (path / "left-over.txt").write_text("from the old run")
+    (path / "plots").mkdir()
+    (path / "plots" / "left-over.png").write_bytes(b"from the old run")
     result = assert_ok(invoke("train", "--head", "log_softmax", "--epochs", "2", *TINY, "--out", path,
                               "--overwrite"))
     return Run(path, result.stdout, result.output)

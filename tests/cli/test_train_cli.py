@@ -128,6 +128,6 @@ def test_finished_run_is_not_replaced_without_overwrite(shared_run):
 
 def test_overwrite_replaces_a_finished_run(shared_run):
     # The shared run was trained with --overwrite over a finished run: nothing of that one is left.
-    assert not (shared_run.path / "left-over.txt").exists()
+    assert not (shared_run.path / "plots" / "left-over.png").exists()
     report = json.loads((shared_run.path / "report.json").read_text())
     assert report["head"] == "log_softmax" and report["epochs"] == 2

@@ -1,11 +1,14 @@
 """Config resolution: defaults < dataset preset < --config file < flags; TOML round trip; errors."""
 
+import dataclasses
 import tomllib
 
 import pytest
 
 from keras_softmax.training.config import (
+    FIELDS,
     ConfigError,
+    Rule,
     TrainConfig,
     dataset_preset,
     parse_head_param,
@@ -90,3 +93,43 @@ def test_parse_head_param(text, expected):
 def test_parse_head_param_needs_key_and_value():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_head_param("temperature")
+
+
+# --- issue 22: every setting is checked against its type and range before anything runs ----------
+
+def _wrong_values(rule):
+    """Values of the wrong type for ``rule`` (a string where a number goes, a number where a string goes)."""
+    candidates = ["lots", 3, True, [1], {"a": 1}, 2.5, -1]
+    return [v for v in candidates if not rule(v)]
+
+
+def test_every_setting_declares_its_rule():
+    for field in dataclasses.fields(TrainConfig):
+        assert isinstance(field.metadata.get("rule"), Rule), f"{field.name} has no rule (use setting(default, rule))"
+        assert field.metadata["rule"](getattr(TrainConfig(), field.name)), f"{field.name}'s default fails its rule"
+
+
+@pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(TrainConfig) if f.name != "dataset"])
+def test_a_wrong_type_for_every_setting_is_one_line_naming_it(key):
+    """``--set cutmix=lots`` (and label_smoothing, dropout, momentum, ema, warmup_epochs) ended in a
+    Python ``TypeError``; now every setting answers with its name, what it expects and what it got."""
+    rule = FIELDS[key].metadata["rule"]
+    for value in _wrong_values(rule)[:3]:
+        with pytest.raises(ConfigError) as error:
+            resolve(None, {key: value})
+        message = str(error.value)
+        assert message.startswith(f"{key} must be {rule.expects}") and repr(value) in message, message
+        assert "\n" not in message
+
+
+def test_a_wrong_type_in_a_toml_file_names_the_file(tmp_path):
+    preset = tmp_path / "preset.toml"
+    preset.write_text('label_smoothing = "high"\n')
+    with pytest.raises(ConfigError, match=r"label_smoothing must be a number in \[0, 1\) \(got 'high' from preset.toml\)"):
+        resolve(preset)
+
+
+def test_set_without_an_equals_sign_names_set():
+    """``--set garbage`` answered "--head-param expects KEY=VALUE"."""
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        parse_head_param("garbage", "--set")

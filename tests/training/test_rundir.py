@@ -118,9 +118,32 @@ def test_overwrite_replaces_a_run_completely_and_marks_it(tmp_path):
     run.report.write_text("{}")
     (run.path / "plots").mkdir()
     (run.path / "plots" / "loss_curve.png").write_bytes(b"png")
-    (run.path / "stray.txt").write_text("left over")
+    (run.path / ".report.json.abc123.json").write_text("{")  # an interrupted atomic write
     run.prepare(resume=False, overwrite=True)
     assert sorted(p.name for p in run.path.iterdir()) == [MARKER]
+
+
+@pytest.mark.parametrize("user_file", ["my_notes.txt", "plots/my_figure.svg", "checkpoints/keep.txt", "data/"])
+def test_overwrite_never_deletes_a_file_the_run_did_not_write(tmp_path, user_file):
+    """``--overwrite`` deleted ``my_notes.txt`` that a user had put into a finished run (issue 22):
+    now it refuses in one line that names the file, and removes nothing."""
+    run = RunDirectory(tmp_path / "run")
+    run.prepare(resume=False, overwrite=False)
+    run.report.write_text("{}")
+    (run.path / "plots").mkdir()
+    (run.path / "plots" / "loss_curve.png").write_bytes(b"png")
+    (run.path / "checkpoints").mkdir()
+    target = run.path / user_file.rstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if user_file.endswith("/"):
+        target.mkdir()
+    else:
+        target.write_text("mine")
+    before = sorted(str(p.relative_to(run.path)) for p in run.path.rglob("*"))
+    with pytest.raises(RunDirError, match="did not write") as error:
+        run.prepare(resume=False, overwrite=True)
+    assert user_file in str(error.value) and "\n" not in str(error.value)
+    assert sorted(str(p.relative_to(run.path)) for p in run.path.rglob("*")) == before
 
 
 def test_a_run_made_before_the_marker_is_still_recognised(tmp_path):
