@@ -11,16 +11,20 @@ This module sits above :mod:`keras_softmax.training`, :mod:`keras_softmax.evalua
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import statistics
 import time
+import types
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_softmax import environment
 from keras_softmax.data import even_batch_size, load_dataset
-from keras_softmax.evaluation.evaluate import evaluate_model
+from keras_softmax.evaluation.evaluate import RestrictedModel, evaluate_model, match_classes
 from keras_softmax.evaluation.report import read_report, write_report
 from keras_softmax.export import ExportError, save_keras, save_run_model
 from keras_softmax.heads import get_head
@@ -97,6 +101,21 @@ def run_summary(trained: TrainedRun) -> dict:
     return summary
 
 
+def _run_class_names(run: RunDirectory, config: TrainConfig, own_data):
+    """The class names the run's model was trained on: ``(names, dataset or None)``.
+
+    From ``model_info.json``; a run written before it existed falls back to loading its own dataset.
+    """
+    if run.model_info.is_file():
+        names = json.loads(run.model_info.read_text(encoding="utf-8")).get("class_names")
+        if names:
+            return [str(n) for n in names], None
+    if own_data is None:
+        own_data = load_dataset(config.dataset, val_split=config.val_split, seed=config.seed,
+                                limit=config.limit or None, labels=config.labels)
+    return [str(n) for n in own_data.class_names], own_data
+
+
 def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta_flip: bool | None = None,
                  calibrate: bool = False):
     """Evaluate ``run_dir``'s ``model.keras`` and write ``run_dir/evaluations/<dataset>-<split>/``.
@@ -113,10 +132,24 @@ def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta
     config = resolve(run.config)
     data = load_dataset(dataset or config.dataset, val_split=config.val_split, seed=config.seed,
                         limit=config.limit or None, labels=config.labels)
-    head = get_head(config.head, **head_params_for(config, data))
+    run_names, run_data = _run_class_names(run, config, data if not dataset else None)
+    columns = match_classes(run_names, data.class_names)  # by name; unknown names refused in one line
+    subset = columns != list(range(len(run_names)))
+    if run_data is None and subset:  # the head as trained: the run's classes, not the dataset's
+        info = json.loads(run.model_info.read_text(encoding="utf-8"))
+        run_data = types.SimpleNamespace(num_classes=len(run_names), fine_to_coarse=info.get("fine_to_coarse"),
+                                         y_train=np.arange(len(run_names)))
+    head = get_head(config.head, **head_params_for(config, run_data or data))
     model = keras.saving.load_model(str(run.model_keras))
+    if subset:  # another dataset: score its classes, found by name, as a K-way classifier
+        model = RestrictedModel(model, columns, head.output_kind)
+        data = dataclasses.replace(data, fine_to_coarse=None)
     tta = config.tta_flip if tta_flip is None else tta_flip
     report = evaluate_model(model, head, data, split, batch_size=config.batch_size, tta_flip=tta, calibrate=calibrate)
+    if subset:
+        report["classes_scored"] = {"dataset": len(columns), "model": len(run_names),
+                                    "rule": "matched by name; the model's probabilities restricted to these "
+                                            "classes and renormalised"}
     trained = read_report(run.path) if run.finished else {}
     for key in ("epoch_seconds", "train_seconds", "images_per_second", "num_params", "head", "head_params",
                 "seed", "labels", "loss_pairing", "backend", "device", "versions", "compile_seconds", "devices",

@@ -56,3 +56,46 @@ def evaluate_model(model, head, dataset, split: str = "val", *, batch_size: int 
     if calibrate:
         metrics["calibration"] = calibrate_temperature(labels, probabilities, head=head.name)
     return metrics
+
+
+class ClassMismatch(ValueError):
+    """A dataset's class names are not all classes of the model (one-line message)."""
+
+
+def match_classes(model_names, data_names) -> list[int]:
+    """For each class of the data, the index of the model's class of the same name.
+
+    Classes are matched by name, never by position: a dataset with a subset of the model's classes
+    (in any order) is fine; a class the model does not know is refused, all of them named in one line.
+    """
+    index = {str(name): i for i, name in enumerate(model_names)}
+    unknown = [str(name) for name in data_names if str(name) not in index]
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        known = ", ".join(map(str, list(model_names)[:10])) + (", ..." if len(model_names) > 10 else "")
+        raise ClassMismatch(f"{len(unknown)} of the dataset's {len(data_names)} classes are not classes of the model "
+                            f"({shown}); the model's classes are {known}; classes are matched by folder name")
+    return [index[str(name)] for name in data_names]
+
+
+class RestrictedModel:
+    """A model whose output is restricted to some of its classes and renormalised over them.
+
+    Scoring a model on a dataset that holds a subset of its classes (by name) is then the usual
+    K-way evaluation of those classes (as ImageNet-A/-R are scored with ImageNet models): the
+    probabilities of the shared classes, in the dataset's class order, divided by their sum
+    (log heads: minus their logsumexp). With all classes it only reorders the columns.
+    """
+
+    def __init__(self, model, columns, output_kind: str):
+        self.model, self.columns, self.output_kind = model, np.asarray(columns, dtype=np.int64), output_kind
+
+    def predict(self, images, **kwargs):
+        out = np.asarray(self.model.predict(images, **kwargs), dtype="float64")[:, self.columns]
+        if self.output_kind == "log_probabilities":
+            top = out.max(axis=1, keepdims=True)
+            return out - (top + np.log(np.exp(out - top).sum(axis=1, keepdims=True)))
+        return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+
+    def count_params(self) -> int:
+        return self.model.count_params()

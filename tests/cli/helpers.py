@@ -59,7 +59,7 @@ def subprocess_env(cache_dir) -> dict:
 
 def cli_command(*args) -> list[str]:
     """The command line of a real ``keras-softmax ARGS`` process."""
-    return [sys.executable, "-m", "keras_softmax.cli", *[str(a) for a in args]]
+    return [sys.executable, "-m", "keras_softmax_cli", *[str(a) for a in args]]
 
 
 def run_cli(*args, cwd, cache_dir, timeout=300) -> subprocess.CompletedProcess:

@@ -132,7 +132,9 @@ def test_export_saved_model_rewrites_it(shared_run, digit_pngs, tmp_path):
 
 def test_heads_lists_every_head():
     result = assert_ok(invoke("heads"))
-    names = [line.split()[0] for line in result.stdout.splitlines() if line and not line.startswith(" ")]
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "LAYER", "LOSS", "OUTPUT", "PARAMETERS", "(defaults)"]  # issue 22
+    names = [line.split()[0] for line in lines[1:] if line and not line.startswith(" ")]
     assert names == list_heads()
     assert len(names) == 15  # GUIDE §3's twelve, plus adaptive, sampled and entmax_alpha
 

@@ -1,0 +1,100 @@
+"""The ``keras-softmax`` command, kept apart from the library so that it starts at once.
+
+Importing :mod:`keras_softmax` imports Keras (and, on its default backend, TensorFlow: seconds), because
+the package registers its layers with Keras on import. This package imports only the standard library
+until a command actually needs the library, so ``keras-softmax --help``, ``keras-softmax COMMAND --help``
+and a mistyped option answer at once. The commands themselves are in :mod:`keras_softmax_cli.commands`.
+
+Library and backend logs (TensorFlow's C++ start-up lines, absl, Python warnings) go to a log file
+unless ``--verbose`` is given or ``KERAS_SOFTMAX_VERBOSE=1`` is set; the command's own output and
+its one-line errors always reach the terminal.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+#: What ``pip install keras-softmax`` leaves out and the command line needs (the ``cli`` extra).
+EXTRA_MODULES = {"click": "click", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+INSTALL_EXTRA = "pip install 'keras-softmax[cli]'"
+VERBOSE_VARIABLE = "KERAS_SOFTMAX_VERBOSE"
+
+
+def missing_extra() -> list[str]:
+    """The distributions of the ``cli`` extra that are not installed (found without importing them)."""
+    return [dist for module, dist in EXTRA_MODULES.items() if importlib.util.find_spec(module) is None]
+
+
+def log_path() -> Path:
+    """Where the library's own logs of the last command go (under ``$KERAS_SOFTMAX_CACHE``)."""
+    root = os.environ.get("KERAS_SOFTMAX_CACHE") or Path.home() / ".cache" / "keras_softmax"
+    return Path(root).expanduser() / "logs" / "last-command.log"
+
+
+def quiet_library_logs() -> Path | None:
+    """Send file descriptor 2 (where TensorFlow's C++ code, absl and XLA write) to :func:`log_path`.
+
+    Python's ``sys.stderr`` keeps the terminal, so the command's own errors, and a traceback of a
+    bug, still show. ``TF_CPP_MIN_LOG_LEVEL`` alone does not do it: TensorFlow 2.21 writes its
+    "cuInit"/"cudart" lines before it reads the variable. Returns the log file, or None if it could
+    not be opened (then nothing is redirected).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("tensorflow", "absl", "jax", "h5py", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    path = log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        terminal_fd = os.dup(2)
+    except OSError:
+        return None
+    sys.stderr.flush()
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stderr = os.fdopen(terminal_fd, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                           errors="backslashreplace")
+    return path
+
+
+def _split_verbose(argv: list[str]) -> tuple[list[str], bool]:
+    """``--verbose`` may stand anywhere before ``--``; it is a global option, given to the group."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    verbose = "--verbose" in argv[:end]
+    if verbose:
+        argv = ["--verbose"] + [a for a in argv[:end] if a != "--verbose"] + argv[end:]
+    return argv, verbose
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``keras-softmax`` entry point."""
+    argv, verbose = _split_verbose(list(sys.argv[1:] if argv is None else argv))
+    missing = missing_extra()
+    if missing:
+        sys.stderr.write(f"keras-softmax: the command line needs the cli extra ({', '.join(missing)} missing): "
+                         f"{INSTALL_EXTRA}\n")
+        raise SystemExit(1)
+    verbose = verbose or os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
+    log = None if verbose else quiet_library_logs()
+    from keras_softmax_cli.commands import main as group
+
+    try:
+        group.main(args=argv, prog_name="keras-softmax")
+    except Exception as error:  # a bug, not a user error (those are one line already): say where the detail is
+        if verbose or log is None:
+            raise
+        import traceback
+
+        with open(log, "a", encoding="utf-8") as handle:
+            traceback.print_exc(file=handle)
+        sys.stderr.write(f"Error: internal error ({error.__class__.__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                         f"the traceback is in {log} (rerun with --verbose to see it here)\n")
+        raise SystemExit(1) from None

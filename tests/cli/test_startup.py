@@ -1,0 +1,98 @@
+"""Issue 22 item 4: the command starts at once and quietly.
+
+``keras-softmax --help`` took 5-6 s (12-15 s on a busy 2-core machine) because it imported
+TensorFlow, and every command printed TensorFlow's start-up lines (``cuInit``, ``cudart_stub``)
+whatever ``TF_CPP_MIN_LOG_LEVEL`` said. These tests start real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .helpers import ROOT, subprocess_env
+
+COMMANDS = ["train", "evaluate", "predict", "export", "heads", "compare", "study", "bench", "bench heads",
+            "bench many-classes", "bench throughput"]
+
+PROBE = """
+import json, sys
+from keras_softmax_cli import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+heavy = sorted(m for m in ("keras", "tensorflow", "jax", "torch", "keras_softmax") if m in sys.modules)
+print("IMPORTED=" + json.dumps(heavy), file=sys.__stdout__)
+sys.exit(code)
+"""
+
+
+def _run(args, cache_dir, env=None, code=PROBE):
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**subprocess_env(cache_dir), **(env or {})}, timeout=120)
+
+
+def test_help_of_the_group_and_of_every_command_imports_no_library(cache_dir):
+    for command in [""] + COMMANDS:
+        process = _run([*command.split(), "--help"], cache_dir)
+        assert process.returncode == 0, process.stderr
+        assert "Usage: keras-softmax" in process.stdout
+        imported = json.loads(process.stdout.rsplit("IMPORTED=", 1)[1])
+        assert imported == [], f"`keras-softmax {command} --help` imported {imported}"
+        assert process.stderr == ""
+
+
+def test_a_mistyped_option_answers_without_the_library(cache_dir):
+    process = _run(["train", "--epoch", "3"], cache_dir)
+    assert process.returncode == 2
+    assert process.stderr.splitlines() == [
+        "Error: No such option '--epoch'. Did you mean '--epochs'? (see 'keras-softmax train --help')"]
+    assert json.loads(process.stdout.rsplit("IMPORTED=", 1)[1]) == []
+
+
+@pytest.mark.slow
+def test_a_command_prints_no_backend_logs_unless_verbose(cache_dir, tmp_path):
+    """``keras-softmax heads`` imports Keras (and TensorFlow on its default backend): its start-up
+    lines go to the log file, and come back with --verbose (wherever it stands on the line)."""
+    env = {"TF_CPP_MIN_LOG_LEVEL": "", "KERAS_BACKEND": "tensorflow"}
+    quiet = subprocess.run([sys.executable, "-m", "keras_softmax_cli", "heads"], cwd=ROOT, capture_output=True,
+                           text=True, env={**subprocess_env(cache_dir), **env}, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "", quiet.stderr
+    assert quiet.stdout.startswith("NAME")
+    hidden = (cache_dir / "logs" / "last-command.log").read_text()
+    loud = subprocess.run([sys.executable, "-m", "keras_softmax_cli", "heads", "--verbose"], cwd=ROOT,
+                          capture_output=True, text=True, env={**subprocess_env(cache_dir), **env}, timeout=300)
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout
+    # What was hidden (TensorFlow's start-up lines, where TensorFlow is installed) shows with --verbose.
+    assert bool(hidden.strip()) == bool(loud.stderr.strip()), (hidden, loud.stderr)
+
+
+def test_without_the_cli_extra_one_line_says_what_to_install(cache_dir, tmp_path):
+    """``pip install keras-softmax`` has no click: the command says in one line what to install."""
+    hide = ("import importlib.util, sys\n"
+            "real = importlib.util.find_spec\n"
+            "importlib.util.find_spec = lambda name, *a: None if name == 'click' else real(name, *a)\n"
+            "sys.modules['click'] = None\n")
+    process = _run(["--help"], cache_dir, code=hide + PROBE)
+    assert process.returncode == 1
+    assert process.stderr.splitlines() == [
+        "keras-softmax: the command line needs the cli extra (click missing): pip install 'keras-softmax[cli]'"]
+    assert json.loads(process.stdout.rsplit("IMPORTED=", 1)[1]) == []
+
+
+def test_an_internal_error_is_one_line_pointing_at_the_log(cache_dir, tmp_path):
+    """A bug (not a user error) shows one line and where its traceback is, not the traceback."""
+    code = ("import sys\nimport keras_softmax_cli.commands as c\n"
+            "def boom(): raise RuntimeError('kaboom')\n"
+            "c.main.add_command(__import__('click').command('boom')(boom))\n" + PROBE)
+    process = _run(["boom"], cache_dir, code=code)
+    assert process.returncode == 1
+    lines = process.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: internal error (RuntimeError: kaboom)")
+    assert "Traceback" in (cache_dir / "logs" / "last-command.log").read_text()
