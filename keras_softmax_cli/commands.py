@@ -190,17 +190,22 @@ def _train_or_explain(run_training, config, out: Path, **options):
 @friendly_errors
 def evaluate(run_dir, dataset, split, tta_flip, calibrate):
     """Recompute the report of RUN_DIR on a split (written under RUN_DIR/evaluations/)."""
+    from keras_softmax.evaluation.numbers import fixed as f
     from keras_softmax.job import evaluate_run
 
     report, where = evaluate_run(run_dir, dataset=dataset, split=split, tta_flip=tta_flip, calibrate=calibrate)
-    click.echo(f"{split} accuracy {100 * report['accuracy']:.2f}%  top-5 {100 * report['top5_accuracy']:.2f}%  "
-               f"F1 {100 * report['f1_macro']:.2f}%  ECE {report['ece']:.4f}  loss {report['loss']:.4f}")
+    if "classes_scored" in report:
+        scored = report["classes_scored"]
+        click.echo(f"scored on the dataset's {scored['dataset']} classes, matched by name to the model's "
+                   f"{scored['model']} (probabilities renormalised over them)")
+    click.echo(f"{split} accuracy {f(100 * report['accuracy'], 2)}%  top-5 {f(100 * report['top5_accuracy'], 2)}%  "
+               f"F1 {f(100 * report['f1_macro'], 2)}%  ECE {f(report['ece'])}  loss {f(report['loss'])}")
     if calibrate:
         c = report["calibration"]
         if c.get("applicable"):
-            click.echo(f"temperature {c['temperature']:.3f} (fit on {split} by NLL): "
-                       f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}  ECE ({c['num_bins']} bins) "
-                       f"{c['ece_before']:.4f} -> {c['ece_after']:.4f} (2-fold cross-fitted {c['ece_after_crossfit']:.4f})")
+            click.echo(f"temperature {f(c['temperature'], 3)} (fit on {split} by NLL): "
+                       f"NLL {f(c['nll_before'])} -> {f(c['nll_after'])}  ECE ({c['num_bins']} bins) "
+                       f"{f(c['ece_before'])} -> {f(c['ece_after'])} (2-fold cross-fitted {f(c['ece_after_crossfit'])})")
         else:
             click.echo(f"temperature scaling not applicable: {c['reason']}")
     click.echo(f"report: {where / 'report.md'}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keras_softmax.evaluation.numbers import fixed
 from keras_softmax.evaluation.report import read_report
 
 __all__ = ["COLUMNS", "compare_runs", "format_table"]
@@ -74,11 +75,11 @@ def _cell(value, kind: str) -> str:
     if value is None:
         return "n/a"
     if kind == "pct":
-        return f"{100 * float(value):.2f}%"
+        return f"{fixed(100 * float(value), 2)}%"
     if kind == "loss":
-        return f"{float(value):.4f}"
+        return fixed(value, 4)
     if kind == "seconds":
-        return f"{float(value):.1f}"
+        return fixed(value, 1)
     if kind == "rate":
         return f"{float(value):,.0f}"
     if kind == "int":

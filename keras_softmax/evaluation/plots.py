@@ -16,6 +16,7 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from keras_softmax.evaluation.numbers import fixed as _fixed
 from keras_softmax.io import atomic_path
 
 __all__ = [
@@ -62,7 +63,7 @@ def _curve(history: dict, key: str, ylabel: str, path, *, percent: bool, best=ma
     marked, marked_name = (val, "validation") if val is not None else (train, "train")
     if np.any(np.isfinite(marked)):
         i = int(np.nanargmax(marked) if best is max else np.nanargmin(marked))
-        shown = f"{100 * marked[i]:.2f}%" if percent else f"{marked[i]:.4g}"
+        shown = f"{_fixed(100 * marked[i], 2)}%" if percent else _fixed(marked[i], 4, "g")
         ax.scatter([i + 1], [marked[i]], s=60, facecolors="none", edgecolors="black", zorder=3,
                    label=f"best {marked_name}: {shown} (epoch {i + 1})")
     ax.set_xlabel("epoch")
@@ -266,6 +267,12 @@ def plot_reliability(reliability_bins, path, *, title: str | None = None) -> Pat
     return _save(fig, path)
 
 
+def comparison_figure(rows) -> Figure:
+    """The figure of :func:`plot_comparison`: its legend sits above the axes, where no bar or bar
+    label can be (inside, it covered the labels of bars near 100 %)."""
+    return _comparison_figure(rows)
+
+
 def plot_comparison(rows, path) -> Path:
     """Horizontal grouped bars of accuracy and macro F1 per run (one group per ``label``).
 
@@ -277,6 +284,10 @@ def plot_comparison(rows, path) -> Path:
     Returns:
         ``Path(path)``.
     """
+    return _save(_comparison_figure(rows), path)
+
+
+def _comparison_figure(rows) -> Figure:
     rows = list(rows)
     if not rows:
         raise ValueError("no runs to compare")
@@ -293,7 +304,7 @@ def plot_comparison(rows, path) -> Path:
         offset = (m - (len(metrics) - 1) / 2) * height
         bars = ax.barh(y + offset, np.nan_to_num(vals), height=height, color=color, label=name)
         for bar, v in zip(bars, vals):
-            text = "n/a" if math.isnan(v) else f"{100 * v:.2f}%"
+            text = "n/a" if math.isnan(v) else f"{_fixed(100 * v, 2)}%"
             ax.text(bar.get_width() + 0.005, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels(labels)
@@ -302,6 +313,6 @@ def plot_comparison(rows, path) -> Path:
     ax.set_xticks(np.linspace(0.0, 1.0, 6))
     ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
     ax.set_title(f"Run comparison ({n} runs)")
-    return _save(fig, path)
+    fig.legend(loc="outside upper right", ncols=len(metrics), frameon=False)
+    return fig

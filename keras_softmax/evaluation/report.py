@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 from keras_softmax.evaluation import plots as _plots
+from keras_softmax.evaluation.numbers import fixed
 from keras_softmax.io import to_jsonable, write_json, write_text
 
 __all__ = ["REQUIRED_KEYS", "read_report", "to_jsonable", "write_report"]
@@ -143,11 +144,11 @@ def read_report(run_dir) -> dict:
 
 
 def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * float(value):.2f}%"
+    return "n/a" if value is None else f"{fixed(100 * float(value), 2)}%"
 
 
 def _num(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{float(value):.{digits}f}"
+    return "n/a" if value is None else fixed(value, digits)
 
 
 def _md(text) -> str:

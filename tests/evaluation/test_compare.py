@@ -63,3 +63,16 @@ def test_missing_report_is_a_clear_error(tmp_path):
 def test_empty_table_has_header():
     lines = format_table([]).splitlines()
     assert len(lines) == 2 and lines[0].startswith("| run")
+
+
+def test_no_report_prints_minus_zero(tmp_path):
+    """A perfect fit's loss is -log 1 = -0.0, and reports printed "-0.0000" (issue 22)."""
+    from keras_softmax.evaluation.report import render_markdown
+
+    run = fake_run(tmp_path / "perfect", loss=-0.0, ece=-1e-12, accuracy=1.0)
+    table = format_table(compare_runs([run]))
+    markdown = render_markdown({"accuracy": 1.0, "top5_accuracy": 1.0, "loss": -0.0, "ece": -1e-12,
+                                "head": "log_softmax", "calibration": {"applicable": True, "temperature": 1.0,
+                                                                       "nll_before": -0.0, "nll_after": -1e-9}})
+    for text in (table, markdown):
+        assert "-0.0" not in text and "0.0000" in text

@@ -198,3 +198,28 @@ def test_comparison_bars_are_each_runs_metrics(tmp_path, figures):
     np.testing.assert_allclose([bar.get_width() for bar in f1], [0.6, 0.0])
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     assert "n/a" in [t.get_text() for t in ax.texts]
+
+
+def test_comparison_legend_covers_no_bar_label():
+    """examples/compare_heads.py's plot: the legend (lower right, inside the axes) covered the label
+    of a bar near 100 % (issue 22)."""
+    from keras_softmax.evaluation.plots import comparison_figure
+
+    rows = [{"label": f"run{i}", "accuracy": a, "f1_macro": f} for i, (a, f) in
+            enumerate([(1.0, 0.99), (0.97, 1.0), (0.5, 0.45), (1.0, 1.0)])]
+    fig = comparison_figure(rows)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    legend_box = legends[0].get_window_extent(renderer)
+    labels = [t for ax in fig.axes for t in ax.texts]
+    assert len(labels) == 8
+    for text in labels:
+        assert not legend_box.overlaps(text.get_window_extent(renderer)), text.get_text()
+    for ax in fig.axes:
+        for bar in ax.patches:
+            assert not legend_box.overlaps(bar.get_window_extent(renderer))
