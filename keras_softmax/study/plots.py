@@ -1,4 +1,5 @@
-"""The study's figures: curves of every head on one figure, epoch time, confusion and reliability grids.
+"""The study's figures: curves in small groups, epoch time, forest plots of the verdicts, heatmaps of
+the tuning grid, the most-confused class pairs, the superclass answers, confusion and reliability grids.
 
 Small PNGs (about 80 dpi) built with matplotlib's object API, written atomically, like
 :mod:`keras_softmax.evaluation.plots`. Inputs are plain numbers read from the runs' own files.
@@ -7,6 +8,7 @@ Small PNGs (about 80 dpi) built with matplotlib's object API, written atomically
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,19 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from keras_softmax.io import atomic_path
 
-__all__ = ["plot_confusion_grid", "plot_epoch_times", "plot_mean_curves", "plot_reliability_grid",
-           "superclass_confusion"]
+__all__ = ["confused_pairs", "plot_confused_pairs", "plot_confusion_grid", "plot_curve_panels", "plot_epoch_times",
+           "plot_forest", "plot_grid_heatmaps", "plot_mean_curves", "plot_reliability_grid", "plot_answers",
+           "superclass_confusion", "wrap"]
 
 DPI = 80
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def wrap(title: str, width_inches: float, fontsize: float = 10) -> str:
+    """``title`` broken into lines that fit a figure ``width_inches`` wide at ``fontsize`` points
+    (about 0.55 em per character)."""
+    chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.wrap(title, chars)) if title else title
 
 
 def _save(fig: Figure, path) -> Path:
@@ -83,7 +94,206 @@ def plot_mean_curves(series: dict, path, *, ylabel: str, percent: bool = False, 
     ax.grid(True, alpha=0.3)
     if drawn:
         ax.legend(fontsize=7, ncol=2 if drawn > 8 else 1, loc="best")
-    ax.set_title(title or f"{ylabel}: mean over seeds, band = min to max", fontsize=10)
+    ax.set_title(wrap(title or f"{ylabel}: mean over seeds, band = min to max", 7.5), fontsize=10)
+    return _save(fig, path)
+
+
+def _curve(ax, runs, color, style, label):
+    runs = [np.array([np.nan if v is None else float(v) for v in run], dtype=np.float64) for run in runs if run]
+    if not runs:
+        return False
+    length = max(len(r) for r in runs)
+    stacked = np.full((len(runs), length), np.nan)
+    for i, run in enumerate(runs):
+        stacked[i, : len(run)] = run
+    present = np.any(np.isfinite(stacked), axis=0)
+    if not present.any():
+        return False
+    epochs = np.arange(1, length + 1)[present]
+    values = stacked[:, present]
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(values, axis=0)
+        low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    ax.plot(epochs, mean, color=color, linestyle=style, linewidth=1.5, label=f"{label} (n={len(runs)})")
+    if len(runs) > 1:
+        ax.fill_between(epochs, low, high, color=color, alpha=0.12, linewidth=0)
+    return True
+
+
+def plot_curve_panels(series: dict, path, *, ylabel: str, percent: bool = False, title: str = "",
+                      per_panel: int = 4, ylim=None) -> Path:
+    """Curves in panels of at most ``per_panel`` names (shared axes), each line its own colour and dash,
+    so that a reader can tell them apart: the mean over runs per epoch, band = min to max."""
+    names = [n for n, runs in series.items() if any(runs)]
+    groups = [names[i:i + per_panel] for i in range(0, len(names), per_panel)] or [[]]
+    rows, columns = _grid(len(groups), 3 if len(groups) > 4 else 2)
+    width = 3.6 * columns + 0.6
+    fig = Figure(figsize=(width, 2.9 * rows + 0.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)).ravel()
+    longest = max((len(run) for runs in series.values() for run in runs), default=1)
+    for ax, group in zip(axes, groups):
+        for k, name in enumerate(group):
+            _curve(ax, series[name], _colors(per_panel)[k], LINESTYLES[k % len(LINESTYLES)], name)
+        if not group:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, longest + 0.5)
+        if percent:
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        if group:
+            ax.legend(fontsize=7, loc="best")
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    fig.supxlabel("epoch", fontsize=8)
+    fig.supylabel(ylabel, fontsize=8)
+    fig.suptitle(wrap(title or f"{ylabel}: mean over seeds, band = min to max", width), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_forest(items: list[dict], path, *, margin: float | None = None, title: str = "", unit: str = "pp") -> Path:
+    """One row per comparison: Δ with its raw 95 % interval (black) and the wider interval at the level
+    Holm's step tests it (grey); the band is the equivalence margin ±``margin``.
+
+    Args:
+        items: dicts with ``label``, ``difference``, ``low``, ``high`` and optionally ``holm_low``,
+            ``holm_high`` and ``verdict`` (already in the plotted unit).
+    """
+    n = max(1, len(items))
+    fig = Figure(figsize=(7.5, 0.42 * n + 1.3), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(items))[::-1]
+    if margin:
+        ax.axvspan(-margin, margin, color="tab:green", alpha=0.12, linewidth=0,
+                   label=f"equivalence margin ±{margin:.2g} {unit}")
+    ax.axvline(0, color="black", linewidth=0.8)
+    for yi, item in zip(y, items):
+        if item.get("holm_low") is not None:
+            ax.plot([item["holm_low"], item["holm_high"]], [yi, yi], color="0.65", linewidth=5,
+                    solid_capstyle="butt", label="Holm-level interval" if yi == y[0] else None)
+        ax.plot([item["low"], item["high"]], [yi, yi], color="black", linewidth=1.6,
+                label="raw 95 % interval" if yi == y[0] else None)
+        ax.plot([item["difference"]], [yi], "o", color="tab:red", markersize=5)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{item['label']}\n{item.get('verdict', '')}".strip() for item in items], fontsize=7)
+    ax.set_ylim(-0.7, len(items) - 0.3)
+    span = max((max(abs(item["low"]), abs(item["high"]), abs(item.get("holm_low") or 0),
+                     abs(item.get("holm_high") or 0)) for item in items), default=0)
+    linear = max(2.0, 2 * (margin or 0))
+    if span > 10 * linear:  # a few huge differences beside small ones: linear near 0, logarithmic beyond
+        ax.set_xscale("symlog", linthresh=linear)
+        unit += f"; symmetric log scale beyond ±{linear:g}"
+    ax.set_xlabel(f"Δ ({unit}): first − second", fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.tick_params(axis="x", labelsize=7)
+    if items:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_title(wrap(title, 7.5), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_grid_heatmaps(grids: dict, path, *, row_label: str, column_label: str, rows, columns, title: str = "",
+                       chosen: dict | None = None) -> Path:
+    """One small heatmap per head: ``grids[head][i][j]`` the mean validation top-1 (fraction, or None)
+    at ``rows[i]`` × ``columns[j]``; each head's colours span its own range; the chosen cell is boxed."""
+    heads = list(grids)
+    n_rows, n_columns = _grid(len(heads), 4)
+    fig = Figure(figsize=(2.3 * n_columns + 0.4, 2.0 * n_rows + 0.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, n_columns, squeeze=False)).ravel()
+    for ax, head in zip(axes, heads):
+        values = np.array([[np.nan if v is None else 100 * v for v in row] for row in grids[head]], dtype=float)
+        finite = values[np.isfinite(values)]
+        low, high = (finite.min(), finite.max()) if finite.size else (0, 1)
+        ax.imshow(values, cmap="viridis", vmin=low, vmax=max(high, low + 1e-9), aspect="auto")
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                if np.isfinite(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if values[i, j] < (low + high) / 2 else "black")
+        point = (chosen or {}).get(head)
+        if point is not None:
+            i, j = point
+            ax.add_patch(_box(j, i))
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels([str(c) for c in columns], fontsize=7)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([str(r) for r in rows], fontsize=7)
+        ax.set_title(head, fontsize=8)
+    for ax in axes[len(heads):]:
+        ax.set_visible(False)
+    fig.supxlabel(column_label, fontsize=8)
+    fig.supylabel(row_label, fontsize=8)
+    width = 2.3 * n_columns + 0.4
+    fig.suptitle(wrap(title or "Tuning grid: validation top-1 (%)", width), fontsize=10)
+    return _save(fig, path)
+
+
+def _box(x, y):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
+
+
+def confused_pairs(confusion, class_names, top: int = 15) -> list[tuple[str, str, float, int]]:
+    """The ``top`` largest off-diagonal cells as ``(true, predicted, share of the true class, count)``."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    rates = _normalise_rows(cm)
+    np.fill_diagonal(rates, -1.0)
+    order = np.argsort(rates, axis=None)[::-1][:top]
+    pairs = []
+    for flat in order:
+        i, j = np.unravel_index(flat, rates.shape)
+        if rates[i, j] <= 0:
+            break
+        pairs.append((str(class_names[i]), str(class_names[j]), float(rates[i, j]), int(cm[i, j])))
+    return pairs
+
+
+def plot_confused_pairs(pairs, path, *, title: str = "") -> Path:
+    """Horizontal bars: the share of a true class's images predicted as another, largest first."""
+    fig = Figure(figsize=(7.0, 0.3 * max(1, len(pairs)) + 1.1), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(pairs))
+    ax.barh(y, [p[2] for p in pairs], color="tab:blue", alpha=0.85)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{t} → {p}" for t, p, _, _ in pairs], fontsize=8)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_xlabel("share of the true class's validation images", fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(wrap(title or "Most-confused class pairs (true → predicted)", 7.0), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_answers(answers: dict, path, *, title: str = "", xlabel: str = "") -> Path:
+    """One row per answer: every run's value (dots) and the mean with its 95 % t-interval (bar)."""
+    from scipy import stats
+
+    names = list(answers)
+    fig = Figure(figsize=(7.0, 0.55 * max(1, len(names)) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    for yi, name in enumerate(names):
+        values = np.array([float(v) for v in answers[name] if v is not None], dtype=float)
+        if not values.size:
+            continue
+        ax.plot(values, np.full(values.size, yi), "o", color="0.5", markersize=4)
+        mean = values.mean()
+        if values.size > 1:
+            half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+            ax.plot([mean - half, mean + half], [yi, yi], color="black", linewidth=2)
+        ax.plot([mean], [yi], "D", color="tab:red", markersize=6)
+        ax.text(mean, yi + 0.25, f"{100 * mean:.2f}% (n={values.size})", ha="center", fontsize=7)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_ylim(-0.6, len(names) - 0.3)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(wrap(title, 7.0), fontsize=10)
     return _save(fig, path)
 
 
@@ -110,7 +320,10 @@ def plot_epoch_times(times: dict, path, *, title: str = "") -> Path:
     finite = [m for m in means if np.isfinite(m)]
     ax.set_xlim(0, (max(m + d for m, d in zip(means, stds) if np.isfinite(m)) * 1.4) if finite else 1)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.set_title(title or "Epoch time per head: mean ± std over seeds", fontsize=10)
+    if not title:
+        title = ("Epoch time per head: one timing run each (no spread to show)" if max(counts, default=0) <= 1
+                 else "Epoch time per head: mean ± std over its timing runs (n on each bar)")
+    ax.set_title(wrap(title, 7.0), fontsize=10)
     return _save(fig, path)
 
 

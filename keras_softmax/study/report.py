@@ -1,8 +1,12 @@
 """STUDY.md: the comparison for people, built only from results.jsonl and the run directories.
 
 Every number is computed here from the rows (:mod:`.results`, copied from each run's
-``report.json``) and every figure from the runs' ``history.csv`` and ``report.json``: nothing is
-typed by hand, so re-running ``keras-softmax study ... --report-only`` reproduces the file.
+``report.json`` and ``test.json``) and every figure from the runs' ``history.csv`` and ``report.json``:
+nothing is typed by hand, so re-running ``keras-softmax study ... --report-only`` reproduces the file.
+
+Verdicts come from :mod:`.verdicts`: each question (the heads table, each section, the tuning) is a
+family of comparisons with a declared primary one; raw 95 % intervals stand beside Holm-adjusted ones,
+and "no difference" is an equivalence test at a margin from the measured repeat noise.
 """
 
 from __future__ import annotations
@@ -20,13 +24,26 @@ from keras_softmax.io import write_text
 from keras_softmax.study import plots
 from keras_softmax.study.results import read_results
 from keras_softmax.study.stats import summarize, welch_interval
+from keras_softmax.study.verdicts import compare_family, margin_from_repeats
 
-__all__ = ["format_difference", "format_summary", "write_study_report"]
+__all__ = ["calibration_status", "format_difference", "format_summary", "write_study_report"]
 
 PLOTS_DIR = "plots"
+#: −log of the probability floor of the NLL (p floored at 1e-12).
+FLOOR_NLL = 27.631021115928547
+#: The bounds of the temperature search (keras_softmax.evaluation.calibration.TEMPERATURE_BOUNDS).
+TEMPERATURE_BOUNDS = (0.02, 50.0)
+#: Heads whose output has exact zeros: a temperature cannot move probability onto a zero, and the NLL of
+#: a true class at zero is the floor's.
+EXACT_ZEROS = {
+    "sparsemax": "sparsemax (exact zeros outside its support)",
+    "entmax15": "1.5-entmax (exact zeros outside its support)",
+    "entmax_alpha": "α-entmax, α = 1.5 here (exact zeros outside its support)",
+}
 # (row key, column title, scale, digits)
 ACCURACY_COLUMNS = (
     ("accuracy", "top-1 (%)", 100, 2),
+    ("test_accuracy", "test top-1 (%)", 100, 2),
     ("top5_accuracy", "top-5 (%)", 100, 2),
     ("precision_macro", "precision (%)", 100, 2),
     ("recall_macro", "recall (%)", 100, 2),
@@ -43,6 +60,9 @@ SPEED_COLUMNS = (
     ("steady_epoch_seconds", "epoch (s)", 1, 3),
     ("images_per_second", "images/s", 1, 0),
 )
+METRIC_TITLES = {"accuracy": "top-1", "top5_accuracy": "top-5", "f1_macro": "macro F1",
+                 "coarse_accuracy": "superclass top-1", "steady_epoch_seconds": "epoch seconds"}
+NOT_SCORED = "—"
 
 
 def format_summary(values, scale: float = 1.0, digits: int = 2) -> str:
@@ -66,15 +86,35 @@ def format_difference(a, b, scale: float = 100.0, digits: int = 2) -> str:
     return f"{d.difference * scale:+.{digits}f} [{d.low * scale:+.{digits}f}, {d.high * scale:+.{digits}f}]"
 
 
-def _verdict(a, b) -> str:
-    d = welch_interval(a, b)
-    if d is None:
-        return "untested"
-    if d.low > 0:
-        return "better"
-    if d.high < 0:
-        return "worse"
-    return "indistinguishable"
+def calibration_status(row: dict) -> tuple[bool, str | None]:
+    """``(applicable, reason)`` of temperature scaling for a results row: not for a head or variant with
+    exact zeros (sparsemax, entmax15, entmax_alpha, any ``drop_lowest`` > 0), nor where the run's own
+    report said not (bounded scores)."""
+    head, params = row.get("head"), row.get("head_params") or {}
+    if head in EXACT_ZEROS:
+        return False, (f"{head}: {EXACT_ZEROS[head]}: softmax(log p / T) keeps every zero at zero, so a "
+                       "temperature cannot move probability onto a class the head ruled out; it is not a "
+                       "calibration map of this head, and its NLL is decided by the 1e-12 floor")
+    if float(params.get("drop_lowest") or 0) > 0:
+        return False, (f"drop_lowest = {params['drop_lowest']}: the lowest logits of every row are masked to "
+                       "exact zeros, so a temperature cannot move probability onto them (ECE after T gets "
+                       "worse, not better), and its NLL is decided by the 1e-12 floor")
+    if row.get("calibration_applicable") is False:
+        return False, row.get("calibration_reason") or "not applicable"
+    return True, None
+
+
+def _floor_decides_nll(row: dict) -> str | None:
+    """Why the NLL of ``row`` is decided by the probability floor, or None."""
+    applicable, _ = calibration_status(row)
+    head, params = row.get("head"), row.get("head_params") or {}
+    if head in EXACT_ZEROS or float(params.get("drop_lowest") or 0) > 0:
+        return "exact zeros: a true class at p = 0 costs the floor's −log 1e-12 = 27.6"
+    if row.get("loss_pairing") == "mismatched":
+        return ("mismatched wiring: the loss sees softmax(p), so training drives the head's own output p towards "
+                "one-hot, and an error then puts p at the floor on the true class: the NLL approaches "
+                "error rate × 27.6")
+    return None
 
 
 def _md(text) -> str:
@@ -90,6 +130,16 @@ def _table(header, rows, align=None) -> list[str]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def _pp(x, scale=100.0, digits=2, sign=True) -> str:
+    return f"{x * scale:+.{digits}f}" if sign else f"{x * scale:.{digits}f}"
+
+
+def _gpu(device) -> str:
+    text = str(device or "–")
+    match = re.search(r"(H100|H200|A100|L4|T4|V100)", text)
+    return match.group(1) if match else text.replace("gpu: ", "")
 
 
 class _Study:
@@ -109,18 +159,33 @@ class _Study:
         self.compare_to = {p.name: p.compare_to for p in planned if p.compare_to}
         self._reports: dict[str, dict] = {}
         self.notes: dict[str, str] = {}
+        self.floor_notes: dict[str, str] = {}
+        self.bound_note = False
         self.shared_timing = False
+        self.alpha = spec.verdicts.alpha
+        self.margin, self.repeat_sd, self.repeat_pairs = spec.verdicts.margin, None, 0
+        if spec.verdicts.repeats is not None:
+            self.margin, self.repeat_sd, self.repeat_pairs = margin_from_repeats(spec.verdicts.repeats)
+        self.verdicts: dict[tuple, object] = {}  # (a, b, metric, split) -> Verdict, as the families found them
+        self.headlines: list[tuple[str, object, object, str]] = []  # (question, val verdict, test verdict, metric)
+        self.figures_written: list[Path] = []
 
     def figure(self, filename: str) -> tuple[Path, str]:
         """Where a plot is written, and its link relative to the report."""
         path = self.plots_dir / filename
+        self.figures_written.append(path)
         return path, Path(os.path.relpath(path, self.report_path.parent)).as_posix()
 
     def values(self, name: str, key: str) -> list:
+        if key == "steady_epoch_seconds":
+            return self.timings(name, key)
         return [row.get(key) for row in self.by_name.get(name, [])]
 
     def n(self, name: str) -> int:
         return len(self.by_name.get(name, []))
+
+    def n_test(self, name: str, metric: str = "accuracy") -> int:
+        return summarize(self.values(name, f"test_{metric}")).n
 
     def timings(self, name: str, key: str) -> list:
         """``key`` of the timing runs of ``name`` if it has any, else of its runs that had their device
@@ -141,17 +206,109 @@ class _Study:
         with path.open(newline="", encoding="utf-8") as handle:
             return [float(r[key]) if r.get(key) not in ("", None) else None for r in csv.DictReader(handle)]
 
+    # ------------------------------------------------------------------------------------------ verdicts
+
+    def family(self, pairs, metric: str = "accuracy", split: str = "val") -> list:
+        """The verdicts of ``pairs`` as one family on ``metric`` of ``split`` ("val" or "test")."""
+        key = metric if split == "val" else f"test_{metric}"
+        names = {n for pair in pairs for n in pair}
+        values = {n: self.values(n, key) for n in names}
+        margin = self.margin if metric != "steady_epoch_seconds" else None
+        found = compare_family(values, pairs, alpha=self.alpha, margin=margin)
+        for verdict in found:
+            self.verdicts.setdefault((verdict.a, verdict.b, metric, split), verdict)
+        return found
+
+    def verdict_cell(self, verdict, metric: str = "accuracy") -> str:
+        word = verdict.word
+        if word == "untested":
+            return f"untested (n = {verdict.n_a} vs {verdict.n_b})"
+        scale, unit = (1, " s") if metric == "steady_epoch_seconds" else (100, " pp")
+        if word == "equivalent":
+            return f"**equivalent**: beyond ±{verdict.margin * scale:.2f}{unit} excluded"
+        if word == "inconclusive":
+            return f"inconclusive: beyond ±{verdict.beyond * scale:.2f}{unit} excluded"
+        return f"**{word}**"
+
+    def verdict_table(self, pairs, metric: str = "accuracy", primary=None) -> tuple[list[str], list, list]:
+        """The family's table (validation beside test) and its validation and test verdicts."""
+        val = self.family(pairs, metric, "val")
+        test = self.family(pairs, metric, "test")
+        scale, unit = (1, "s") if metric == "steady_epoch_seconds" else (100, "pp")
+        digits = 3 if metric == "steady_epoch_seconds" else 2
+        header = ["comparison (first − second)", "n", f"Δ val ({unit})", "raw 95 % CI", "Holm p", "Holm-level CI",
+                  "verdict (validation)", f"Δ test ({unit}) [95 % CI]", "verdict (test)"]
+        rows = []
+        for v, t in zip(val, test):
+            label = f"`{_md(v.a)}` − `{_md(v.b)}`" + (" (primary)" if primary == (v.a, v.b) else "")
+            if v.difference is None:
+                cells = [label, f"{v.n_a} vs {v.n_b}", "–", "–", "–", "–", self.verdict_cell(v, metric)]
+            else:
+                d = v.difference
+                cells = [label, f"{v.n_a} vs {v.n_b}", _pp(d.difference, scale, digits),
+                         f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}]",
+                         f"{v.p_holm:.3g}",
+                         f"[{_pp(v.holm_low, scale, digits)}, {_pp(v.holm_high, scale, digits)}] "
+                         f"({100 * v.holm_level:.2f} %)",
+                         self.verdict_cell(v, metric)]
+            if t.difference is None:
+                cells += [f"{NOT_SCORED} (not yet scored)" if t.n_a == t.n_b == 0
+                          else f"{NOT_SCORED} (scored: n = {t.n_a} vs {t.n_b})", NOT_SCORED]
+            else:
+                d = t.difference
+                cells += [f"{_pp(d.difference, scale, digits)} [{_pp(d.low, scale, digits)}, "
+                          f"{_pp(d.high, scale, digits)}]", self.verdict_cell(t, metric)]
+            rows.append(cells)
+        return _table(header, rows), val, test
+
+    def verdict_block(self, question: str, stem: str, pairs, metric: str = "accuracy", primary=None) -> list[str]:
+        """A question's verdicts: its primary comparison, the family's table and its forest plot."""
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        primary = tuple(primary) if primary else pairs[0]
+        table, val, test = self.verdict_table(pairs, metric, primary)
+        index = pairs.index(primary)
+        self.headlines.append((question, val[index], test[index], metric))
+        m = len([v for v in val if v.difference is not None])
+        lines = [f"**Verdicts** on {METRIC_TITLES.get(metric, metric)} — primary comparison `{_md(primary[0])}` − "
+                 f"`{_md(primary[1])}`: {self.verdict_cell(val[index], metric)} on validation; test: "
+                 f"{self.verdict_cell(test[index], metric) if test[index].difference is not None else 'not yet scored'}. "
+                 f"Family: the {len(pairs)} comparison(s) below (Holm over the {m} with two runs or more a side).", "",
+                 *table]
+        lines += self.forest(val, stem, question, metric)
+        return lines
+
+    def forest(self, verdicts, stem: str, question: str, metric: str = "accuracy") -> list[str]:
+        scale = 1 if metric == "steady_epoch_seconds" else 100
+        items = [{"label": f"{v.a} − {v.b}", "difference": scale * v.difference.difference,
+                  "low": scale * v.difference.low, "high": scale * v.difference.high,
+                  "holm_low": scale * v.holm_low, "holm_high": scale * v.holm_high, "verdict": v.word}
+                 for v in verdicts if v.difference is not None]
+        if not items:
+            return []
+        path, rel = self.figure(f"{stem}-forest.png")
+        margin = None if metric == "steady_epoch_seconds" or not self.margin else scale * self.margin
+        plots.plot_forest(items, path, margin=margin, unit="s" if scale == 1 else "pp",
+                          title=f"{question}: Δ validation {METRIC_TITLES.get(metric, metric)}, raw 95 % and "
+                                "Holm-level intervals")
+        return [f"![{_md(question)}: forest plot]({rel})", ""]
+
     # ------------------------------------------------------------------------------------------ tables
 
     def accuracy_table(self, names, reference: str | None) -> list[str]:
         header = ["run", "n", *(title for _, title, _, _ in ACCURACY_COLUMNS)]
         if reference:
-            header.append(f"Δ top-1 vs `{reference}` (pp, 95 % CI)")
+            header.append(f"Δ top-1 vs `{reference}` (pp, raw 95 % CI)")
         rows = []
         for name in names:
             cells = [f"`{_md(name)}`", str(self.n(name))]
-            cells += [format_summary(self.values(name, key), scale, digits)
-                      for key, _, scale, digits in ACCURACY_COLUMNS]
+            for key, _, scale, digits in ACCURACY_COLUMNS:
+                text = format_summary(self.values(name, key), scale, digits)
+                if key.startswith("test_"):
+                    count = summarize(self.values(name, key)).n
+                    text = NOT_SCORED if count == 0 else (text if count == self.n(name) else f"{text} (n={count})")
+                cells.append(text)
             if reference:
                 if name == reference:
                     cells.append("reference")
@@ -160,23 +317,48 @@ class _Study:
             rows.append(cells)
         return _table(header, rows)
 
+    def metric_table(self, names, metric: str) -> list[str]:
+        title = METRIC_TITLES.get(metric, metric)
+        header = ["run", "labels", "classes", "n", f"{title}, validation (%)", f"{title}, test (%)"]
+        rows = []
+        for name in names:
+            first = self.by_name[name][0]
+            test = self.values(name, f"test_{metric}")
+            rows.append([f"`{_md(name)}`", str(first.get("labels")), str(first.get("num_classes")), str(self.n(name)),
+                         format_summary(self.values(name, metric), 100, 2),
+                         format_summary(test, 100, 2) if summarize(test).n else NOT_SCORED])
+        return _table(header, rows)
+
     def calibration_table(self, names) -> list[str]:
         header = ["run", "n", *(t for _, t, _, _ in CALIBRATION_COLUMNS), *(t for _, t, _, _ in SPEED_COLUMNS)]
         rows = []
         for name in names:
+            runs = self.by_name.get(name, [])
             cells = [f"`{_md(name)}`", str(self.n(name))]
-            applicable = [r.get("calibration_applicable") for r in self.by_name.get(name, [])]
+            status = [calibration_status(r) for r in runs]
+            applicable = all(ok for ok, _ in status) if status else True
+            floor = next((why for why in (_floor_decides_nll(r) for r in runs) if why), None)
             for key, _, scale, digits in CALIBRATION_COLUMNS:
-                if key in ("ece_after", "ece_after_crossfit", "temperature") and applicable and not any(applicable):
+                if key == "nll" and floor:
+                    cells.append("floor³")
+                    self.floor_notes[floor] = floor
+                elif key in ("ece_after", "ece_after_crossfit", "temperature") and not applicable:
                     cells.append("n/a¹")
-                    reason = next((r.get("calibration_reason") for r in self.by_name[name]
-                                   if r.get("calibration_reason")), "")
+                    reason = next(why for ok, why in status if not ok)
                     self.notes[reason.split(":")[0]] = reason
+                elif key == "temperature":
+                    text = format_summary(self.values(name, key), scale, digits)
+                    temps = [t for t in self.values(name, key) if t is not None]
+                    at_bound = sum(1 for t in temps if min(abs(np.log(t / b)) for b in TEMPERATURE_BOUNDS) < 5e-3)
+                    if at_bound:
+                        text += f" ({at_bound} of {len(temps)} at the bound {max(TEMPERATURE_BOUNDS):g})⁴"
+                        self.bound_note = True
+                    cells.append(text)
                 else:
                     cells.append(format_summary(self.values(name, key), scale, digits))
             timed = self.timings(name, "steady_epoch_seconds")
             cells += [format_summary(self.timings(name, key), scale, digits) for key, _, scale, digits in SPEED_COLUMNS]
-            if len(timed) < self.n(name):
+            if len(timed) != self.n(name):
                 cells[-1] += f" (n={len(timed)})²"
                 self.shared_timing = True
             rows.append(cells)
@@ -188,63 +370,78 @@ class _Study:
             lines += ["² Epoch time and images/s come only from runs that had their GPU to themselves: the "
                       "study's timing runs (`[timing]`: a few epochs of the same recipe, alone on a GPU) where the "
                       "row has them, else its runs made with `--runs-per-device 1`; runs that shared a GPU count "
-                      "for accuracy, not for speed. n is the number of runs behind the speed figures.", ""]
+                      "for accuracy, not for speed. n is the number of runs behind the speed figures; with n = 1 "
+                      "there is no spread.", ""]
             self.shared_timing = False
-        if not self.notes:
-            return lines
-        lines += ["¹ No temperature for these heads:", ""]
-        lines += [f"- {_md(reason)}" for reason in self.notes.values()]
-        self.notes = {}
-        return lines + [""]
+        if self.notes:
+            lines += ["¹ Temperature scaling does not apply to these rows:", ""]
+            lines += [f"- {_md(reason)}" for reason in self.notes.values()]
+            lines += [""]
+            self.notes = {}
+        if self.floor_notes:
+            lines += ["³ NLL not shown: the 1e-12 probability floor decides it, not the model:", ""]
+            lines += [f"- {_md(reason)}" for reason in self.floor_notes.values()]
+            lines += [""]
+            self.floor_notes = {}
+        if self.bound_note:
+            lines += [f"⁴ The fitted T sits at the search's bound ({max(TEMPERATURE_BOUNDS):g}, within 0.5 %) in these runs: "
+                      "the NLL still fell towards a flat distribution there, so T and the ECE after it describe the "
+                      "bound, not an optimum.", ""]
+            self.bound_note = False
+        return lines
 
     # ------------------------------------------------------------------------------------------ plots
 
     def curves(self, names, stem: str, title: str) -> list[str]:
         lines = []
-        for key, label, percent in (("val_loss", "validation loss", False),
+        nll_runs = [r for n in names for r in self.by_name.get(n, []) if any(
+            v is not None for v in self.history(r["run_dir"], "val_nll"))]
+        if not nll_runs and names:
+            lines += ["Validation NLL per epoch is not in these runs' histories (`val_nll`, unsmoothed, the "
+                      "same quantity for every head); `val_loss` is each head's own training objective "
+                      "(label-smoothed, Fenchel–Young, sampled), which cannot be compared across heads, so it "
+                      "is not plotted.", ""]
+        for key, label, percent in (("val_nll", "validation NLL (unsmoothed)", False),
                                     ("val_accuracy", "validation top-1", True)):
             series = {name: [self.history(r["run_dir"], key) for r in self.by_name.get(name, [])] for name in names}
-            if not any(any(runs) for runs in series.values()):
+            if not any(any(v is not None for v in run) for runs in series.values() for run in runs):
                 continue
             path, rel = self.figure(f"{stem}-{key}.png")
-            plots.plot_mean_curves(series, path, ylabel=label, percent=percent,
-                                   title=f"{title}: {label}, mean over seeds (band: min to max)")
-            lines += [f"![{title}: {label}]({rel})", ""]
+            plots.plot_curve_panels(series, path, ylabel=label, percent=percent,
+                                    title=f"{title}: {label}, mean over seeds (band: min to max)")
+            lines += [f"![{_md(title)}: {label}]({rel})", ""]
         return lines
 
-    def confusion(self, names, stem: str) -> list[str]:
-        matrices, mapped, class_names = {}, False, None
+    def confused(self, names, stem: str, top: int = 15) -> list[str]:
+        """The most-confused class pairs of ``names``' runs pooled (a table and a bar chart)."""
+        pooled, class_names, runs = None, None, 0
         for name in names:
-            pooled = None
             for row in self.by_name.get(name, []):
                 report = self.report(row["run_dir"])
                 if report.get("confusion_matrix") is None:
                     continue
                 cm = np.asarray(report["confusion_matrix"], dtype=np.float64)
-                table = report.get("fine_to_coarse")
-                if table is None and len(cm) == len(FINE_TO_COARSE) and row.get("labels") != "coarse":
-                    table = list(FINE_TO_COARSE)
-                if table is not None:
-                    cm, mapped = plots.superclass_confusion(cm, table), True
-                elif len(cm) > 20:
-                    continue  # unreadable at this size, and no superclasses to sum into
+                if pooled is not None and cm.shape != pooled.shape:
+                    continue
                 pooled = cm if pooled is None else pooled + cm
-                if len(cm) == len(COARSE_NAMES):
-                    class_names = list(COARSE_NAMES)
-                elif class_names is None:
+                runs += 1
+                if class_names is None:
                     class_names = [str(c.get("name")) for c in report.get("per_class") or []] or None
-            if pooled is not None:
-                matrices[name] = pooled
-        if not matrices:
+        if pooled is None:
             return []
-        shapes = {m.shape for m in matrices.values()}
-        if len(shapes) > 1:
+        if class_names is None or len(class_names) != len(pooled):
+            class_names = [str(i) for i in range(len(pooled))]
+        pairs = plots.confused_pairs(pooled, class_names, top)
+        if not pairs:
             return []
-        what = "the superclasses (fine predictions summed into their superclass)" if mapped else "the classes"
-        path, rel = self.figure(f"{stem}-confusion.png")
-        plots.plot_confusion_grid(matrices, path, class_names=class_names,
-                                  title=f"Row-normalised confusion over {what}, pooled over seeds")
-        return [f"![confusion matrices]({rel})", ""]
+        path, rel = self.figure(f"{stem}-confused_pairs.png")
+        plots.plot_confused_pairs(pairs, path, title=f"Most-confused class pairs, {runs} runs of "
+                                                     f"{len(names)} rows pooled (validation)")
+        lines = [f"Most-confused class pairs (true → predicted), validation images of {runs} runs pooled; share "
+                 "of the true class's images:", ""]
+        lines += _table(["true → predicted", "share (%)", "images"],
+                        [[f"{_md(t)} → {_md(p)}", f"{100 * rate:.1f}", str(count)] for t, p, rate, count in pairs])
+        return lines + [f"![most-confused class pairs]({rel})", ""]
 
     def reliability(self, names, stem: str) -> list[str]:
         bins, captions = {}, {}
@@ -253,8 +450,9 @@ class _Study:
             lists = [b for b in lists if b]
             if lists:
                 bins[name] = plots.pool_reliability(lists)
+                ok = all(calibration_status(r)[0] for r in self.by_name.get(name, []))
                 after = summarize(self.values(name, "ece_after"))
-                if after.n:
+                if after.n and ok:
                     captions[name] = f", after T {100 * after.mean:.1f}%"
         if not bins:
             return []
@@ -264,6 +462,7 @@ class _Study:
 
     def epoch_times(self, names, stem: str) -> list[str]:
         times = {name: self.timings(name, "steady_epoch_seconds") for name in names}
+        times = {name: [v for v in values if v is not None] for name, values in times.items()}
         times = {name: values for name, values in times.items() if values}
         if not times:
             return []
@@ -278,6 +477,19 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
     datasets = sorted({str(r.get("dataset")) for r in study.rows if r.get("dataset")})
     devices = sorted({str(r.get("device")) for r in study.rows if r.get("device")})
     backends = sorted({str(r.get("backend")) for r in study.rows if r.get("backend")})
+    scored = len({r["run_dir"] for r in study.rows if r.get("test_accuracy") is not None})
+    finished = len({r["run_dir"] for r in study.rows})
+    alpha = study.alpha
+    if study.repeat_sd is not None:
+        margin = (f"**±{100 * study.margin:.2f} points** = 1.96 · √2 · σ_repeat, where σ_repeat = "
+                  f"{100 * study.repeat_sd:.2f} points is the standard deviation of one run measured from "
+                  f"{study.repeat_pairs} same-config, same-seed GPU repeat pairs (`{_md(spec.verdicts.repeats.name)}`): "
+                  "two runs of one configuration differ by up to this much 95 % of the time, so a smaller "
+                  "difference between two heads is one the GPU's own non-determinism makes")
+    elif study.margin:
+        margin = f"**±{100 * study.margin:.2f} points** (given in the spec)"
+    else:
+        margin = "none given, so no equivalence is claimed"
     lines = [f"# {_md(title)}", "",
              "Generated by `keras-softmax study` from `results.jsonl` and the run directories; every number and "
              "figure below is recomputed from them (`--report-only` rebuilds this file).", "",
@@ -285,23 +497,38 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
              f"- spec: `{spec.path}`; seeds {seeds}; reference `{spec.reference}`",
              f"- runs: {len(finished_ids)} of {len(planned_ids)} finished"
              + (f" (see *Not finished* below)" if len(finished_ids) < len(planned_ids) else ""),
+             f"- test split: {scored} of {finished} finished runs scored"
+             + ("" if scored else " — every test column reads " + NOT_SCORED + " (not yet scored)"),
              f"- data: {', '.join(datasets) or '–'}; backend {', '.join(backends) or '–'}; "
-             f"device {', '.join(devices) or '–'}",
-             "", "## How to read it", "",
-             "- Every figure is on the **validation split** (held out from the training images; there is no test "
-             "split here). Cells are the **mean ± sample standard deviation** (ddof = 1) over seeds; `n` is the "
-             "number of runs behind the row. With n = 1 there is no spread and no interval.",
-             "- A seed fixes the initialisation, the data order and augmentation, **and which images form the "
-             "validation split**, so the spread includes the split's.",
-             "- Δ is a difference of means in percentage points with a **95 % Welch t-interval** "
-             "(unequal variances, Welch–Satterthwaite degrees of freedom) on the per-seed values, treating "
-             "the two rows' seeds as independent samples. An interval that contains 0 means the seeds cannot "
-             "tell the two apart.",
-             "- NLL is the mean −log p(true class) with p floored at 1e-12 (not the training loss, which for "
-             "sparsemax and entmax15 is their Fenchel–Young loss). ECE: 15 equal-width confidence bins.",
+             f"device {', '.join(devices) or '–'} (per row: *Provenance*)",
+             "", "## Protocol and how to read it", "",
+             "- **Validation chooses, test reports.** Every choice — recipe, the tuning grid's best point, head "
+             "parameters — is made on the **validation split** (held out, seeded, from the training images). "
+             "Each finished run is then scored **once** on the official **test split** "
+             "(`--test-dataset`, `test.json` in the run directory); no test figure is read to choose anything. "
+             f"Tables show both; a test cell of {NOT_SCORED} means that run has not been scored yet.",
+             "- Cells are the **mean ± sample standard deviation** (ddof = 1) over seeds; `n` is the number of runs "
+             "behind the row. A seed fixes the initialisation, the data order and augmentation, **and which images "
+             "form the validation split**, so the validation spread includes the split's; the test split is the "
+             "same 10,000 images for every run.",
+             "- **Verdicts.** Each question declares a **family** of comparisons and one **primary** comparison "
+             "(its answer). Δ = mean of the first − mean of the second, in percentage points, with Welch's "
+             "t-test and 95 % interval on the per-seed values (unequal variances, Welch–Satterthwaite df; the "
+             f"two rows' seeds treated as independent samples). Within a family, **Holm's** step-down adjustment "
+             f"keeps the chance of any false \"better\"/\"worse\" at α = {alpha:g}; the *Holm-level CI* is the "
+             "interval at the level Holm's step tests that comparison (wider than the raw one).",
+             f"- **better / worse**: Holm-adjusted p < {alpha:g}. **equivalent**: not that, and two one-sided "
+             f"Welch tests (TOST, Holm-adjusted within the family) exclude a difference beyond the margin {margin}. "
+             f"**inconclusive**: neither; the cell says which differences the data still exclude for the whole family "
+             f"(\"beyond ±x excluded\": the larger end of the 1 − 2α/m interval, m the family's size, so x is at "
+             "least the margin). A raw 95 % interval read alone is not a verdict.",
+             "- NLL is the mean −log p(true class) with p floored at 1e-12 (not the training loss); it is shown "
+             "only where that floor does not decide it. ECE: 15 equal-width confidence bins.",
              "- Temperature scaling (Guo et al. 2017): one T per run fit by minimising the NLL on the validation "
              "split and **measured on the same split** (optimistic); the *cross-fitted* column fits T on one "
-             "random half and measures on the other, both ways, which is the honest figure.",
+             "random half and measures on the other, both ways, which is the honest figure. Not applicable to "
+             "heads or variants with exact zeros (sparsemax, entmax15, entmax_alpha, drop_lowest) or bounded "
+             "scores (exp_sin, normal_cdf); a T at the search's bound is marked.",
              "- Epoch time: the median training-phase seconds of epochs 2..n (compilation excluded) of runs that "
              "had their GPU alone; images/s = training images per epoch / that time.", ""]
     return lines
@@ -319,13 +546,15 @@ def _superclass_rows(study: _Study) -> list[str]:
         return []
     names.sort(key=lambda n: study.by_name[n][0].get("labels") != "coarse")  # stable: superclass models first
     header = ["run", "labels", "classes", "n", "superclass top-1, summed probabilities (%)",
-              "superclass top-1, superclass of the argmax (%)"]
+              "superclass top-1, superclass of the argmax (%)", "test, summed (%)"]
     rows = []
     for name in names:
         first = study.by_name[name][0]
+        test = study.values(name, "test_coarse_accuracy")
         rows.append([f"`{_md(name)}`", str(first.get("labels")), str(first.get("num_classes")), str(study.n(name)),
                      format_summary(study.values(name, "coarse_accuracy"), 100, 2),
-                     format_summary(study.values(name, "coarse_accuracy_mapped"), 100, 2)])
+                     format_summary(study.values(name, "coarse_accuracy_mapped"), 100, 2),
+                     format_summary(test, 100, 2) if summarize(test).n else NOT_SCORED])
     return ["## The 20 superclasses", "",
             "Superclass accuracy on the same validation images: a model trained on the superclass labels "
             "(`labels = \"coarse\"`), and every fine-class model whose data has a fine→coarse map — its "
@@ -350,6 +579,13 @@ def _grid_edges(tuning, best: dict) -> list[str]:
     return edges
 
 
+def _point_label(point: dict) -> str:
+    from keras_softmax.study.spec import _SHORT
+
+    return ", ".join(f"{_SHORT.get(k, k)} {v:g}" if isinstance(v, float) else f"{_SHORT.get(k, k)} {v}"
+                     for k, v in point.items())
+
+
 def _tuning_section(spec, study: _Study) -> list[str]:
     from keras_softmax.study.results import best_points
     from keras_softmax.study.spec import tune_name
@@ -357,64 +593,231 @@ def _tuning_section(spec, study: _Study) -> list[str]:
     tuning = spec.tuning
     points = tuning.points()
     best = best_points(tuning, study.rows)
-    labels = [", ".join(f"{k}={v}" for k, v in p.items()) for p in points]
+    grid_seeds = ", ".join(str(s) for s in tuning.seeds)
+    tuned_seeds = tuning.tuned_seeds or spec.seeds
+    unseen = not (set(tuned_seeds) & set(tuning.seeds))
     lines = ["## Per-head tuning", "",
-             f"Every head in the same grid of {len(points)} settings ({' × '.join(tuning.grid)}), on seed(s) "
-             f"{', '.join(str(s) for s in tuning.seeds)}; the best by validation {tuning.metric} is then trained on "
-             f"every seed ({', '.join(str(s) for s in spec.seeds)}) as `tuned-<head>`. The setting is chosen on the "
-             "same validation split the tuned table reports, so those figures are optimistic by the selection "
-             f"(the best of {len(points)} points on one split; small, but not zero); the shared-recipe table has no "
-             "such bias.", ""]
-    header = ["head", *[f"{_md(l)}" for l in labels], "best"]
-    rows = []
+             f"Every head in the same grid of {len(points)} settings ({' × '.join(tuning.grid)}) on seed(s) "
+             f"{grid_seeds}; a head's best point is the highest mean validation {tuning.metric} over those seeds, "
+             f"chosen only once every point has them all. The chosen setting is then trained as `tuned-<head>` on "
+             f"seeds {', '.join(str(s) for s in tuned_seeds)}"
+             + (", which the choice never saw (new initialisations, data orders and validation splits), so the "
+                "tuned rows carry no selection bias." if unseen else
+                ", which include the grid's: those tuned figures are optimistic by the selection (the best of "
+                f"{len(points)} points on the same runs)."), ""]
+    header = ["head", *[_md(_point_label(p)) for p in points], "leader so far", "lead over runner-up (pp)",
+              "chosen"]
+    rows, heat = [], {}
     for head in tuning.heads:
-        cells = [f"`{head}`"]
+        cells, means = [f"`{head}`"], []
         for point in points:
-            cells.append(format_summary(study.values(tune_name(head, point), tuning.metric), 100, 2))
+            values = study.values(tune_name(head, point), tuning.metric)
+            s = summarize(values)
+            cells.append(format_summary(values, 100, 2) + (f" (n={s.n})" if s.n and s.n != len(tuning.seeds) else ""))
+            means.append(s.mean)
+        ranked = sorted((m, i) for i, m in enumerate(means) if m is not None)
+        if ranked:
+            top = ranked[-1]
+            cells.append(_md(_point_label(points[top[1]])))
+            cells.append(f"{100 * (top[0] - ranked[-2][0]):.2f}" if len(ranked) > 1 else "–")
+        else:
+            cells += ["–", "–"]
         chosen = best.get(head)
-        cells.append(_md(", ".join(f"{k}={v}" for k, v in chosen.items())) if chosen else "grid unfinished")
+        if chosen:
+            cells.append(_md(_point_label(chosen)))
+        else:
+            done = [{r["seed"] for r in study.by_name.get(tune_name(head, p), [])} for p in points]
+            missing = [str(s) for s in tuning.seeds if any(s not in seeds for seeds in done)]
+            cells.append(f"not yet: seed(s) {', '.join(missing)} missing at some points")
         rows.append(cells)
-    lines += [f"Grid, validation {tuning.metric} (%):", "", *_table(header, rows)]
+        heat[head] = means
+    lines += [f"Grid, validation {tuning.metric} (%), mean over the grid seeds (n where fewer):", "",
+              *_table(header, rows)]
+    if study.repeat_sd is not None:
+        close = [r[0] for r in rows if r[-2] not in ("–",) and float(r[-2]) < 100 * study.margin]
+        lines += [f"A lead smaller than the equivalence margin (±{100 * study.margin:.2f} points, from the repeat "
+                  f"noise) is within what two runs of one configuration differ by; "
+                  f"{len(close)} of {len(rows)} heads' leaders lead by less" + (": " + ", ".join(close) if close else "")
+                  + ". On one grid seed such a leader is a coin toss among the near-equal points; the mean over "
+                  "several grid seeds is what chooses.", ""]
+    axes = list(tuning.grid)
+    if len(axes) == 1:  # one axis: a single column
+        axes, tuning_grid = axes + ["_"], {**tuning.grid, "_": [""]}
+        points_2d = [{**p, "_": ""} for p in points]
+    else:
+        tuning_grid, points_2d = tuning.grid, points
+    if len(axes) == 2:
+        first, second = (tuning_grid[a] for a in axes)
+        grids, chosen_cells = {}, {}
+        for head, means in heat.items():
+            grid = [[None] * len(second) for _ in first]
+            for point, mean in zip(points_2d, means):
+                grid[first.index(point[axes[0]])][second.index(point[axes[1]])] = mean
+            grids[head] = grid
+            if head in best:
+                chosen = {**best[head], "_": ""}
+                chosen_cells[head] = (first.index(chosen[axes[0]]), second.index(chosen[axes[1]]))
+        path, rel = study.figure("tuning-grid.png")
+        plots.plot_grid_heatmaps(grids, path, row_label=axes[0], column_label=axes[1] if axes[1] != "_" else "",
+                                 rows=first, columns=second, chosen=chosen_cells,
+                                 title=f"Tuning grid: validation {tuning.metric} (%), mean over the grid seeds "
+                                       f"({grid_seeds}) finished so far; each head's own colour range "
+                                       "(red box: chosen)")
+        lines += [f"![tuning grid heatmaps]({rel})", ""]
     edges = _grid_edges(tuning, best)
     if edges:
-        lines += ["", "**The best setting is at the edge of the grid** for " + "; ".join(edges)
+        lines += ["**The best setting is at the edge of the grid** for " + "; ".join(edges)
                   + ": the optimum may lie outside it, so widen that axis before reading the tuned table as "
                   "each head's best.", ""]
 
     tuned = [f"tuned-{h}" for h in tuning.heads if study.n(f"tuned-{h}")]
-    if tuned:
-        reference = f"tuned-{spec.reference}" if spec.reference in tuning.heads else spec.reference
-        lines += ["Each head at its best setting:", ""]
-        lines += study.accuracy_table(tuned, reference if study.n(reference) else None)
-        lines += study.calibration_table(tuned) + study.footnotes()
-        header = ["head", "shared recipe top-1 (%)", "tuned top-1 (%)", "Δ tuned − shared (pp, 95 % CI)",
-                  f"vs `{spec.reference}`, shared", f"vs `{spec.reference}`, tuned", "conclusion"]
-        rows, changed = [], []
-        for head in tuning.heads:
-            shared, mine = study.values(head, "accuracy"), study.values(f"tuned-{head}", "accuracy")
-            if not study.n(f"tuned-{head}"):
+    if not tuned:
+        return lines + [f"No tuned rows yet: they are planned once a head's grid is complete on seed(s) {grid_seeds}, "
+                        "and trained by the same study command.", ""]
+    reference = f"tuned-{spec.reference}" if spec.reference in tuning.heads else spec.reference
+    lines += ["Each head at its best setting:", ""]
+    lines += study.accuracy_table(tuned, reference if study.n(reference) else None)
+    lines += study.verdict_block("Tuned heads", "tuned", [(t, reference) for t in tuned if t != reference],
+                                 primary=(f"tuned-{spec.primary}", reference) if spec.primary and
+                                 f"tuned-{spec.primary}" in tuned and f"tuned-{spec.primary}" != reference else None)
+    lines += study.calibration_table(tuned) + study.footnotes()
+    heads = [h for h in tuning.heads if study.n(f"tuned-{h}")]
+    shared_pairs = [(h, spec.reference) for h in heads if h != spec.reference]
+    tuned_pairs = [(f"tuned-{h}", reference) for h in heads if f"tuned-{h}" != reference]
+    shared_v = {v.a: v for v in study.family(shared_pairs)}
+    tuned_v = {v.a[len("tuned-"):]: v for v in study.family(tuned_pairs)}
+    lines += study.verdict_block("Tuned against shared recipe", "tuned-vs-shared",
+                                 [(f"tuned-{h}", h) for h in heads])
+    header = ["head", "shared recipe top-1 (%)", "tuned top-1 (%)", f"vs `{spec.reference}`, shared",
+              f"vs `{spec.reference}`, tuned", "conclusion"]
+    rows, changed = [], []
+    for head in heads:
+        v_shared = shared_v[head].word if head in shared_v else "reference"
+        v_tuned = tuned_v[head].word if head in tuned_v else "reference"
+        if "untested" in (v_shared, v_tuned):
+            conclusion = "not known yet (fewer than 2 runs)"
+        elif v_shared == v_tuned:
+            conclusion = "same"
+        else:
+            conclusion = "**changes**"
+            changed.append(f"`{head}`: {v_shared} → {v_tuned}")
+        rows.append([f"`{head}`", format_summary(study.values(head, "accuracy"), 100, 2),
+                     format_summary(study.values(f"tuned-{head}", "accuracy"), 100, 2), v_shared, v_tuned, conclusion])
+    lines += [f"Shared recipe against per-head tuning: each head's verdict against `{spec.reference}` (Holm within "
+              "each column's family):", "", *_table(header, rows)]
+    ranked_shared = sorted(heads, key=lambda h: -(summarize(study.values(h, "accuracy")).mean or -1))
+    ranked_tuned = sorted(heads, key=lambda h: -(summarize(study.values(f"tuned-{h}", "accuracy")).mean or -1))
+    lines += [f"- Ranking by mean top-1, shared recipe: {', '.join(f'`{h}`' for h in ranked_shared)}",
+              f"- Ranking by mean top-1, tuned per head: {', '.join(f'`{h}`' for h in ranked_tuned)}",
+              "- Conclusions that change with tuning: " + ("; ".join(changed) if changed else "none"), ""]
+    return lines
+
+
+_EXPECT = {"better": "better", "higher": "better", "worse": "worse", "lower": "worse", "equivalent": "equivalent"}
+
+
+def _claim_word(expect: str, word: str) -> str:
+    expect = _EXPECT.get(expect, expect)
+    if word == "untested":
+        return "not yet measured"
+    if word == "inconclusive":
+        return "not shown (inconclusive)"
+    if word == expect:
+        return "supported"
+    return "contradicted"
+
+
+def _claims_section(spec, study: _Study, command: str) -> list[str]:
+    if not spec.claims:
+        return []
+    header = ["the original's claim", "our verdict (validation)", "comparison: Δ [raw 95 % CI], verdict",
+              "test", "command"]
+    rows = []
+    for claim in spec.claims:
+        if not claim.rows:
+            rows.append([_md(claim.claim), _md(claim.evidence), "–", "–",
+                         f"`{_md(claim.command)}`" if claim.command else "–"])
+            continue
+        pairs = [(r, claim.reference) for r in claim.rows]
+        val, test = [], []
+        missing = [p for p in pairs if (p[0], p[1], claim.metric, "val") not in study.verdicts]
+        if missing:
+            study.family(missing, claim.metric, "val")
+            study.family(missing, claim.metric, "test")
+        for a, b in pairs:
+            val.append(study.verdicts[(a, b, claim.metric, "val")])
+            test.append(study.verdicts[(a, b, claim.metric, "test")])
+        scale, digits, unit = ((1, 3, " s") if claim.metric == "steady_epoch_seconds" else (100, 2, " pp"))
+        words = [_claim_word(claim.expect, v.word) for v in val]
+        summary = words[0] if len(set(words)) == 1 else "; ".join(
+            f"{w} for {', '.join(f'`{v.a}`' for v, x in zip(val, words) if x == w)}" for w in dict.fromkeys(words))
+        detail = []
+        for v in val:
+            d = v.difference
+            what = (f"`{_md(v.a)}` − `{_md(v.b)}`: " + (f"{_pp(d.difference, scale, digits)}{unit} "
+                    f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}], {v.word}" if d else
+                    f"untested (n = {v.n_a} vs {v.n_b})"))
+            detail.append(what)
+        tested = [t for t in test if t.difference is not None]
+        test_cell = ("; ".join(_claim_word(claim.expect, t.word) for t in test) if tested
+                     else "not yet scored")
+        runs = ", ".join(f"`{n}`" for n in dict.fromkeys(n for p in pairs for n in p))
+        cmd = f"`{_md(claim.command)}`" if claim.command else f"the study command (rows {runs})"
+        rows.append([_md(claim.claim), f"**{summary}**", "<br>".join(detail), test_cell, cmd])
+    return ["## The original study's claims", "",
+            "Each claim of the study being repeated, our verdict from the comparison that answers it (the "
+            "verdicts of the question's family above where it has one, else a family of the claim's own "
+            f"comparisons), and the rows and command behind it. \"supported\"/\"contradicted\": the verdict agrees "
+            "with/opposes the claim's direction (an equivalence opposes a claimed difference); \"not shown\": "
+            "inconclusive at these seeds; \"not yet measured\": a row it needs has fewer than 2 runs. The study "
+            f"command: `{_md(command)}`.", "", *_table(header, rows, ["l", "l", "l", "l", "l"])]
+
+
+def _provenance_section(spec, study: _Study, planned) -> list[str]:
+    provenance = spec.provenance or {}
+    lines = ["## Provenance", ""]
+    recipe = provenance.get("recipe")
+    settings = provenance.get("settings") or {}
+    if recipe and settings:
+        run = next((p for p in planned if isinstance(p.settings, dict) and p.settings.get("recipe") == recipe), None)
+        resolved = run.config.to_dict() if run is not None else {}
+        rows = []
+        for key, source in settings.items():
+            value = resolved.get(key, spec.recipes.get(recipe, {}).get(key, "–"))
+            rows.append([f"`{_md(key)}`", f"`{_md(value)}`", _md(source)])
+        lines += [f"The original study's recipe as `[recipes.{recipe}]` runs it: each setting, and whether the "
+                  "original states it or we assumed it (and why).", "",
+                  *_table(["setting", "value", "source"], rows, ["l", "l", "l"])]
+    data = provenance.get("data") or {}
+    if data:
+        lines += ["The data:", "", *_table(["", ""], [[_md(k), _md(v)] for k, v in data.items()], ["l", "l"])]
+    # Every row's GPU kind.
+    kinds: dict[str, dict] = {}
+    for p in planned:
+        group = p.name if p.kind in ("head", "variant", "tuned") else (
+            f"tuning grid of `{p.config.head}`" if p.kind == "tune" else f"timing runs")
+        for row in (study.by_name.get(p.name, []) if p.kind != "timing" else study.timing_by_name.get(p.name, [])):
+            if row.get("seed") == p.seed and row.get("run_dir") == f"runs/{p.run_id}":
+                kinds.setdefault(group, {}).setdefault(_gpu(row.get("device")), set()).add(row["run_dir"])
+    rows = [[f"`{_md(g)}`" if not g.startswith(("tuning", "timing")) else g,
+             ", ".join(f"{kind} × {len(runs)}" for kind, runs in sorted(found.items()))]
+            for g, found in kinds.items()]
+    all_kinds = sorted({k for found in kinds.values() for k in found})
+    lines += ["Every row's GPU kind (runs per kind):", "", *_table(["row", "GPU"], rows, ["l", "l"])]
+    if len(all_kinds) > 1:
+        crossing = []
+        for (a, b, metric, split), v in study.verdicts.items():
+            if split != "val" or metric == "steady_epoch_seconds":
                 continue
-            v_shared = (_verdict(shared, study.values(spec.reference, "accuracy"))
-                        if head != spec.reference else "reference")
-            v_tuned = (_verdict(mine, study.values(reference, "accuracy"))
-                       if f"tuned-{head}" != reference else "reference")
-            if "untested" in (v_shared, v_tuned):
-                conclusion = "not known yet (fewer than 2 runs)"
-            elif v_shared == v_tuned:
-                conclusion = "same"
-            else:
-                conclusion = "**changes**"
-                changed.append(f"`{head}`: {v_shared} → {v_tuned}")
-            rows.append([f"`{head}`", format_summary(shared, 100, 2), format_summary(mine, 100, 2),
-                         format_difference(mine, shared), v_shared, v_tuned, conclusion])
-        lines += ["Shared recipe against per-head tuning (\"better\"/\"worse\": the 95 % interval of the "
-                  f"difference to `{spec.reference}` excludes 0):", "", *_table(header, rows)]
-        ranked_shared = sorted(tuning.heads, key=lambda h: -(summarize(study.values(h, "accuracy")).mean or -1))
-        ranked_tuned = sorted(tuning.heads,
-                              key=lambda h: -(summarize(study.values(f"tuned-{h}", "accuracy")).mean or -1))
-        lines += [f"- Ranking by mean top-1, shared recipe: {', '.join(f'`{h}`' for h in ranked_shared)}",
-                  f"- Ranking by mean top-1, tuned per head: {', '.join(f'`{h}`' for h in ranked_tuned)}",
-                  "- Conclusions that change with tuning: " + ("; ".join(changed) if changed else "none"), ""]
+            ka, kb = set(kinds.get(a, {})), set(kinds.get(b, {}))
+            if ka and kb and ka != kb:
+                crossing.append(f"`{a}` − `{b}`")
+        lines += [f"The rows come from {len(all_kinds)} GPU kinds ({', '.join(all_kinds)}). **The offset between "
+                  "them is not yet measured**: the same configuration and seed on both kinds would measure it. "
+                  f"{len(crossing)} comparison(s) above set rows of different kinds against each other"
+                  + (": " + ", ".join(crossing) if crossing else "")
+                  + "; read them with that in mind (the same-kind repeat noise is in the margin, a kind offset is not).",
+                  ""]
     return lines
 
 
@@ -431,6 +834,26 @@ def _reproduce(study: _Study, names: list[str]) -> list[str]:
     runs = ", ".join(f"`{run}`" for run in ids)
     return [f"Reproduce: the study command at the top trains these runs with the rest; one alone with "
             f"{_retrain(study.out)}, for `<run>` in {runs}.", ""]
+
+
+def _headlines(study: _Study) -> list[str]:
+    if not study.headlines:
+        return []
+    rows = []
+    for question, val, test, metric in study.headlines:
+        scale, digits, unit = ((1, 3, " s") if metric == "steady_epoch_seconds" else (100, 2, " pp"))
+        d = val.difference
+        rows.append([_md(question), f"`{_md(val.a)}` − `{_md(val.b)}`",
+                     f"{_pp(d.difference, scale, digits)}{unit} [{_pp(d.low, scale, digits)}, "
+                     f"{_pp(d.high, scale, digits)}]" if d else "–",
+                     f"[{_pp(val.holm_low, scale, digits)}, {_pp(val.holm_high, scale, digits)}]" if d else "–",
+                     study.verdict_cell(val, metric),
+                     study.verdict_cell(test, metric) if test.difference is not None else "not yet scored"])
+    return ["## Headline verdicts", "",
+            "Each question's primary comparison (validation; the test column fills in as runs are scored). "
+            "Details, families and forest plots in each section.", "",
+            *_table(["question", "primary comparison", "Δ [raw 95 % CI]", "Holm-level CI", "verdict (validation)",
+                     "verdict (test)"], rows, ["l", "l", "r", "r", "l", "l"])]
 
 
 def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", report_path=None,
@@ -457,34 +880,51 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
     plots_dir.mkdir(parents=True, exist_ok=True)
     planned_ids = {p.run_id for p in planned}
     finished_ids = {r["run_dir"].split("/", 1)[1] for r in rows}
-    lines = _intro(spec, study, command, planned_ids, finished_ids)
+    intro = _intro(spec, study, command, planned_ids, finished_ids)
 
     heads = [h for h in spec.heads if study.n(h)]
     reference = spec.reference if study.n(spec.reference) else None
-    lines += ["## Heads, shared recipe", "", "### Accuracy", ""]
+    lines = ["## Heads, shared recipe", "", "### Accuracy", ""]
     lines += study.accuracy_table(heads, reference)
+    if reference:
+        pairs = [(h, reference) for h in spec.heads if h != reference]
+        primary = (spec.primary, reference) if spec.primary and spec.primary != reference else None
+        lines += study.verdict_block("Heads, shared recipe", "heads", pairs, primary=primary)
     lines += ["### Calibration and speed", ""]
     lines += study.calibration_table(heads) + study.footnotes()
     lines += ["### Figures", ""]
     lines += study.curves(heads, "heads", "Heads")
     lines += study.epoch_times(heads, "heads")
-    lines += study.confusion(heads, "heads")
+    lines += study.confused(heads, "heads")
     lines += study.reliability(heads, "heads")
 
     for section in spec.sections:
         names = [n for n in section.rows if study.n(n)]
         section_reference = section.reference or spec.reference
+        stem = _slug(section.title)
         lines += [f"## {_md(section.title)}", ""]
         if section.text:
             lines += [section.text.strip(), ""]
         if not section.rows:
             continue
+        pairs = list(section.comparisons) or [(r, section_reference) for r in section.rows if r != section_reference]
         if not names:
             lines += ["No finished runs yet.", ""]
+            lines += study.verdict_block(section.title, stem, pairs, section.metric, section.primary)
             continue
-        lines += study.accuracy_table(names, section_reference if study.n(section_reference) else None)
+        if section.metric != "accuracy":
+            lines += study.metric_table(names, section.metric)
+            path, rel = study.figure(f"{stem}-answers.png")
+            plots.plot_answers({n: study.values(n, section.metric) for n in names}, path,
+                               xlabel=f"validation {METRIC_TITLES.get(section.metric, section.metric)}",
+                               title=f"{section.title}: validation {METRIC_TITLES.get(section.metric, section.metric)}"
+                                     " per run, mean and 95 % interval")
+            lines += [f"![{_md(section.title)}: the answers side by side]({rel})", ""]
+        else:
+            lines += study.accuracy_table(names, section_reference if study.n(section_reference) else None)
+        lines += study.verdict_block(section.title, stem, pairs, section.metric, section.primary)
         lines += ["Calibration and speed:", ""] + study.calibration_table(names) + study.footnotes()
-        lines += study.curves(names, _slug(section.title), section.title)
+        lines += study.curves(names, stem, section.title)
         lines += _reproduce(study, names)
 
     in_sections = _section_names(spec)
@@ -503,18 +943,30 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
     lines += _superclass_rows(study)
     if spec.tuning:
         lines += _tuning_section(spec, study)
+    lines += _claims_section(spec, study, command)
+    lines += _provenance_section(spec, study, planned)
 
     lines += ["## Runs", "",
               f"Each run is an ordinary run directory (`report.md` inside); retrain one alone with "
               f"{_retrain(out)}.", ""]
-    header = ["name", "seed", "run directory", "top-1 (%)", "wall (s)"]
+    header = ["name", "seed", "run directory", "top-1 (%)", "test top-1 (%)", "GPU", "wall (s)"]
     table_rows = [[f"`{_md(r['name'])}`", str(r["seed"]), f"`{r['run_dir']}`",
                    f"{100 * r['accuracy']:.2f}" if r.get("accuracy") is not None else "–",
+                   f"{100 * r['test_accuracy']:.2f}" if r.get("test_accuracy") is not None else NOT_SCORED,
+                   _gpu(r.get("device")),
                    f"{r['wall_seconds']:.1f}" if r.get("wall_seconds") is not None else "–"] for r in rows]
-    lines += _table(header, table_rows, ["l", "r", "l", "r", "r"])
-    missing = sorted(planned_ids - finished_ids)
+    lines += _table(header, table_rows, ["l", "r", "l", "r", "r", "l", "r"])
+    missing = planned_ids - finished_ids
     if missing:
+        by_name: dict[str, list[int]] = {}
+        for p in planned:
+            label = f"timing run of `{_md(p.name)}`" if p.kind == "timing" else f"`{_md(p.name)}`"
+            if p.run_id in missing and p.seed not in by_name.get(label, []):
+                by_name.setdefault(label, []).append(p.seed)
         lines += ["## Not finished", "",
-                  "Not trained yet, interrupted, or failed (see `logs/<run>.log`); the same command continues:", "",
-                  *(f"- `runs/{run_id}`" for run_id in missing), ""]
-    return write_text(report_path, "\n".join(lines).rstrip() + "\n")
+                  f"{len(missing)} planned run(s) not trained yet, interrupted, or failed (see `logs/<run>.log`); the "
+                  "same command continues:", "",
+                  *(f"- {name}: seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in sorted(seeds))}"
+                    for name, seeds in by_name.items()), ""]
+    text = "\n".join(intro + _headlines(study) + lines).rstrip() + "\n"
+    return write_text(report_path, text)

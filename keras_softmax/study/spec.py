@@ -166,7 +166,7 @@ class Claim:
     claim: str
     rows: tuple = ()
     reference: str | None = None
-    expect: str | None = None  # "better", "worse" or "equivalent"
+    expect: str | None = None  # "better"/"higher", "worse"/"lower" or "equivalent" (of rows − reference)
     evidence: str = ""
     command: str = ""
     metric: str = "accuracy"
@@ -390,8 +390,9 @@ def _claim(path, raw: dict, known: set) -> Claim:
         raise StudyError(f"{path}: claim {text!r}: reference must be a head or variant of this study "
                          f"(got {reference!r})")
     expect = raw.get("expect")
-    if rows and expect not in ("better", "worse", "equivalent"):
-        raise StudyError(f"{path}: claim {text!r}: expect must be better, worse or equivalent (got {expect!r})")
+    if rows and expect not in ("better", "worse", "equivalent", "higher", "lower"):
+        raise StudyError(f"{path}: claim {text!r}: expect must be better, worse, equivalent, higher or lower "
+                         f"(got {expect!r})")
     evidence, command = raw.get("evidence", ""), raw.get("command", "")
     if not isinstance(evidence, str) or not isinstance(command, str):
         raise StudyError(f"{path}: claim {text!r}: evidence and command must be strings")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TEST_FILE", "read_test_images", "score_run", "test_figures"]
+__all__ = ["TEST_FILE", "read_test_images", "score_run", "score_figures"]
 
 TEST_FILE = "test.json"
 
@@ -79,7 +79,7 @@ def read_test_images(source, class_names) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def test_figures(labels, probabilities, *, class_names=None, fine_to_coarse=None,
+def score_figures(labels, probabilities, *, class_names=None, fine_to_coarse=None,
                  temperature: float | None = None) -> dict:
     """The figures of ``test.json`` from the predicted distributions (rows sum to 1)."""
     from keras_softmax.evaluation.calibration import negative_log_likelihood, scale
@@ -133,7 +133,7 @@ def score_run(run_dir, test_dataset) -> dict:
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     calibration = report.get("calibration") or {}
     temperature = calibration.get("temperature") if calibration.get("applicable") else None
-    figures = test_figures(labels, probabilities, class_names=data.class_names, fine_to_coarse=data.fine_to_coarse,
+    figures = score_figures(labels, probabilities, class_names=data.class_names, fine_to_coarse=data.fine_to_coarse,
                            temperature=temperature)
     path = Path(test_dataset)
     figures["split"] = "test"

@@ -118,9 +118,11 @@ def test_report_only_builds_every_table_from_the_runs(synthetic):
     assert row[-1].startswith("+1.00 [")
     assert _cells(text, "log_softmax")[0][-1] == "reference"
     # sparsemax has no temperature: a footnote says why instead of a number.
+    # Its NLL is the 1e-12 floor's, not the model's: not shown, and said why.
     calibration_row = [r for r in _cells(text, "sparsemax") if "n/a¹" in r][0]
-    assert calibration_row[2] == "3.0000 ± 0.0000"  # NLL
-    assert "sparsemax: exact zeros" in text
+    assert calibration_row[2] == "floor³"
+    assert "sparsemax: sparsemax (exact zeros outside its support)" in text
+    assert "³ NLL not shown: the 1e-12 probability floor decides it" in text
 
     # The tuned table, the comparison with the shared recipe and the conclusion that changes.
     assert "## Per-head tuning" in text
@@ -145,8 +147,11 @@ def test_report_only_builds_every_table_from_the_runs(synthetic):
 
     # Every figure it links exists and is a PNG.
     links = re.findall(r"\]\((plots/[^)]+\.png)\)", text)
-    assert {"plots/heads-val_loss.png", "plots/heads-confusion.png", "plots/heads-reliability.png",
-            "plots/heads-epoch_time.png", "plots/a-question-val_accuracy.png"} <= set(links)
+    assert {"plots/heads-val_accuracy.png", "plots/heads-confused_pairs.png", "plots/heads-reliability.png",
+            "plots/heads-epoch_time.png", "plots/heads-forest.png", "plots/a-question-val_accuracy.png",
+            "plots/tuning-grid.png"} <= set(links)
+    # val_loss is each head's own objective: no curve of it; the histories have no val_nll, which it says.
+    assert "plots/heads-val_loss.png" not in links and "Validation NLL per epoch is not in these runs'" in text
     for link in links:
         assert (out / link).read_bytes()[:4] == b"\x89PNG"
     assert any("report only" in line for line in lines)
@@ -160,7 +165,7 @@ def test_unfinished_runs_are_listed_and_left_out(synthetic):
     run_study(spec_path, out, report_only=True, log=lambda line: None)
     text = (out / "STUDY.md").read_text()
     assert "runs: 15 of 16 finished" in text
-    assert "## Not finished" in text and "- `runs/tuned-sparsemax-seed2`" in text
+    assert "## Not finished" in text and "- `tuned-sparsemax`: seed 2" in text
     assert _cells(text, "tuned-sparsemax")[0][1] == "2"
 
 
@@ -173,7 +178,7 @@ def test_a_tuned_head_with_one_seed_changes_no_conclusion_yet(synthetic):
     run_study(spec_path, out, report_only=True, log=lambda line: None)
     text = (out / "STUDY.md").read_text()
     comparison = [row for row in _cells(text, "sparsemax") if row[-1].startswith("not known")]
-    assert comparison and comparison[0][5] == "untested"
+    assert comparison and comparison[0][4] == "untested"
     assert "Conclusions that change with tuning: none" in text
 
 
@@ -204,7 +209,7 @@ def test_speed_figures_come_only_from_runs_that_had_their_gpu_alone(synthetic):
     write_json(out / "placements.json", {"softmax-seed0": 3, "softmax-seed1": 1, "softmax-seed2": 3})
     run_study(spec_path, out, report_only=True, log=lambda line: None)
     text = (out / "STUDY.md").read_text()
-    speed = [r for r in _cells(text, "softmax") if "n/a¹" not in r and len(r) > 8][0]
+    speed = [r for r in _cells(text, "softmax") if r[-1].endswith("²")][0]
     assert speed[-2:] == ["0.500", "4,000 (n=1)²"]
     assert "runs that shared a GPU count for accuracy, not for speed" in text
     rows = read_results(out / "results.jsonl")

@@ -164,8 +164,9 @@ def test_study_killed_and_continued_then_reported(tmp_path, cache_dir):
     for name in ("softmax", "log_softmax", "gumbel-t3"):
         cells = _table_row(text, name)
         assert cells[1] == str(len(reports[name]))
-        for column, key in zip(cells[2:7], ("accuracy", "top5_accuracy", "precision_macro", "recall_macro",
-                                            "f1_macro")):
+        assert cells[3] == "—"  # test top-1: not scored (no --test-dataset)
+        for column, key in zip([cells[2], *cells[4:8]], ("accuracy", "top5_accuracy", "precision_macro",
+                                                         "recall_macro", "f1_macro")):
             values = np.array([r[key] for r in reports[name]]) * 100
             expected = (f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1
                         else f"{values.mean():.2f}")
@@ -174,8 +175,8 @@ def test_study_killed_and_continued_then_reported(tmp_path, cache_dir):
     assert "n/a (n=1 vs 2)" in _table_row(text, "gumbel-t3")[-1]
     for link in re.findall(r"\]\((plots/[^)]+\.png)\)", text):
         assert (out / link).read_bytes()[:4] == b"\x89PNG", link
-    assert {"plots/heads-val_loss.png", "plots/heads-val_accuracy.png", "plots/heads-epoch_time.png",
-            "plots/heads-confusion.png", "plots/heads-reliability.png"} <= set(
+    assert {"plots/heads-val_accuracy.png", "plots/heads-epoch_time.png", "plots/heads-forest.png",
+            "plots/heads-confused_pairs.png", "plots/heads-reliability.png"} <= set(
         re.findall(r"\]\((plots/[^)]+\.png)\)", text))
 
     # --report-only rebuilds the same report from what exists.
@@ -215,4 +216,4 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     assert "FAILED gumbel-t3-seed0 (exit 1): Error: labels = \"coarse\" needs a fine->coarse map" in result.output
     assert (out / "runs" / "softmax-seed0" / "report.json").is_file()
     assert len((out / "results.jsonl").read_text().splitlines()) == 1
-    assert "- `runs/gumbel-t3-seed0`" in (out / "STUDY.md").read_text()
+    assert "- `gumbel-t3`: seed 0" in (out / "STUDY.md").read_text()

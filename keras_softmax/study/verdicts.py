@@ -1,0 +1,119 @@
+"""Verdicts of a study: each comparison in a declared family, with raw and Holm-adjusted intervals and
+an equivalence test at a margin justified from the measured repeat noise.
+
+A *family* is the set of comparisons one question makes (a section's rows against its reference,
+or its declared ``comparisons``); Holm's adjustment keeps the family-wise error rate at α within it.
+A comparison's verdict, on the per-seed values of one split:
+
+- **better** / **worse** (a − b > 0 / < 0): the Holm-adjusted p-value of the two-sided Welch test
+  is below α;
+- **equivalent within ±m**: not better or worse, and the Holm-adjusted p-value of the two one-sided
+  Welch tests (TOST) against ±m is below α;
+- **inconclusive**: neither; the report then says which differences the data do exclude for the whole
+  family ("beyond ±x": the larger end of the (1 − 2α/m) interval, Bonferroni over the family's m
+  comparisons, :func:`~.stats.excluded_beyond`). Holm never needs more than Bonferroni, so x is at least
+  the margin whenever the verdict is inconclusive.
+
+The margin m comes from same-config, same-seed GPU repeats (:func:`margin_from_repeats`): two runs of
+one configuration differ by up to ``1.96 · √2 · σ_repeat`` 95 % of the time, so a difference between
+two heads smaller than that is one that the GPU's own non-determinism produces between two runs.
+
+>>> from keras_softmax.study.verdicts import compare_family
+>>> a, b, c = [0.70, 0.71, 0.72], [0.60, 0.61, 0.62], [0.701, 0.709, 0.72]
+>>> [v.word for v in compare_family({"a": a, "b": b, "c": c}, [("b", "a"), ("c", "a")], margin=0.01)]
+['worse', 'inconclusive']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from keras_softmax.study.stats import (
+    Difference, Equivalence, excluded_beyond, holm, holm_levels, interval_at, repeat_sd, summarize, tost,
+    welch_interval,
+)
+
+__all__ = ["Verdict", "compare_family", "margin_from_repeats"]
+
+Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One comparison ``a − b`` of a family of ``family_size``."""
+
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    difference: Difference | None  # None: fewer than 2 values on a side
+    p_holm: float | None = None
+    holm_low: float | None = None  # the interval at the level Holm's step tests it
+    holm_high: float | None = None
+    holm_level: float | None = None
+    equivalence: Equivalence | None = None
+    p_tost_holm: float | None = None
+    beyond: float | None = None  # differences beyond ±beyond are excluded (TOST at alpha / family size)
+    family_size: int = 1
+    alpha: float = 0.05
+    margin: float | None = None
+
+    @property
+    def word(self) -> str:
+        """``better``, ``worse``, ``equivalent``, ``inconclusive`` or ``untested``."""
+        if self.difference is None:
+            return "untested"
+        if self.p_holm is not None and self.p_holm < self.alpha:
+            return "better" if self.difference.difference > 0 else "worse"
+        if self.p_tost_holm is not None and self.p_tost_holm < self.alpha:
+            return "equivalent"
+        return "inconclusive"
+
+    @property
+    def raw_word(self) -> str:
+        """The verdict of the raw 95 % interval read alone (what the report said before Holm)."""
+        d = self.difference
+        if d is None:
+            return "untested"
+        if d.low > 0:
+            return "better"
+        if d.high < 0:
+            return "worse"
+        return "indistinguishable"
+
+
+def compare_family(values: dict, pairs, *, alpha: float = 0.05, margin: float | None = None) -> list[Verdict]:
+    """The verdicts of ``pairs`` (``(a, b)``: a − b) on ``values`` (name -> per-seed values), as one
+    family: Holm over the testable pairs' Welch p-values, and over their TOST p-values."""
+    pairs = list(pairs)
+    diffs = [welch_interval(values.get(a, []), values.get(b, [])) for a, b in pairs]
+    testable = [i for i, d in enumerate(diffs) if d is not None]
+    p_holm = holm([diffs[i].p_value for i in testable])
+    levels = holm_levels([diffs[i].p_value for i in testable], alpha)
+    equivalences = {i: tost(diffs[i], margin, alpha) for i in testable} if margin else {}
+    p_tost_holm = holm([equivalences[i].p_value for i in testable]) if margin else []
+    out = []
+    for i, ((a, b), d) in enumerate(zip(pairs, diffs)):
+        n_a, n_b = summarize(values.get(a, [])).n, summarize(values.get(b, [])).n
+        if d is None:
+            out.append(Verdict(a, b, n_a, n_b, None, family_size=len(testable), alpha=alpha, margin=margin))
+            continue
+        k = testable.index(i)
+        low, high = interval_at(d, levels[k])
+        out.append(Verdict(a, b, n_a, n_b, d, p_holm=p_holm[k], holm_low=low, holm_high=high, holm_level=levels[k],
+                           equivalence=equivalences.get(i), p_tost_holm=p_tost_holm[k] if margin else None,
+                           beyond=excluded_beyond(d, alpha / len(testable)), family_size=len(testable), alpha=alpha,
+                           margin=margin))
+    return out
+
+
+def margin_from_repeats(path) -> tuple[float, float, int]:
+    """``(margin, σ_repeat, pairs)`` from a repeats file: JSON with ``"pairs": [{"accuracy": [a, b]}, ...]``,
+    each pair the same configuration and seed trained twice. ``margin = 1.96 · √2 · σ_repeat``."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    pairs = [pair["accuracy"] for pair in data["pairs"]]
+    sd = repeat_sd(pairs)
+    return Z95 * math.sqrt(2) * sd, sd, len(pairs)

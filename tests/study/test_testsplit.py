@@ -1,0 +1,179 @@
+"""The test split: which runs are scored, what test.json holds, how the rows and the report carry it,
+and the spec rules that keep every choice on validation (tuned seeds the grid never saw)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_softmax.io import write_json
+from keras_softmax.study import runner
+from keras_softmax.study.results import read_results
+from keras_softmax.study.runner import _to_score, run_study
+from keras_softmax.study.spec import Planner, StudyError, load_spec
+from keras_softmax.study.testsplit import read_test_images, score_figures
+
+from .test_report import SPEC, _cells, fake_run
+
+
+def _tree(root, classes, per_class=2):
+    for c, name in enumerate(classes):
+        folder = root / "test" / name
+        folder.mkdir(parents=True)
+        for k in range(per_class):
+            Image.fromarray(np.full((32, 32, 3), 10 * c + k, np.uint8)).save(folder / f"{k}.png")
+
+
+def test_test_images_are_labelled_by_the_runs_own_classes(tmp_path):
+    _tree(tmp_path, ["cat", "apple"])
+    images, labels = read_test_images(tmp_path, ["apple", "bee", "cat"])
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0, 0, 2, 2]  # apple is class 0 of the run, cat class 2
+    assert images[0, 0, 0, 0] == 10 and images[2, 0, 0, 0] == 0
+    with pytest.raises(ValueError, match="not among the run's classes in .*: cat"):
+        read_test_images(tmp_path, ["apple", "bee"])
+
+
+def test_test_figures_by_hand():
+    labels = np.array([0, 1, 1, 0])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    figures = score_figures(labels, p, temperature=2.0)
+    assert figures["accuracy"] == pytest.approx(0.75)  # argmax of a tie is the first class
+    assert figures["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.5])))
+    assert figures["num_examples"] == 4 and "ece_val_temperature" in figures
+    coarse = score_figures(np.array([0, 1, 2, 3]), np.eye(4), fine_to_coarse=[0, 0, 1, 1])
+    assert coarse["coarse_accuracy"] == 1.0
+
+
+@pytest.fixture
+def study(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(textwrap.dedent(SPEC))
+    out = tmp_path / "study"
+    spec = load_spec(spec_path)
+    planner = Planner(spec)
+    planned = planner.plan() + planner.plan_tuned({"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}})
+    for run in {p.run_id: p for p in planned}.values():
+        fake_run(out, run)
+    return spec_path, out, planned
+
+
+def test_only_finished_runs_with_a_model_and_no_test_figures_are_scored(study, tmp_path):
+    spec_path, out, planned = study
+    for run in ("softmax-seed0", "softmax-seed1", "log_softmax-seed0"):
+        (out / "runs" / run / "model.keras").write_bytes(b"model")
+    write_json(out / "runs" / "softmax-seed1" / "test.json", {"accuracy": 0.7})
+    jobs = _to_score(planned, out)
+    assert [(p.run_id, state) for p, state in jobs] == [("softmax-seed0", "score"), ("log_softmax-seed0", "score")]
+    slot = runner.Slot(0, None)
+    command = runner._Runner(out, [slot], print, test_dataset=str(tmp_path)).command(jobs[0][0], "score")
+    assert command[1:3] == ["-m", "keras_softmax.study.testsplit"] and command[-1] == str(tmp_path.resolve())
+    with pytest.raises(StudyError, match="--test-dataset not found"):
+        run_study(spec_path, out, report_only=True, test_dataset=str(tmp_path / "none"), log=lambda line: None)
+
+
+def test_the_report_carries_test_figures_beside_validation_and_says_where_there_are_none(study):
+    spec_path, out, planned = study
+    for p in planned:
+        if p.name == "softmax":
+            write_json(out / "runs" / p.run_id / "test.json", {"accuracy": 0.60 + 0.01 * p.seed, "nll": 1.1})
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    rows = read_results(out / "results.jsonl")
+    softmax = [r for r in rows if r["name"] == "softmax"]
+    assert [r["test_accuracy"] for r in softmax] == [0.60, 0.61, 0.62]
+    assert "test_accuracy" not in next(r for r in rows if r["name"] == "log_softmax")
+    text = (out / "STUDY.md").read_text()
+    assert "test split: 3 of 16 finished runs scored" in text
+    assert _cells(text, "softmax")[0][3] == "61.00 ± 1.00"
+    assert _cells(text, "log_softmax")[0][3] == "—"
+    verdict = next(line for line in text.splitlines() if line.startswith("| `softmax` − `log_softmax`"))
+    assert "— (scored: n = 3 vs 0)" in verdict
+    assert "Validation chooses, test reports" in text
+
+
+def test_tuned_seeds_must_be_seeds_the_grid_never_saw(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    base = 'heads = ["softmax"]\nseeds = [0, 1]\n[tuning]\nlr = [0.1, 0.2]\nseeds = [0, 1]\n'
+    spec_path.write_text(base + "tuned_seeds = [1, 2]\n")
+    with pytest.raises(StudyError, match="seed 1 is also a grid seed"):
+        load_spec(spec_path)
+    spec_path.write_text(base + "tuned_seeds = [5, 6, 7]\n")
+    spec = load_spec(spec_path)
+    tuned = Planner(spec).plan_tuned({"softmax": {"lr": 0.2}})
+    assert [(p.run_id, p.seed) for p in tuned] == [("tuned-softmax-seed5", 5), ("tuned-softmax-seed6", 6),
+                                                   ("tuned-softmax-seed7", 7)]
+
+
+def test_verdict_keys_of_a_spec_are_checked(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    head = 'heads = ["softmax", "log_softmax"]\nseeds = [0]\n'
+    cases = [
+        ('[[sections]]\ntitle = "q"\nrows = ["softmax"]\nreference = "log_softmax"\nprimary = ["log_softmax", "x"]\n',
+         "'x' is not a head or variant"),
+        ('[[sections]]\ntitle = "q"\nrows = ["softmax"]\nmetric = "loss"\n', "metric must be one of"),
+        ('[[claims]]\nclaim = "c"\nrows = ["softmax"]\nreference = "log_softmax"\nexpect = "maybe"\n', "expect must be"),
+        ('[[claims]]\nclaim = "c"\n', "give rows"),
+        ('[verdicts]\nmargin = -1\n', "margin must be"),
+        ('[verdicts]\nrepeats = "none.json"\n', "repeats file not found"),
+        ('primary = "nope"\n', "primary must be"),
+    ]
+    for extra, message in cases:
+        spec_path.write_text(head + extra)
+        with pytest.raises(StudyError, match=message):
+            load_spec(spec_path)
+
+
+def test_the_recorded_specs_rest_every_verdict_on_five_seeds():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = load_spec(root / "zoo" / "studies" / "cifar100-questions.toml")
+    assert len(spec.seeds) >= 5 and all(v.seeds is None for v in spec.variants)
+    assert len(spec.tuning.seeds) >= 2 and not set(spec.tuning.tuned_seeds) & set(spec.tuning.seeds)
+    assert len(spec.tuning.tuned_seeds) >= 5
+    assert spec.verdicts.repeats is not None and spec.primary == "softmax"
+    for section in spec.sections:  # a question of several comparisons declares its answer
+        pairs = section.comparisons or [r for r in section.rows if r != section.reference]
+        assert section.primary or len(pairs) <= 1, section.title
+    assert json.loads(spec.verdicts.repeats.read_text())["pairs"]
+
+
+@pytest.mark.slow
+def test_a_study_scores_each_finished_run_once_on_the_test_split(tmp_path, cache_dir):
+    """End to end on a tiny class-folder dataset: train, score on its test tree, report; a second
+    invocation neither trains nor scores again."""
+    from cli.helpers import run_cli
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("test", 6)):
+        for c, name in enumerate(["apple", "bee", "cat"]):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for k in range(count):
+                pixels = np.clip(rng.normal(60 + 70 * c, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{k}.png")
+    test_tree = tmp_path / "test-only"
+    (test_tree / "test").mkdir(parents=True)
+    for name in ("apple", "bee", "cat"):
+        (test_tree / "test" / name).symlink_to(tmp_path / "data" / "test" / name)
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('heads = ["softmax"]\nseeds = [0]\nepochs = 1\nwidths = [4, 8, 8, 8]\nbatch_size = 16\n'
+                    'val_split = 12\njit_compile = false\n')
+    out = tmp_path / "study"
+    args = ("study", spec, "--out", out, "--dataset", tmp_path / "data", "--test-dataset", test_tree)
+    result = run_cli(*args, cwd=tmp_path, cache_dir=cache_dir, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "test split: scoring 1 finished run(s) once" in result.stdout
+    test = json.loads((out / "runs" / "softmax-seed0" / "test.json").read_text())
+    assert test["num_examples"] == 18 and test["split"] == "test" and 0 <= test["accuracy"] <= 1
+    row = read_results(out / "results.jsonl")[0]
+    assert row["test_accuracy"] == test["accuracy"] and row["test_nll"] == test["nll"]
+    text = (out / "STUDY.md").read_text()
+    assert "test split: 1 of 1 finished runs scored" in text
+    assert _cells(text, "softmax")[0][3] == f"{100 * test['accuracy']:.2f}"
+    again = run_cli(*args, cwd=tmp_path, cache_dir=cache_dir, timeout=600)
+    assert again.returncode == 0 and "scoring" not in again.stdout and "training" not in again.stdout
