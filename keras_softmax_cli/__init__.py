@@ -34,14 +34,24 @@ def log_path() -> Path:
     return Path(root).expanduser() / "logs" / "last-command.log"
 
 
-def quiet_library_logs() -> Path | None:
-    """Send file descriptor 2 (where TensorFlow's C++ code, absl and XLA write) to :func:`log_path`.
+_terminal = None  # the terminal's stderr while library logs are redirected (see quiet_library_logs)
 
-    Python's ``sys.stderr`` keeps the terminal, so the command's own errors, and a traceback of a
-    bug, still show. ``TF_CPP_MIN_LOG_LEVEL`` alone does not do it: TensorFlow 2.21 writes its
+
+def terminal_stderr():
+    """Where the command's own messages to stderr go: the terminal, even while library logs don't."""
+    return _terminal or sys.stderr
+
+
+def quiet_library_logs() -> Path | None:
+    """Send stderr, file descriptor 2 and Python's ``sys.stderr`` alike, to :func:`log_path`.
+
+    That is where TensorFlow's C++ code, absl, XLA, urllib3 retries and tqdm progress bars write.
+    The command's own messages and one-line errors go to :func:`terminal_stderr`, which keeps the
+    terminal. ``TF_CPP_MIN_LOG_LEVEL`` alone does not do it: TensorFlow 2.21 writes its
     "cuInit"/"cudart" lines before it reads the variable. Returns the log file, or None if it could
     not be opened (then nothing is redirected).
     """
+    global _terminal
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import logging
@@ -58,10 +68,11 @@ def quiet_library_logs() -> Path | None:
     except OSError:
         return None
     sys.stderr.flush()
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    sys.stderr = os.fdopen(terminal_fd, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                           errors="backslashreplace")
+    _terminal = os.fdopen(terminal_fd, "w", buffering=1, encoding=encoding, errors="backslashreplace")
+    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
     return path
 
 
@@ -95,6 +106,6 @@ def main(argv: list[str] | None = None) -> None:
 
         with open(log, "a", encoding="utf-8") as handle:
             traceback.print_exc(file=handle)
-        sys.stderr.write(f"Error: internal error ({error.__class__.__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+        terminal_stderr().write(f"Error: internal error ({error.__class__.__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
                          f"the traceback is in {log} (rerun with --verbose to see it here)\n")
         raise SystemExit(1) from None

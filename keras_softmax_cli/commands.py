@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from keras_softmax_cli import terminal_stderr
+
 
 def _user_errors():
     """The exception types that mean "the user asked for something impossible"."""
@@ -43,7 +45,7 @@ def friendly_errors(command):
         except click.ClickException:
             raise
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            _warn("interrupted")
             sys.exit(130)
         except _user_errors() as error:
             raise click.ClickException(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
@@ -53,6 +55,11 @@ def friendly_errors(command):
 
 def _echo(line: str) -> None:
     click.echo(line)
+
+
+def _warn(line: str) -> None:
+    """A message of the command's own to stderr: always the terminal, even while library logs are not."""
+    click.echo(line, file=terminal_stderr())
 
 
 class OneLineErrors(click.Group):
@@ -66,13 +73,13 @@ class OneLineErrors(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
             hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
-            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            _warn(f"Error: {error.format_message()}{hint}")
             sys.exit(error.exit_code)
         except click.ClickException as error:
-            error.show()
+            error.show(file=terminal_stderr())
             sys.exit(error.exit_code)
         except click.Abort:
-            click.echo("Aborted!", err=True)
+            _warn("Aborted!")
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -143,7 +150,7 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
                                           ("--config", config_file), ("--devices", devices)) if value]
         given += list(settings) + list(head_params)
         if given:
-            click.echo(f"note: --resume continues with {out}/config.toml; ignoring {', '.join(given)}", err=True)
+            _warn(f"note: --resume continues with {out}/config.toml; ignoring {', '.join(given)}")
         _train_or_explain(run_training, None, Path(out), resume=True)
         return
     overrides = dict(parse_head_param(s, "--set") for s in settings)
@@ -175,7 +182,7 @@ def _train_or_explain(run_training, config, out: Path, **options):
     try:
         run_training(config, out, log=_echo, **options)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; continue with: keras-softmax train --resume --out {out}", err=True)
+        _warn(f"\ninterrupted; continue with: keras-softmax train --resume --out {out}")
         sys.exit(130)
 
 
@@ -236,7 +243,7 @@ def predict(model, images, top_k, as_json):
                 for p in result["predictions"]:
                     click.echo(f"  {p['probability']:7.2%}  {p['class']}")
     for result in failed:
-        click.echo(f"Error: {result['error']}", err=True)
+        _warn(f"Error: {result['error']}")
     if failed:
         sys.exit(1)
 
@@ -331,7 +338,7 @@ def study(spec, out, dataset, settings, devices, runs_per_device, budget, report
                             runs_per_device=runs_per_device, budget=budget, report_only=report_only,
                             report_path=report_path, plots_dir=plots_dir, test_dataset=test_dataset, log=_echo)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; the same command continues the study in {out}", err=True)
+        _warn(f"\ninterrupted; the same command continues the study in {out}")
         sys.exit(130)
     if outcome.failed:
         raise click.ClickException(f"{len(outcome.failed)} of {outcome.planned} runs failed "

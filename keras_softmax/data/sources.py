@@ -243,15 +243,35 @@ def _load_cifar100(cache_dir) -> Dataset:
     data_dir = None if cache_dir is None else os.fspath(Path(cache_dir).expanduser() / "tfds")
     try:
         builder = tfds.builder("cifar100", data_dir=data_dir)
+        if not builder.is_prepared():
+            _check_can_download(builder)  # one line now, not ten silent retries over minutes
         builder.download_and_prepare()
         train, test = (tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
                        for split in ("train", "test"))
         class_names = builder.info.features["label"].names
+    except DatasetError:
+        raise
     except Exception as error:  # no network, a failed download, a corrupt preparation...
         raise DatasetError(f"could not load cifar100 with tensorflow-datasets "
                            f"({_one_line(error)}); {_FOLDER_HINT}") from error
     return _pool("cifar100", class_names, train["image"], train["label"], test["image"],
                  test["label"], list(FINE_TO_COARSE))
+
+
+#: Where tensorflow-datasets downloads CIFAR-100 from.
+CIFAR100_HOST = "www.cs.toronto.edu"
+
+
+def _check_can_download(builder) -> None:
+    """``DatasetError`` in one line when CIFAR-100 is not prepared and its host cannot be reached."""
+    import socket
+
+    try:
+        socket.create_connection((CIFAR100_HOST, 443), timeout=10).close()
+    except OSError as error:
+        raise DatasetError(f"cifar100 is not in {builder.data_dir_root} and cannot be downloaded "
+                           f"({CIFAR100_HOST}: {error.strerror or error.__class__.__name__}); download it where "
+                           f"there is network (tensorflow-datasets, TFDS_DATA_DIR) or {_FOLDER_HINT}") from None
 
 
 # --- class folders -------------------------------------------------------------------------------
