@@ -29,7 +29,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 def wrap(title: str, width_inches: float, fontsize: float = 10) -> str:
     """``title`` broken into lines that fit a figure ``width_inches`` wide at ``fontsize`` points
     (about 0.55 em per character)."""
-    chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
+    chars = max(20, int(width_inches * 72 / (0.62 * fontsize)))
     return "\n".join(textwrap.wrap(title, chars)) if title else title
 
 
@@ -121,17 +121,24 @@ def _curve(ax, runs, color, style, label):
 
 
 def plot_curve_panels(series: dict, path, *, ylabel: str, percent: bool = False, title: str = "",
-                      per_panel: int = 4, ylim=None) -> Path:
-    """Curves in panels of at most ``per_panel`` names (shared axes), each line its own colour and dash,
-    so that a reader can tell them apart: the mean over runs per epoch, band = min to max."""
-    names = [n for n, runs in series.items() if any(runs)]
-    groups = [names[i:i + per_panel] for i in range(0, len(names), per_panel)] or [[]]
+                      per_panel: int = 4, ylim=None, reference: str | None = None) -> Path:
+    """Curves in panels of at most ``per_panel`` names (shared axes, panels filled evenly), each line its
+    own colour and dash, so that a reader can tell them apart: the mean over runs per epoch, band = min
+    to max. ``reference`` is drawn in every panel (thin, black) instead of in a panel of its own."""
+    names = [n for n, runs in series.items() if any(runs) and n != reference]
+    panels = max(1, math.ceil(len(names) / per_panel))
+    size = max(1, math.ceil(len(names) / panels))
+    groups = [names[i:i + size] for i in range(0, len(names), size)] or [[]]
+    has_reference = reference is not None and any(series.get(reference) or [])
     rows, columns = _grid(len(groups), 3 if len(groups) > 4 else 2)
-    width = 3.6 * columns + 0.6
-    fig = Figure(figsize=(width, 2.9 * rows + 0.8), layout="constrained")
+    width, height = (7.5, 4.6) if len(groups) == 1 else (3.6 * columns + 0.6, 2.9 * rows + 0.8)
+    fig = Figure(figsize=(width, height), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)).ravel()
     longest = max((len(run) for runs in series.values() for run in runs), default=1)
     for ax, group in zip(axes, groups):
+        if has_reference:
+            _curve(ax, series[reference], "black", "-", f"{reference} (reference)")
+            ax.lines[-1].set_linewidth(0.9)
         for k, name in enumerate(group):
             _curve(ax, series[name], _colors(per_panel)[k], LINESTYLES[k % len(LINESTYLES)], name)
         if not group:
@@ -185,13 +192,13 @@ def plot_forest(items: list[dict], path, *, margin: float | None = None, title: 
     linear = max(2.0, 2 * (margin or 0))
     if span > 10 * linear:  # a few huge differences beside small ones: linear near 0, logarithmic beyond
         ax.set_xscale("symlog", linthresh=linear)
-        unit += f"; symmetric log scale beyond ±{linear:g}"
+        unit += f"; symmetric log scale beyond ±{linear:.2g}"
     ax.set_xlabel(f"Δ ({unit}): first − second", fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
     ax.tick_params(axis="x", labelsize=7)
     if items:
         ax.legend(fontsize=7, loc="best")
-    ax.set_title(wrap(title, 7.5), fontsize=10)
+    fig.suptitle(wrap(title, 7.5), fontsize=10)
     return _save(fig, path)
 
 

@@ -392,7 +392,7 @@ class _Study:
 
     # ------------------------------------------------------------------------------------------ plots
 
-    def curves(self, names, stem: str, title: str) -> list[str]:
+    def curves(self, names, stem: str, title: str, reference: str | None = None) -> list[str]:
         lines = []
         nll_runs = [r for n in names for r in self.by_name.get(n, []) if any(
             v is not None for v in self.history(r["run_dir"], "val_nll"))]
@@ -407,7 +407,7 @@ class _Study:
             if not any(any(v is not None for v in run) for runs in series.values() for run in runs):
                 continue
             path, rel = self.figure(f"{stem}-{key}.png")
-            plots.plot_curve_panels(series, path, ylabel=label, percent=percent,
+            plots.plot_curve_panels(series, path, ylabel=label, percent=percent, reference=reference,
                                     title=f"{title}: {label}, mean over seeds (band: min to max)")
             lines += [f"![{_md(title)}: {label}]({rel})", ""]
         return lines
@@ -893,7 +893,7 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
     lines += ["### Calibration and speed", ""]
     lines += study.calibration_table(heads) + study.footnotes()
     lines += ["### Figures", ""]
-    lines += study.curves(heads, "heads", "Heads")
+    lines += study.curves(heads, "heads", "Heads", reference)
     lines += study.epoch_times(heads, "heads")
     lines += study.confused(heads, "heads")
     lines += study.reliability(heads, "heads")
@@ -924,7 +924,7 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
             lines += study.accuracy_table(names, section_reference if study.n(section_reference) else None)
         lines += study.verdict_block(section.title, stem, pairs, section.metric, section.primary)
         lines += ["Calibration and speed:", ""] + study.calibration_table(names) + study.footnotes()
-        lines += study.curves(names, stem, section.title)
+        lines += study.curves(names, stem, section.title, section_reference if section_reference in names else None)
         lines += _reproduce(study, names)
 
     in_sections = _section_names(spec)
