@@ -149,6 +149,10 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
         given = [name for name, value in (("--head", head), ("--dataset", dataset), ("--epochs", epochs),
                                           ("--config", config_file), ("--devices", devices)) if value]
         given += list(settings) + list(head_params)
+        from keras_softmax.training.rundir import RunDirectory
+
+        if not distribute.cluster_settings(coordinator, num_processes, process_id):  # (process k resumes OUT.processk)
+            RunDirectory(out).check(resume=True, overwrite=False)  # nothing to resume: that line alone
         if given:
             _warn(f"note: --resume continues with {out}/config.toml; ignoring {', '.join(given)}")
         _train_or_explain(run_training, None, Path(out), resume=True)
