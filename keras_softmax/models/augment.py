@@ -120,12 +120,25 @@ class RandomCropFlip(keras.layers.Layer):
     (``constant``) or reflected back into the image (``reflect``). The result is exact: every
     output image is a crop of the padded input, bit for bit.
 
+    Stronger, optional augmentation after the crop and flip, drawn from the same generator (with
+    the defaults nothing more is drawn, so the crops and flips are those of a layer without them):
+    ``policy="trivial"`` / ``"trivial_wide"`` applies one TrivialAugment operation per image
+    (:func:`trivial_augment`: geometric and colour operations on the pixel scale, which the layer
+    recovers from its input as ``x * std + mean``), then ``erasing > 0`` erases one random box per
+    image with that probability (:func:`random_erasing`, filled with 0: the mean colour after
+    :class:`ImageNormalization`). A factory that builds this layer without them can switch them on
+    before the model is compiled with :meth:`set_extra_augmentation`.
+
     Args:
         padding: pixels added on each side before cropping (int >= 0); 0 disables cropping.
         flip: whether to flip horizontally with probability 0.5.
         fill_mode: ``"constant"`` (zeros) or ``"reflect"``.
         seed: int seed of the layer's ``SeedGenerator`` (``None``: a random seed, reproducible
             under ``keras.utils.set_random_seed``).
+        policy: one of :data:`AUGMENT_POLICIES` ("none": no extra operation).
+        erasing: probability in [0, 1] of random erasing per image (0: off).
+        mean, std: per-channel mean and standard deviation (pixel / 255 scale) with which the input
+            was normalised, as given to :class:`ImageNormalization` (0 and 1: the input is pixel / 255).
 
     Call arguments:
         inputs: images of shape ``(batch, height, width, channels)``; height and width must be static.
@@ -139,7 +152,8 @@ class RandomCropFlip(keras.layers.Layer):
         >>> augmented = layer(images, training=True)
     """
 
-    def __init__(self, padding=4, flip=True, fill_mode="constant", seed=None, **kwargs):
+    def __init__(self, padding=4, flip=True, fill_mode="constant", seed=None, policy="none", erasing=0.0,
+                 mean=0.0, std=1.0, **kwargs):
         super().__init__(**kwargs)
         if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
             raise ValueError(f"padding must be an integer >= 0 (got {padding!r})")
@@ -156,6 +170,22 @@ class RandomCropFlip(keras.layers.Layer):
         self.fill_mode = fill_mode
         self.seed = None if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.set_extra_augmentation(policy=policy, erasing=erasing, mean=mean, std=std)
+
+    def set_extra_augmentation(self, policy="none", erasing=0.0, mean=0.0, std=1.0):
+        """Set ``policy``, ``erasing``, ``mean`` and ``std`` (see the class); ``ValueError`` if invalid.
+
+        Takes effect the next time the layer is traced or called (set it before ``model.compile`` /
+        ``fit``), and is part of :meth:`get_config`, so a saved model keeps it.
+        """
+        if policy not in AUGMENT_POLICIES:
+            raise ValueError(f"policy must be one of {AUGMENT_POLICIES} (got {policy!r})")
+        if (isinstance(erasing, bool) or not isinstance(erasing, numbers.Real) or not np.isfinite(erasing)
+                or not 0.0 <= erasing <= 1.0):
+            raise ValueError(f"erasing must be a probability in [0, 1] (got {erasing!r})")
+        mean = _channel_values("mean", mean, positive=False)
+        std = _channel_values("std", std, positive=True)
+        self.policy, self.erasing, self.mean, self.std = policy, float(erasing), mean, std
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -172,7 +202,26 @@ class RandomCropFlip(keras.layers.Layer):
             )
 
     def call(self, inputs, training=None):
-        if not training or (self.padding == 0 and not self.flip):
+        if not training:
+            return inputs
+        x = self._crop_flip(inputs)
+        if self.policy != "none":
+            batch = ops.shape(x)[0]
+            u = keras.random.uniform((batch, 3), seed=self.seed_generator, dtype="float32")
+            channels = x.shape[-1]
+            mean = np.broadcast_to(np.asarray(self.mean, "float32"), (channels,))
+            std = np.broadcast_to(np.asarray(self.std, "float32"), (channels,))
+            pixels = ops.cast(x, "float32") * std + mean
+            pixels = trivial_augment(pixels, u, self.policy, fill=mean)
+            x = ops.cast((pixels - mean) / std, keras.backend.standardize_dtype(x.dtype))
+        if self.erasing > 0:
+            batch = ops.shape(x)[0]
+            u = keras.random.uniform((batch, 5), seed=self.seed_generator, dtype="float32")
+            x = random_erasing(x, u, self.erasing)
+        return x
+
+    def _crop_flip(self, inputs):
+        if self.padding == 0 and not self.flip:
             return inputs
         height, width = inputs.shape[1], inputs.shape[2]
         p = self.padding
@@ -215,4 +264,190 @@ class RandomCropFlip(keras.layers.Layer):
             "flip": self.flip,
             "fill_mode": self.fill_mode,
             "seed": self.seed,
+            "policy": self.policy,
+            "erasing": self.erasing,
+            "mean": list(self.mean),
+            "std": list(self.std),
         }
+
+
+# --- TrivialAugment and random erasing: per-image operations drawn inside the compiled step -------
+
+#: Policies of the extra per-image operation of :class:`RandomCropFlip` (``policy``).
+AUGMENT_POLICIES = ("none", "trivial", "trivial_wide")
+
+#: The operations TrivialAugment chooses from, one per image, uniformly (Müller & Hutter 2021; the
+#: list of torchvision's ``TrivialAugmentWide`` without ``equalize``, whose per-image histogram has
+#: no cheap vectorised form).
+TRIVIAL_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness",
+               "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast")
+
+#: Largest magnitude of each operation, per policy. "trivial": torchvision's RandAugment ranges
+#: (shear 0.3, translation 150/331 of the image size, rotation 30 degrees, enhancement factors
+#: 1 +- 0.9, posterize down to 4 bits); "trivial_wide": TrivialAugmentWide's (shear 0.99, translation
+#: up to the image size (32 px on CIFAR), 135 degrees, factors 1 +- 0.99, down to 2 bits). Solarize's
+#: threshold goes from 255 down to 0 in both.
+TRIVIAL_RANGES = {
+    "trivial": {"shear": 0.3, "translate": 150.0 / 331.0, "rotate": 30.0, "enhance": 0.9, "posterize": 4.0},
+    "trivial_wide": {"shear": 0.99, "translate": 1.0, "rotate": 135.0, "enhance": 0.99, "posterize": 6.0},
+}
+
+#: Random erasing's box: area fraction and aspect ratio (height / width) ranges (Zhong et al. 2020,
+#: torchvision's ``RandomErasing`` defaults).
+ERASING_SCALE = (0.02, 0.33)
+ERASING_RATIO = (0.3, 3.3)
+
+# PIL's ITU-R 601-2 luma (``Image.convert("L")``).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _grey(x):
+    """Luma of ``(B, H, W, C)`` images in [0, 1] as ``(B, H, W, 1)`` (the image itself if C != 3)."""
+    if x.shape[-1] != 3:
+        return ops.mean(x, axis=-1, keepdims=True)
+    return x[..., 0:1] * _LUMA[0] + x[..., 1:2] * _LUMA[1] + x[..., 2:3] * _LUMA[2]
+
+
+def _smooth(x):
+    """PIL's SMOOTH filter (3x3, weights 1 around a centre of 5, / 13); border pixels unchanged."""
+    height, width = x.shape[1], x.shape[2]
+    padded = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    total = 4.0 * x
+    for dy in range(3):
+        for dx in range(3):
+            total = total + padded[:, dy:dy + height, dx:dx + width, :]
+    rows = ops.arange(height)[:, None]
+    cols = ops.arange(width)[None, :]
+    interior = (rows > 0) & (rows < height - 1) & (cols > 0) & (cols < width - 1)
+    return ops.where(interior[None, :, :, None], total / 13.0, x)
+
+
+def trivial_augment(images, draws, policy="trivial", fill=0.0):
+    """Apply one TrivialAugment operation per image, chosen and scaled by ``draws``.
+
+    Operation ``k = floor(draws[:, 0] * len(TRIVIAL_OPS))`` of :data:`TRIVIAL_OPS`, magnitude
+    ``m = draws[:, 1]`` in [0, 1) of the policy's largest (:data:`TRIVIAL_RANGES`), and a negative
+    sign when ``draws[:, 2] < 0.5`` (for the signed ones). With ``s = ±m``, on pixel values in [0, 1]:
+
+    - geometric (nearest neighbour, about the image centre ``c``; pixels from outside are ``fill``):
+      output pixel ``p`` takes input pixel ``round(A (p - c) + c)``, ``A`` one of: shear_x
+      ``x' = x + s·shear·(y - cy)``; shear_y likewise; translate ``x' = x - s·translate·W``
+      (``y`` with ``H``); rotate by ``s·rotate`` degrees;
+    - ``f = 1 + s·enhance``: brightness ``f·x``; color ``g + f (x - g)``, ``g`` the pixel's luma;
+      contrast ``μ + f (x - μ)``, ``μ`` the image's mean luma; sharpness ``b + f (x - b)``, ``b`` PIL's
+      SMOOTH filter of the image (borders kept);
+    - posterize: keep ``8 - round(m·posterize)`` bits of ``round(255 x)``; solarize: ``v = round(255 x)``
+      becomes ``255 - v`` where ``v >= 255 (1 - m)``; autocontrast: each channel rescaled to span
+      [0, 1] (unchanged if constant).
+
+    The result is clipped to [0, 1]. Everything is elementwise arithmetic and one gather, with
+    static shapes, so it compiles under XLA.
+
+    Args:
+        images: float32 ``(B, H, W, C)`` in [0, 1], static H, W, C.
+        draws: ``(B, 3)`` uniforms in [0, 1).
+        policy: "trivial" or "trivial_wide" (:data:`TRIVIAL_RANGES`).
+        fill: value (scalar or per channel) of pixels a geometric operation brings in from outside.
+
+    Returns:
+        float32 images of the same shape.
+    """
+    if policy not in TRIVIAL_RANGES:
+        raise ValueError(f"policy must be one of {tuple(TRIVIAL_RANGES)} (got {policy!r})")
+    limits = TRIVIAL_RANGES[policy]
+    batch = ops.shape(images)[0]
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    count = len(TRIVIAL_OPS)
+    op = ops.clip(ops.cast(ops.floor(draws[:, 0] * count), "int32"), 0, count - 1)
+    magnitude = draws[:, 1]
+    signed = ops.where(draws[:, 2] < 0.5, -magnitude, magnitude)
+
+    def chosen(name):
+        return ops.equal(op, TRIVIAL_OPS.index(name))[:, None]  # (B, 1)
+
+    # Geometry: where each output pixel comes from, relative to the centre.
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    dy = ops.cast(ops.repeat(ops.arange(height), width), "float32")[None, :] - cy  # (1, H*W)
+    dx = ops.cast(ops.tile(ops.arange(width), (height,)), "float32")[None, :] - cx
+    s = signed[:, None]
+    shear = s * limits["shear"]
+    theta = s * (limits["rotate"] * np.pi / 180.0)
+    cos, sin = ops.cos(theta), ops.sin(theta)
+    src_y = ops.where(chosen("shear_y"), dy + shear * dx, dy)
+    src_x = ops.where(chosen("shear_x"), dx + shear * dy, dx)
+    src_y = ops.where(chosen("translate_y"), dy - s * (limits["translate"] * height), src_y)
+    src_x = ops.where(chosen("translate_x"), dx - s * (limits["translate"] * width), src_x)
+    src_y = ops.where(chosen("rotate"), cos * dy - sin * dx, src_y)
+    src_x = ops.where(chosen("rotate"), sin * dy + cos * dx, src_x)
+    iy = ops.cast(ops.round(src_y + cy), "int32")
+    ix = ops.cast(ops.round(src_x + cx), "int32")
+    inside = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
+    index = ops.clip(iy, 0, height - 1) * width + ops.clip(ix, 0, width - 1)
+    flat = ops.reshape(images, (batch, height * width, channels))
+    flat = ops.take_along_axis(flat, index[:, :, None], axis=1)
+    fill = ops.cast(ops.broadcast_to(ops.convert_to_tensor(fill, "float32"), (channels,)), "float32")
+    flat = ops.where(inside[:, :, None], flat, fill)
+    x = ops.reshape(flat, (batch, height, width, channels))
+
+    # Colour: every candidate computed for every image, one kept (a few elementwise passes).
+    def per_image(values):
+        return ops.reshape(values, (-1, 1, 1, 1))
+
+    factor = per_image(1.0 + signed * limits["enhance"])
+    grey = _grey(x)
+    mean_grey = ops.mean(grey, axis=(1, 2), keepdims=True)
+    blurred = _smooth(x)
+    levels = ops.round(x * 255.0)
+    step = ops.power(2.0, ops.round(per_image(magnitude) * limits["posterize"]))
+    lo = ops.min(x, axis=(1, 2), keepdims=True)
+    hi = ops.max(x, axis=(1, 2), keepdims=True)
+    spread = hi - lo
+    candidates = {
+        "brightness": factor * x,
+        "color": grey + factor * (x - grey),
+        "contrast": mean_grey + factor * (x - mean_grey),
+        "sharpness": blurred + factor * (x - blurred),
+        "posterize": ops.floor(levels / step) * step / 255.0,
+        "solarize": ops.where(levels >= 255.0 * (1.0 - per_image(magnitude)), 255.0 - levels, levels) / 255.0,
+        "autocontrast": ops.where(spread > 0, (x - lo) / ops.where(spread > 0, spread, 1.0), x),
+    }
+    out = x
+    for name, value in candidates.items():
+        out = ops.where(per_image(ops.cast(ops.equal(op, TRIVIAL_OPS.index(name)), "float32")) > 0, value, out)
+    return ops.clip(out, 0.0, 1.0)
+
+
+def random_erasing(images, draws, probability, value=0.0, scale=ERASING_SCALE, ratio=ERASING_RATIO):
+    """Random erasing (Zhong et al. 2020): with probability ``probability`` one box per image is set to ``value``.
+
+    From the ``(B, 5)`` uniforms ``u``: the image is erased when ``u0 < probability``; the box has
+    area ``a = (scale[0] + u1 (scale[1] - scale[0])) H W`` and aspect ratio (height / width)
+    ``r = exp(log ratio[0] + u2 (log ratio[1] - log ratio[0]))``, so height ``h = round(sqrt(a r))``
+    and width ``w = round(sqrt(a / r))``, each clipped to [1, image size]; its top-left corner is
+    ``(floor(u3 (H - h + 1)), floor(u4 (W - w + 1)))``, so the box lies inside the image. (torchvision
+    redraws a box that does not fit, up to ten times; here the box is clipped instead.)
+
+    Args:
+        images: ``(B, H, W, C)`` images, static H and W.
+        draws: ``(B, 5)`` uniforms in [0, 1).
+        probability: in [0, 1].
+        value: the fill (0 after :class:`ImageNormalization`: the dataset's mean colour).
+
+    Returns:
+        The images with the boxes filled, same shape and dtype.
+    """
+    height, width = images.shape[1], images.shape[2]
+    area = (scale[0] + draws[:, 1] * (scale[1] - scale[0])) * float(height * width)
+    log_lo, log_hi = float(np.log(ratio[0])), float(np.log(ratio[1]))
+    aspect = ops.exp(log_lo + draws[:, 2] * (log_hi - log_lo))
+    h = ops.clip(ops.round(ops.sqrt(area * aspect)), 1.0, float(height))
+    w = ops.clip(ops.round(ops.sqrt(area / aspect)), 1.0, float(width))
+    top = ops.minimum(ops.floor(draws[:, 3] * (height - h + 1.0)), height - h)
+    left = ops.minimum(ops.floor(draws[:, 4] * (width - w + 1.0)), width - w)
+    applied = draws[:, 0] < probability
+    rows = ops.cast(ops.arange(height), "float32")[None, :]
+    cols = ops.cast(ops.arange(width), "float32")[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None]) & applied[:, None]
+    in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
+    box = in_rows[:, :, None, None] & in_cols[:, None, :, None]
+    return ops.where(box, ops.cast(value, images.dtype), images)

@@ -100,6 +100,8 @@ def build_for(config: TrainConfig, dataset):
     """The head and the model for ``config`` on ``dataset``.
 
     ``normalize = false`` keeps the model's normalisation layer with mean 0 and std 1: pixels / 255.
+    ``augment_policy`` / ``random_erasing`` switch on TrivialAugment / random erasing in the model's
+    augmentation layer (:class:`keras_softmax.models.RandomCropFlip`).
     The head is paired with its own loss (``get_head``), except under ``loss = "mismatched"``: a
     head trained with another loss than its own gets its bare layer's gradient
     (``unpaired_params``: e.g. the sparse heads' true Jacobian, not their Fenchel-Young path), as
@@ -115,6 +117,16 @@ def build_for(config: TrainConfig, dataset):
         flip=config.flip, dropout=config.dropout, seed=config.seed,
         mean=CIFAR100_MEAN if config.normalize else 0.0, std=CIFAR100_STD if config.normalize else 1.0,
     )
+    if config.augment_policy != "none" or config.random_erasing:
+        if not config.augment:
+            raise ConfigError("augment_policy and random_erasing need augment = true (they run in the model's "
+                              "augmentation layer)")
+        # The factory builds the crop-and-flip layer; the stronger operations are switched on in it here,
+        # before the model is compiled (they are part of its config, so a saved model keeps them).
+        model.get_layer("augment").set_extra_augmentation(
+            policy=config.augment_policy, erasing=config.random_erasing,
+            mean=CIFAR100_MEAN if config.normalize else 0.0, std=CIFAR100_STD if config.normalize else 1.0,
+        )
     return head, model
 
 

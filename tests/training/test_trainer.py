@@ -90,3 +90,35 @@ def test_mismatched_loss_trains_sparse_heads_with_their_true_jacobian():
         assert build_for(matched, dataset)[1].layers[-1].fenchel_young_gradient is True
     smoothed = resolve(None, {**TINY, "head": "softmax", "loss": "mismatched", "label_smoothing": 0.2})
     assert training_loss(smoothed, None).label_smoothing == 0.2
+
+
+def test_augment_policy_and_random_erasing_reach_the_model_and_its_file(tmp_path):
+    """``augment_policy`` / ``random_erasing`` switch TrivialAugment and erasing on in the model's
+    augmentation layer, with the normalisation the model uses (pixel scale for the colour
+    operations); the saved model keeps them; without the augmentation layer they are refused."""
+    import types
+
+    from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
+    from keras_softmax.training.config import ConfigError
+
+    dataset = types.SimpleNamespace(num_classes=5, image_shape=(16, 16, 3), fine_to_coarse=None)
+    config = resolve(None, {**TINY, "augment_policy": "trivial_wide", "random_erasing": 0.25})
+    _, model = build_for(config, dataset)
+    layer = model.get_layer("augment")
+    assert (layer.policy, layer.erasing) == ("trivial_wide", 0.25)
+    np.testing.assert_allclose(layer.mean, CIFAR100_MEAN)
+    np.testing.assert_allclose(layer.std, CIFAR100_STD)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras").get_layer("augment")
+    assert (loaded.policy, loaded.erasing, loaded.mean) == ("trivial_wide", 0.25, layer.mean)
+
+    raw = build_for(resolve(None, {**TINY, "augment_policy": "trivial", "normalize": False}), dataset)[1]
+    assert (raw.get_layer("augment").mean, raw.get_layer("augment").std) == ((0.0,), (1.0,))
+    plain = build_for(resolve(None, TINY), dataset)[1].get_layer("augment")
+    assert (plain.policy, plain.erasing) == ("none", 0.0)
+    with pytest.raises(ConfigError, match="augment = true"):
+        build_for(resolve(None, {**TINY, "augment": False, "random_erasing": 0.5}), dataset)
+    for bad in ({"augment_policy": "randaugment"}, {"random_erasing": 1.5}, {"random_erasing": "yes"}):
+        with pytest.raises(ConfigError):
+            resolve(None, {**TINY, **bad})
+
