@@ -36,3 +36,15 @@ def test_classify_with_saved_model(shared_run, digit_pngs, capsys):
         for guess in guesses:
             name, percent = guess.split()
             assert name in [str(i) for i in range(10)] and percent.endswith("%")
+
+
+def test_compare_heads_takes_any_head(tmp_path, capsys, cache_dir):
+    """examples/compare_heads.py with the head digits cannot give its parameters (hierarchical needs
+    superclasses; it crashed); the others go through the CLI's own path (test_many_class_heads)."""
+    example = _load_example("compare_heads")
+    with pytest.raises(SystemExit, match="unknown head softmaxx; choose from: softmax"):
+        example.main("softmaxx", out=str(tmp_path))
+    rows = example.main("hierarchical", out=str(tmp_path), epochs=1, limit=200, widths=[4, 8, 8, 8], jit_compile=False)
+    assert [r["head"] for r in rows] == ["hierarchical"]
+    assert (tmp_path / "compare.png").is_file()
+    assert "plot:" in capsys.readouterr().out

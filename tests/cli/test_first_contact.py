@@ -130,3 +130,37 @@ def test_predict_on_an_unfinished_run_says_how_to_resume_it(shared_run, digit_pn
     line = assert_user_error(invoke("predict", run.path, digit_pngs[0][0]),
                              "is an unfinished run", "after epoch 1", f"keras-softmax train --resume --out {run.path}")
     assert "neither" not in line
+
+
+def test_cifar100_without_its_data_says_what_is_missing_in_one_line(tmp_path, monkeypatch):
+    """``--dataset cifar100`` on a clean install failed with "No module named 'importlib_resources'",
+    and without network it retried for minutes. Now: tensorflow-datasets imports and builds the
+    dataset (the cli extra installs what it needs), and with no data and no network one line says so."""
+    pytest.importorskip("tensorflow_datasets")
+    import socket
+
+    def offline(*args, **kwargs):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # (read when tensorflow-datasets is imported)
+    monkeypatch.setattr(socket, "create_connection", offline)
+    import tensorflow_datasets
+
+    if tensorflow_datasets.builder("cifar100").is_prepared():
+        pytest.skip("CIFAR-100 is prepared here: nothing is missing")
+    out = tmp_path / "run"
+    line = assert_user_error(invoke("train", "--dataset", "cifar100", "--epochs", "1", "--out", out),
+                             "cifar100 is not in ", "and cannot be downloaded",
+                             "Name or service not known", "class-folder copy")
+    assert "importlib_resources" not in line
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cifar100_trains_when_its_data_is_there(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    if not tfds.builder("cifar100").is_prepared():
+        pytest.skip("CIFAR-100 is not prepared in the tensorflow-datasets folder here (no network to fetch it)")
+    assert_ok(invoke("train", "--dataset", "cifar100", "--epochs", "1", "--set", "limit=500",
+                     "--set", "widths=[4, 8, 8, 8]", "--set", "jit_compile=false", "--out", tmp_path / "run"))
+    assert (tmp_path / "run" / "report.json").is_file()
