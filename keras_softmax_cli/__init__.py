@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 #: What ``pip install keras-softmax`` leaves out and the command line needs (the ``cli`` extra).
-EXTRA_MODULES = {"click": "click", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+EXTRA_MODULES = {"click": "click", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "PIL": "pillow"}
 INSTALL_EXTRA = "pip install 'keras-softmax[cli]'"
 VERBOSE_VARIABLE = "KERAS_SOFTMAX_VERBOSE"
 
