@@ -760,9 +760,9 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
             detail.append(what)
         tested = [t for t in test if t.difference is not None]
         test_cell = ("; ".join(_claim_word(claim.expect, t.word) for t in test) if tested
-                     else "not yet scored")
+                     else "– (a speed claim)" if claim.metric == "steady_epoch_seconds" else "not yet scored")
         runs = ", ".join(f"`{n}`" for n in dict.fromkeys(n for p in pairs for n in p))
-        cmd = f"`{_md(claim.command)}`" if claim.command else f"the study command (rows {runs})"
+        cmd = f"the study command (rows {runs})" + (f"; also `{_md(claim.command)}`" if claim.command else "")
         rows.append([_md(claim.claim), f"**{summary}**", "<br>".join(detail), test_cell, cmd])
     return ["## The original study's claims", "",
             "Each claim of the study being repeated, our verdict from the comparison that answers it (the "
