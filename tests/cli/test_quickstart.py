@@ -35,6 +35,8 @@ def test_readme_quick_start(tmp_path, cache_dir, capsys, record_property):
     assert (report["head"], report["dataset"], report["epochs"]) == ("log_gumbel", "digits", 12)
     assert report["split_sizes"] == {"train": 1617, "val": 180, "test": 0}
     assert "Traceback" not in process.stderr
+    # Quiet: TensorFlow's start-up lines (cuInit, cudart_stub, absl) go to the log file (issue 22).
+    assert process.stderr.strip() == "", process.stderr[-3000:]
 
     record_property("quickstart_wall_seconds", round(wall, 1))
     record_property("quickstart_val_accuracy", report["accuracy"])
