@@ -271,9 +271,10 @@ class _Study:
         index = pairs.index(primary)
         self.headlines.append((question, val[index], test[index], metric))
         m = len([v for v in val if v.difference is not None])
+        test_word = self.verdict_cell(test[index], metric) if test[index].difference is not None else "not yet scored"
         lines = [f"**Verdicts** on {METRIC_TITLES.get(metric, metric)} — primary comparison `{_md(primary[0])}` − "
                  f"`{_md(primary[1])}`: {self.verdict_cell(val[index], metric)} on validation; test: "
-                 f"{self.verdict_cell(test[index], metric) if test[index].difference is not None else 'not yet scored'}. "
+                 f"{test_word}. "
                  f"Family: the {len(pairs)} comparison(s) below (Holm over the {m} with two runs or more a side).", "",
                  *table]
         lines += self.forest(val, stem, question, metric)
@@ -384,7 +385,8 @@ class _Study:
             lines += [""]
             self.floor_notes = {}
         if self.bound_note:
-            lines += [f"⁴ The fitted T sits at the search's bound ({max(TEMPERATURE_BOUNDS):g}, within 0.5 %) in these runs: "
+            lines += [f"⁴ The fitted T sits at the search's bound ({max(TEMPERATURE_BOUNDS):g}, within 0.5 %) "
+                      "in these runs: "
                       "the NLL still fell towards a flat distribution there, so T and the ECE after it describe the "
                       "bound, not an optimum.", ""]
             self.bound_note = False
@@ -483,7 +485,8 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
     if study.repeat_sd is not None:
         margin = (f"**±{100 * study.margin:.2f} points** = 1.96 · √2 · σ_repeat, where σ_repeat = "
                   f"{100 * study.repeat_sd:.2f} points is the standard deviation of one run measured from "
-                  f"{study.repeat_pairs} same-config, same-seed GPU repeat pairs (`{_md(spec.verdicts.repeats.name)}`): "
+                  f"{study.repeat_pairs} same-config, same-seed GPU repeat pairs "
+                  f"(`{_md(spec.verdicts.repeats.name)}`): "
                   "two runs of one configuration differ by up to this much 95 % of the time, so a smaller "
                   "difference between two heads is one the GPU's own non-determinism makes")
     elif study.margin:
@@ -637,7 +640,8 @@ def _tuning_section(spec, study: _Study) -> list[str]:
         close = [r[0] for r in rows if r[-2] not in ("–",) and float(r[-2]) < 100 * study.margin]
         lines += [f"A lead smaller than the equivalence margin (±{100 * study.margin:.2f} points, from the repeat "
                   f"noise) is within what two runs of one configuration differ by; "
-                  f"{len(close)} of {len(rows)} heads' leaders lead by less" + (": " + ", ".join(close) if close else "")
+                  f"{len(close)} of {len(rows)} heads' leaders lead by less"
+                  + (": " + ", ".join(close) if close else "")
                   + ". On one grid seed such a leader is a coin toss among the near-equal points; the mean over "
                   "several grid seeds is what chooses.", ""]
     axes = list(tuning.grid)
@@ -816,7 +820,8 @@ def _provenance_section(spec, study: _Study, planned) -> list[str]:
                   "them is not yet measured**: the same configuration and seed on both kinds would measure it. "
                   f"{len(crossing)} comparison(s) above set rows of different kinds against each other"
                   + (": " + ", ".join(crossing) if crossing else "")
-                  + "; read them with that in mind (the same-kind repeat noise is in the margin, a kind offset is not).",
+                  + "; read them with that in mind (the same-kind repeat noise is in the margin, a kind offset "
+                  "is not).",
                   ""]
     return lines
 
