@@ -12,6 +12,9 @@ This module writes that loss out as ``-log_softmax(output)_y`` with ``keras.ops`
 demonstration does not depend on the TensorFlow backend's habit of recovering logits from a softmax
 output: ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` on TensorFlow finds the
 ``_keras_logits`` behind a softmax output and silently computes the *matched* loss instead.
+
+:class:`~keras_softmax.losses.MismatchedCrossEntropy` itself lives in :mod:`keras_softmax.losses`, so
+that a model compiled with it loads after ``import keras_softmax`` like every other.
 """
 
 from __future__ import annotations
@@ -21,22 +24,9 @@ import numpy as np
 from keras import ops
 
 from keras_softmax.heads.registry import get_head, unpaired_params
-from keras_softmax.losses import NegativeLogLikelihood
+from keras_softmax.losses import MismatchedCrossEntropy
 
-
-@keras.saving.register_keras_serializable(package="keras_softmax")
-class MismatchedCrossEntropy(NegativeLogLikelihood):
-    """Cross-entropy that treats the head's output as logits: ``-log_softmax(output)_y``.
-
-    Not ``SparseCategoricalCrossentropy(from_logits=True)``: on TensorFlow that one uses the logits
-    attached to a softmax output (``_keras_logits``) and so is not mismatched at all.
-    """
-
-    def __init__(self, label_smoothing=0.0, name="mismatched_cross_entropy", **kwargs):
-        super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
-
-    def call(self, y_true, y_pred):
-        return super().call(y_true, ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1))
+__all__ = ["MismatchedCrossEntropy", "logit_gradients", "mismatched_loss", "saturation_curve"]
 
 
 def mismatched_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:

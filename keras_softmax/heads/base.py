@@ -12,35 +12,16 @@ import math
 import keras
 from keras import ops
 
-#: Logits removed by ``drop_lowest`` are replaced by this finite value: exp() of it is 0 in float32,
-#: and unlike -inf it keeps log-probabilities finite.
-MASKED_LOGIT = -1e9
+from keras_softmax.ops import MASKED_LOGIT, along_last_axis, apply_mask, check_fraction, check_positive, tag_output
+
+__all__ = ["MASKED_LOGIT", "Head", "NormalizedScoresHead", "check_axis", "check_fraction", "check_positive",
+           "mask_lowest", "tag_output"]
 
 
-def check_positive(name: str, value) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` unless it is a finite number > 0."""
-    if isinstance(value, (str, bytes)):  # float("2") would accept it: parse strings at the CLI
-        raise ValueError(f"{name} must be a number > 0, not a string (got {value!r})")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number > 0 (got {value!r})") from None
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
-    return number
-
-
-def check_fraction(name: str, value) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` unless 0 <= value < 1."""
-    if isinstance(value, (str, bytes)):
-        raise ValueError(f"{name} must be a number in [0, 1), not a string (got {value!r})")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1) (got {value!r})") from None
-    if isinstance(value, bool) or not 0.0 <= number < 1.0:
-        raise ValueError(f"{name} must be in [0, 1) (got {value!r})")
-    return number
+def check_axis(axis) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise ValueError(f"axis must be an integer (got {axis!r})")
+    return axis
 
 
 class Head(keras.layers.Layer):
@@ -57,11 +38,27 @@ class Head(keras.layers.Layer):
     ``owns_projection`` is True for heads that take features and hold the classifier weights
     themselves (:class:`keras_softmax.heads.projection.ProjectionHead`); ``build_model`` then adds
     no Dense layer before them.
+
+    ``complete_params(params, num_classes, ...)`` fills in the parameters a head needs from the
+    problem (the number of classes, a superclass map, the class frequencies): the one place where
+    ``build_model``, the trainer and the benchmarks complete a head's parameters.
     """
 
     output_kind = "probabilities"
     PAIRED_DEFAULTS: dict = {}
     owns_projection = False
+
+    @classmethod
+    def complete_params(cls, params: dict, num_classes=None, *, fine_to_coarse=None, labels=None) -> dict:
+        """``params`` completed for a problem of ``num_classes`` classes (nothing to add by default).
+
+        Args:
+            params: the parameters given (not modified).
+            num_classes: the number of classes of the problem.
+            fine_to_coarse: the dataset's superclass map, if it has one.
+            labels: the training labels, for heads that rank classes by frequency.
+        """
+        return dict(params)
 
     def __init__(self, **kwargs):
         dtype = kwargs.pop("dtype", None)
@@ -81,14 +78,23 @@ class Head(keras.layers.Layer):
 
 
 class NormalizedScoresHead(Head):
-    """A head of the form ``p = softmax(s(z))`` (or ``log p = log_softmax(s(z))``).
+    """A head of the form ``p = softmax(s(z))`` (or ``log p = log_softmax(s(z))``) along ``axis``.
 
-    Subclasses define the score function ``scores(z, training)``; ``log_output`` selects whether
-    the layer returns probabilities or log-probabilities. Normalising through ``softmax`` /
-    ``log_softmax`` subtracts the row maximum, so any finite scores give a finite output.
+    Subclasses define the score function ``scores(z, training)`` (along the last axis);
+    ``log_output`` selects whether the layer returns probabilities or log-probabilities. Normalising
+    through ``softmax`` / ``log_softmax`` subtracts the row maximum, so any finite scores give a
+    finite output. As Keras's ``Softmax``, the layer normalises along ``axis`` (default -1) and takes
+    an optional boolean ``mask`` (False: that entry gets probability 0), so it drops into attention.
+
+    ``log_probabilities(z, training=False)`` is the head in log space whatever ``log_output`` says:
+    what the cross-entropy losses compute on the logits with ``from_logits=True`` (along the last axis).
     """
 
     log_output = False
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = check_axis(axis)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -97,9 +103,24 @@ class NormalizedScoresHead(Head):
     def scores(self, z, training=False):
         raise NotImplementedError
 
-    def call(self, z, training=False):
-        s = self.scores(self._float32(z), training=bool(training))
-        return ops.log_softmax(s, axis=-1) if self.log_output else ops.softmax(s, axis=-1)
+    def log_probabilities(self, z, training=False):
+        """``log_softmax(s(z))`` along the last axis, float32."""
+        return ops.log_softmax(self.scores(self._float32(z), training=bool(training)), axis=-1)
+
+    def call(self, z, training=False, mask=None):
+        z = apply_mask(self._float32(z), mask)
+
+        def normalise(v):
+            s = self.scores(v, training=bool(training))
+            return ops.log_softmax(s, axis=-1) if self.log_output else ops.softmax(s, axis=-1)
+
+        return along_last_axis(normalise, z, self.axis)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
 
 
 def mask_lowest(s, fraction: float):

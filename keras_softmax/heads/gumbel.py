@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_softmax.heads.softmax import Softmax
+from keras_softmax.ops import along_last_axis, apply_mask, tag_output
 
 #: Uniform draws are clipped to [EPS, 1 - EPS] so that -log(-log U) stays finite.
 UNIFORM_EPS = 1e-6
@@ -77,10 +78,18 @@ class GumbelSoftmax(Softmax):
             s = s - ops.log(-ops.log(u)) / self.temperature
         return s
 
-    def call(self, z, training=False):
+    def call(self, z, training=False, mask=None):
         if not (training and self.hard):
-            return super().call(z, training=training)
-        s = self.scores(self._float32(z), training=True)
+            return super().call(z, training=training, mask=mask)
+        out = along_last_axis(self._hard_sample, apply_mask(self._float32(z), mask), self.axis)
+        if not (self.log_output or self.log_straight_through):
+            # The textbook estimator: ProbabilityCrossEntropy reads this tag and refuses it (a wrong
+            # sample's p_y = 0 passes no gradient: silently weaker than the paired head).
+            tag_output(out, self)
+        return out
+
+    def _hard_sample(self, z):
+        s = self.scores(z, training=True)
         chosen = ops.one_hot(ops.argmax(s, axis=-1), ops.shape(s)[-1], dtype="float32") > 0
         if self.log_output:
             # The log of a hard sample, with the soft log-sample's gradient.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
 import keras
@@ -10,6 +11,18 @@ from keras import ops
 
 from keras_softmax.cifar100 import FINE_TO_COARSE
 from keras_softmax.heads.base import Head
+
+
+def grouped_classes(num_classes: int) -> list[int]:
+    """A superclass map for ``num_classes`` classes without one: about sqrt(N) groups of consecutive ids.
+
+    The CIFAR-100 table for 100 classes. Used where a problem has no superclasses of its own (the
+    benchmarks' synthetic tasks, the examples).
+    """
+    if num_classes == len(FINE_TO_COARSE):
+        return list(FINE_TO_COARSE)
+    groups = max(2, int(round(math.sqrt(num_classes))))
+    return [i * groups // num_classes for i in range(num_classes)]
 
 
 def _check_fine_to_coarse(fine_to_coarse, num_classes):
@@ -68,6 +81,20 @@ class HierarchicalSoftmax(Head):
         self.num_fine = len(self.fine_to_coarse)
         self.num_classes = self.num_fine
         self._groups = np.asarray(self.fine_to_coarse, dtype="int32")
+
+    @classmethod
+    def complete_params(cls, params, num_classes=None, *, fine_to_coarse=None, labels=None):
+        """``num_classes``, and the dataset's superclass map ``fine_to_coarse`` where it has one."""
+        params = dict(params)
+        if num_classes is not None:
+            params.setdefault("num_classes", int(num_classes))
+        if fine_to_coarse is not None:
+            params.setdefault("fine_to_coarse", list(fine_to_coarse))
+        return params
+
+    def log_probabilities(self, z, training=False):
+        """The layer's output (log-probabilities of the fine classes): what ``from_logits=True`` losses use."""
+        return self.call(z)
 
     def num_logits(self, num_classes: int) -> int:
         if num_classes != self.num_fine:

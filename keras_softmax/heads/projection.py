@@ -13,10 +13,13 @@ How training works without the layer seeing the labels (Keras's loss sees only `
   prediction are those of any log head.
 * ``training=True`` (inside ``fit``): the layer returns its input features unchanged as a *training
   packet* of shape ``(batch, 1, d)`` (rank 3, so the loss can never confuse it with
-  ``(batch, N)`` log-probabilities). The matching loss (:class:`keras_softmax.AdaptiveSoftmaxLoss`,
-  :class:`keras_softmax.SampledSoftmaxLoss`) is *paired* with the layer (``loss.bind(layer)``; the
-  registry, ``build_model``/``compile_model`` and the trainer do it) and computes the training
-  objective from the features, the labels and the layer's weights: ``layer.training_loss(h, y)``.
+  ``(batch, N)`` log-probabilities), tagged with the layer itself
+  (:func:`keras_softmax.ops.tag_output`, the way Keras tags a layer's output with its mask). The
+  matching loss (:class:`keras_softmax.AdaptiveSoftmaxLoss`, :class:`keras_softmax.SampledSoftmaxLoss`)
+  reads the tag and computes the training objective from the features, the labels and that layer's
+  weights: ``layer.training_loss(h, y)``. No pairing step: a loss made by hand
+  (``SampledSoftmaxLoss()``), the registry's, or one reloaded from a ``.keras`` file all find the
+  layer they train.
 
 Gradients reach the layer's weights on every backend: on TensorFlow and PyTorch the loss reads the
 variables directly; on JAX Keras runs ``compute_loss`` inside a stateless scope that maps every
@@ -26,9 +29,8 @@ so reading ``layer.kernel`` in the loss is differentiated like reading it in ``c
 
 Two consequences. A training-time metric sees the packet, not class scores: the trainer's
 ``accuracy`` metric reports NaN for it (training accuracy would cost the O(N d) these heads avoid);
-``val_accuracy`` is exact. And a model reloaded with ``keras.saving.load_model`` predicts and
-evaluates identically, but its deserialised loss is not paired: re-compile with
-``keras_softmax.compile_model(model)`` (which pairs it) before training it further.
+``val_accuracy`` is exact. And a model reloaded with ``keras.saving.load_model`` predicts, evaluates and trains on exactly as
+before (its loss finds the layer through the tag).
 
 The projection runs in the layer's compute dtype (bf16 under ``mixed_bfloat16``); normalisation
 (log-softmax, logsumexp) is float32, and the output is float32.
@@ -36,6 +38,7 @@ The projection runs in the layer's compute dtype (bf16 under ``mixed_bfloat16``)
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import keras
@@ -43,6 +46,7 @@ import numpy as np
 from keras import ops
 
 from keras_softmax.heads.base import Head
+from keras_softmax.ops import tag_output
 
 
 def check_num_classes(num_classes, head: str) -> int:
@@ -78,6 +82,12 @@ def check_class_order(class_order, num_classes: int):
     return order, rank_of
 
 
+def frequency_order(labels, num_classes: int) -> list[int]:
+    """Class ids sorted by decreasing count in ``labels`` (a stable sort: ties keep id order)."""
+    counts = np.bincount(np.asarray(labels, dtype="int64").reshape(-1), minlength=num_classes)
+    return [int(c) for c in np.argsort(-counts, kind="stable")]
+
+
 def labels_to_int(labels):
     """Integer labels of shape ``(batch,)`` from ``(batch,)`` or ``(batch, 1)`` (any dtype)."""
     labels = ops.convert_to_tensor(labels)
@@ -102,6 +112,17 @@ class ProjectionHead(Head):
         keras.layers.Layer.__init__(self, **kwargs)
         self.num_classes = check_num_classes(num_classes, type(self).__name__)
 
+    @classmethod
+    def complete_params(cls, params, num_classes=None, *, fine_to_coarse=None, labels=None):
+        """``num_classes``, and ``class_order`` (most frequent first) from the training ``labels``."""
+        params = dict(params)
+        if num_classes is not None:
+            params.setdefault("num_classes", int(num_classes))
+        takes_order = "class_order" in inspect.signature(cls.__init__).parameters
+        if takes_order and labels is not None and "class_order" not in params:
+            params["class_order"] = frequency_order(labels, int(params["num_classes"]))
+        return params
+
     def num_logits(self, num_classes: int) -> int:
         """0: the head consumes features, not logits (and must be built for ``num_classes``)."""
         if int(num_classes) != self.num_classes:
@@ -117,7 +138,8 @@ class ProjectionHead(Head):
     def call(self, features, training=False):
         if training:
             # The training packet: the features, for the paired loss (module docstring).
-            return ops.expand_dims(ops.cast(features, "float32"), 1)
+            # Tagged with this layer: the loss reads its weights from the tag (no pairing step).
+            return tag_output(ops.expand_dims(ops.cast(features, "float32"), 1), self)
         return ops.cast(self.log_probabilities(features), "float32")
 
     def project(self, h, kernel, bias=None):

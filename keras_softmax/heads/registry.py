@@ -1,4 +1,19 @@
-"""The head registry: names (a public interface: CLI ``--head NAME``) to layer and matching loss."""
+"""The head registry: names (a public interface: CLI ``--head NAME``) to layer and matching loss.
+
+Each built-in head registers itself here; a user registers a head of their own the same way, and it
+then works everywhere a built-in name does (``get_head``, ``build_model``, the CLI's ``--head``)::
+
+    @ks.register_head("my_head", loss=ks.ProbabilityCrossEntropy, summary="p ∝ ...")
+    class MyHead(ks.heads.NormalizedScoresHead):
+        def scores(self, z, training=False):
+            return ...
+
+The registry holds no pairing state: a head's layer and its loss meet only in the model (the loss
+reads the layer's output tag; :mod:`keras_softmax.losses`). What the registry adds is the layer's
+``PAIRED_DEFAULTS`` (e.g. the sparse heads' Fenchel-Young gradient) and the completion of a head's
+parameters from the problem (:func:`complete_params`, one place for the factory, the trainer and the
+benchmarks).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +24,7 @@ import keras
 
 from keras_softmax import losses
 from keras_softmax.heads import adaptive, entmax_alpha, gumbel, hierarchical, kernels, sampled, softmax, sparse
+from keras_softmax.heads.base import Head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,17 +36,27 @@ class HeadSpec:
     loss_class: type
     summary: str
 
+    @property
+    def owns_projection(self) -> bool:
+        """True when the layer takes features and holds the classifier weights (no Dense before it)."""
+        return bool(self.layer_class.owns_projection)
+
+    @property
+    def output_kind(self) -> str:
+        return self.layer_class.output_kind
+
     def parameters(self) -> dict:
         """The head's parameters and their defaults when paired with its loss, in signature order.
 
         These are the layer's own defaults, except where the pairing sets another
-        (``layer_class.PAIRED_DEFAULTS``, e.g. ``fenchel_young_gradient=True`` for sparsemax).
+        (``layer_class.PAIRED_DEFAULTS``, e.g. ``fenchel_young_gradient=True`` for sparsemax). ``axis``
+        is not one: a classifier's head normalises over the classes, the last axis.
         """
         signature = inspect.signature(self.layer_class.__init__)
         return {
             name: self.layer_class.PAIRED_DEFAULTS.get(name, param.default)
             for name, param in signature.parameters.items()
-            if name != "self" and param.kind is param.POSITIONAL_OR_KEYWORD
+            if name not in ("self", "axis") and param.kind is param.POSITIONAL_OR_KEYWORD
         }
 
 
@@ -39,8 +65,8 @@ class HeadWithLoss:
     """A configured head: ``layer`` maps logits to a distribution, ``loss`` matches its output.
 
     Heads that own their projection (``owns_projection``: adaptive, sampled) map the backbone's
-    features instead, and their loss is paired with the layer (it reads the layer's weights); so is
-    ``entmax_alpha``'s (it reads alpha). ``loss`` and ``make_loss()`` return paired losses.
+    features instead; their loss finds the layer through the layer's output, so ``loss`` and
+    ``make_loss()`` are plain losses, as a hand-made one is.
     """
 
     name: str
@@ -56,53 +82,104 @@ class HeadWithLoss:
     @property
     def owns_projection(self) -> bool:
         """True when the layer takes features and holds the classifier weights (no Dense before it)."""
-        return bool(getattr(self.layer, "owns_projection", False))
+        return bool(self.layer.owns_projection)
 
     def num_logits(self, num_classes: int) -> int:
         """How many logits the layer consumes for ``num_classes`` classes (0: it owns its projection)."""
         return self.layer.num_logits(num_classes)
 
-    def make_loss(self, label_smoothing: float = 0.0) -> keras.losses.Loss:
-        """A fresh matching loss, optionally with label smoothing, paired with the layer if it needs it."""
-        return paired(type(self.loss)(label_smoothing=label_smoothing), self.layer)
+    def make_loss(self, label_smoothing: float = 0.0, from_logits: bool = False) -> keras.losses.Loss:
+        """A fresh matching loss, optionally with label smoothing.
+
+        ``from_logits=True``: the loss for a model that outputs the logits this head's layer takes
+        (the layer then goes on for inference only): exact for this head, e.g.
+        ``SparsemaxLoss(from_logits=True)`` or ``ProbabilityCrossEntropy(from_logits=True, head=layer)``.
+        ``ValueError`` for a head that owns its projection (it takes features, not logits).
+        """
+        return _make_loss(type(self.loss), self.layer, label_smoothing, from_logits)
+
+
+def _make_loss(loss_class, layer, label_smoothing=0.0, from_logits=False):
+    kwargs = {"label_smoothing": label_smoothing}
+    if from_logits:
+        if layer.owns_projection:
+            raise ValueError(f"{type(layer).__name__} owns its projection: it takes features, not logits, "
+                             "so there is no from_logits loss for it")
+        kwargs["from_logits"] = True
+        if issubclass(loss_class, losses._LogSpaceLoss):
+            kwargs["head"] = layer
+    if issubclass(loss_class, losses.EntmaxAlphaLoss):
+        # alpha for the loss on logits; on the layer's output it reads the layer's (learned) alpha
+        kwargs["alpha"] = layer.alpha
+    return loss_class(**kwargs)
 
 
 def paired(loss, layer):
-    """``loss`` bound to ``layer`` when it is a loss that reads its head's weights, else ``loss``."""
-    bind = getattr(loss, "bind", None)
-    return bind(layer) if callable(bind) else loss
+    """``loss`` itself: kept for callers of the former pairing step (losses now find their layer)."""
+    return loss
 
 
-_SPECS = (
-    HeadSpec("softmax", softmax.Softmax, losses.ProbabilityCrossEntropy, "softmax(z / T)"),
-    HeadSpec("log_softmax", softmax.LogSoftmax, losses.NegativeLogLikelihood, "log softmax(z / T)"),
-    HeadSpec("gumbel", gumbel.GumbelSoftmax, losses.ProbabilityCrossEntropy,
-             "softmax((z + g) / tau) in training, softmax(z / tau) at inference"),
-    HeadSpec("log_gumbel", gumbel.LogGumbelSoftmax, losses.NegativeLogLikelihood,
-             "log softmax((z + g) / tau) in training, log softmax(z / tau) at inference"),
-    HeadSpec("sparsemax", sparse.Sparsemax, losses.SparsemaxLoss, "Euclidean projection onto the simplex"),
-    HeadSpec("entmax15", sparse.Entmax15, losses.Entmax15Loss, "exact 1.5-entmax (sort-based)"),
-    HeadSpec("taylor", kernels.TaylorSoftmax, losses.ProbabilityCrossEntropy,
-             "p ∝ 1 + z + z^2/2 + ... + z^k/k!"),
-    HeadSpec("log_taylor", kernels.LogTaylorSoftmax, losses.NegativeLogLikelihood,
-             "log of the Taylor softmax"),
-    HeadSpec("base2", kernels.Base2Softmax, losses.ProbabilityCrossEntropy, "p ∝ 2^z"),
-    HeadSpec("exp_sin", kernels.ExpSinSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(sin z)"),
-    HeadSpec("normal_cdf", kernels.NormalCDFSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(Phi(z))"),
-    HeadSpec("hierarchical", hierarchical.HierarchicalSoftmax, losses.NegativeLogLikelihood,
-             "log p(coarse) + log p(fine | coarse)"),
-    HeadSpec("adaptive", adaptive.AdaptiveSoftmax, losses.AdaptiveSoftmaxLoss,
-             "adaptive softmax: frequent classes in a head, rare ones in cheaper tail clusters (own projection)"),
-    HeadSpec("sampled", sampled.SampledSoftmax, losses.SampledSoftmaxLoss,
-             "sampled softmax in training, full softmax at inference (own projection)"),
-    HeadSpec("entmax_alpha", entmax_alpha.EntmaxAlpha, losses.EntmaxAlphaLoss,
-             "alpha-entmax by bisection, alpha fixed or learned"),
-)
-HEADS = {spec.name: spec for spec in _SPECS}
+HEADS: dict[str, HeadSpec] = {}
+
+
+def register_head(name: str, layer_class: type | None = None, loss=None, summary: str = "", *,
+                  replace: bool = False):
+    """Register head ``name``: its layer class (a :class:`keras_softmax.heads.Head`) and matching loss class.
+
+    Use it as a function, ``register_head("my_head", MyHead, loss=ks.NegativeLogLikelihood)``, or as a
+    class decorator, ``@register_head("my_head", loss=...)``. The layer class is also registered with
+    Keras's serialization (package ``keras_softmax``) so that ``.keras`` files of it load. The CLI sees
+    heads registered by a module it imports: ``KERAS_SOFTMAX_PLUGINS=my_module`` (comma-separated).
+
+    Raises ``ValueError`` for a name taken (unless ``replace``), a layer class that is not a ``Head``
+    or a loss class that is not a ``keras.losses.Loss``.
+    """
+    def register(cls):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"a head name must be an identifier such as 'my_head' (got {name!r})")
+        if name in HEADS and not replace:
+            raise ValueError(f"head {name!r} is registered already (pass replace=True to replace it)")
+        if not (isinstance(cls, type) and issubclass(cls, Head)):
+            raise ValueError(f"a head's layer class must subclass keras_softmax.heads.Head (got {cls!r})")
+        if not (isinstance(loss, type) and issubclass(loss, keras.losses.Loss)):
+            raise ValueError(f"loss must be a keras.losses.Loss subclass (got {loss!r})")
+        registered = keras.saving.get_registered_object(f"keras_softmax>{cls.__name__}")
+        if registered is None:
+            keras.saving.register_keras_serializable(package="keras_softmax")(cls)
+        HEADS[name] = HeadSpec(name, cls, loss, summary or (cls.__doc__ or "").strip().split("\n")[0])
+        return cls
+
+    return register if layer_class is None else register(layer_class)
+
+
+for _name, _layer, _loss, _summary in (
+    ("softmax", softmax.Softmax, losses.ProbabilityCrossEntropy, "softmax(z / T)"),
+    ("log_softmax", softmax.LogSoftmax, losses.NegativeLogLikelihood, "log softmax(z / T)"),
+    ("gumbel", gumbel.GumbelSoftmax, losses.ProbabilityCrossEntropy,
+     "softmax((z + g) / tau) in training, softmax(z / tau) at inference"),
+    ("log_gumbel", gumbel.LogGumbelSoftmax, losses.NegativeLogLikelihood,
+     "log softmax((z + g) / tau) in training, log softmax(z / tau) at inference"),
+    ("sparsemax", sparse.Sparsemax, losses.SparsemaxLoss, "Euclidean projection onto the simplex"),
+    ("entmax15", sparse.Entmax15, losses.Entmax15Loss, "exact 1.5-entmax (sort-based)"),
+    ("taylor", kernels.TaylorSoftmax, losses.ProbabilityCrossEntropy, "p ∝ 1 + z + z^2/2 + ... + z^k/k!"),
+    ("log_taylor", kernels.LogTaylorSoftmax, losses.NegativeLogLikelihood, "log of the Taylor softmax"),
+    ("base2", kernels.Base2Softmax, losses.ProbabilityCrossEntropy, "p ∝ 2^z"),
+    ("exp_sin", kernels.ExpSinSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(sin z)"),
+    ("normal_cdf", kernels.NormalCDFSoftmax, losses.ProbabilityCrossEntropy, "p ∝ exp(Phi(z))"),
+    ("hierarchical", hierarchical.HierarchicalSoftmax, losses.NegativeLogLikelihood,
+     "log p(coarse) + log p(fine | coarse)"),
+    ("adaptive", adaptive.AdaptiveSoftmax, losses.AdaptiveSoftmaxLoss,
+     "adaptive softmax: frequent classes in a head, rare ones in cheaper tail clusters (own projection)"),
+    ("sampled", sampled.SampledSoftmax, losses.SampledSoftmaxLoss,
+     "sampled softmax in training, full softmax at inference (own projection)"),
+    ("entmax_alpha", entmax_alpha.EntmaxAlpha, losses.EntmaxAlphaLoss,
+     "alpha-entmax by bisection, alpha fixed or learned"),
+):
+    register_head(_name, _layer, loss=_loss, summary=_summary)
 
 
 def list_heads() -> list[str]:
-    """The registry names of every head."""
+    """The registry names of every head (built-in first, then those registered since)."""
     return list(HEADS)
 
 
@@ -114,12 +191,26 @@ def head_spec(name: str) -> HeadSpec:
         raise ValueError(f"unknown head {name!r}; choose one of: {', '.join(HEADS)}") from None
 
 
+def complete_params(name: str, params=None, num_classes=None, *, fine_to_coarse=None, labels=None) -> dict:
+    """Head ``name``'s parameters ``params`` completed for the problem: the one place that does it.
+
+    The layer class decides (``Head.complete_params``): heads that own their projection get
+    ``num_classes`` (and ``class_order``, most frequent first, from the training ``labels``);
+    hierarchical gets ``num_classes`` and the dataset's ``fine_to_coarse``. Given values are kept.
+    """
+    spec = head_spec(name)
+    return spec.layer_class.complete_params(dict(params or {}), num_classes, fine_to_coarse=fine_to_coarse,
+                                            labels=labels)
+
+
 def get_head(name: str, **params) -> HeadWithLoss:
     """Build head ``name`` with ``params`` and its matching loss.
 
     The pairing applies the layer's ``PAIRED_DEFAULTS`` for parameters not given: the sparse heads
-    (sparsemax, entmax15) get ``fenchel_young_gradient=True``, so that ``head.loss`` gives their
-    logits exactly ``p - y``. A layer made directly (``ks.Sparsemax()``) keeps its true Jacobian.
+    (sparsemax, entmax15, entmax_alpha) get ``fenchel_young_gradient=True``, so that ``head.loss``
+    gives their logits exactly ``p - y``. A layer made directly (``ks.Sparsemax()``) keeps its true
+    Jacobian (and ``SparsemaxLoss()`` refuses its output; ``SparsemaxLoss(from_logits=True)`` on the
+    logits is the other correct way).
 
     Raises ``ValueError`` for an unknown head, an unknown parameter or an invalid value.
 
@@ -134,7 +225,7 @@ def get_head(name: str, **params) -> HeadWithLoss:
         listed = ", ".join(allowed) or "none"
         raise ValueError(f"head {name!r} has no parameter {unknown[0]!r}; its parameters are: {listed}")
     layer = spec.layer_class(**{**spec.layer_class.PAIRED_DEFAULTS, **params})
-    return HeadWithLoss(name=name, layer=layer, loss=paired(spec.loss_class(), layer), params=dict(params))
+    return HeadWithLoss(name=name, layer=layer, loss=_make_loss(spec.loss_class, layer), params=dict(params))
 
 
 def unpaired_params(name: str) -> dict:
@@ -148,17 +239,22 @@ def unpaired_params(name: str) -> dict:
     return {key: signature.parameters[key].default for key in spec.layer_class.PAIRED_DEFAULTS}
 
 
+def head_of_layer(layer) -> HeadSpec | None:
+    """The spec whose layer class is exactly ``type(layer)``, or None."""
+    for spec in HEADS.values():
+        if type(layer) is spec.layer_class:
+            return spec
+    return None
+
+
 def describe_heads() -> list[dict]:
     """One row per head: name, layer and loss class names, output kind, summary, parameters."""
-    rows = []
-    for spec in _SPECS:
-        rows.append({
-            "name": spec.name,
-            "layer": spec.layer_class.__name__,
-            "loss": spec.loss_class.__name__,
-            "output": spec.layer_class.output_kind,
-            "input": "features" if getattr(spec.layer_class, "owns_projection", False) else "logits",
-            "summary": spec.summary,
-            "parameters": spec.parameters(),
-        })
-    return rows
+    return [{
+        "name": spec.name,
+        "layer": spec.layer_class.__name__,
+        "loss": spec.loss_class.__name__,
+        "output": spec.output_kind,
+        "input": "features" if spec.owns_projection else "logits",
+        "summary": spec.summary,
+        "parameters": spec.parameters(),
+    } for spec in HEADS.values()]

@@ -10,7 +10,9 @@ import numbers
 
 import keras
 
-from keras_softmax.heads.registry import HEADS, HeadWithLoss, get_head, head_spec, paired
+from keras_softmax.heads.registry import HEADS, HeadWithLoss, complete_params, get_head, head_of_layer, head_spec
+from keras_softmax.heads.base import Head
+from keras_softmax.metrics import accuracy_metric
 from keras_softmax.models.augment import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -62,12 +64,8 @@ def _resolve_head(head, head_params, num_classes=None):
             raise ValueError("head_params applies only when head is a registry name")
         return head
     if isinstance(head, str):
-        params = dict(head_params or {})
-        spec = head_spec(head)
-        if getattr(spec.layer_class, "owns_projection", False) and "num_classes" in spec.parameters():
-            # Heads that own their projection size their weights by the number of classes.
-            params.setdefault("num_classes", num_classes)
-        return get_head(head, **params)
+        head_spec(head)  # an unknown name: ValueError listing the names
+        return get_head(head, **complete_params(head, head_params, num_classes))
     raise ValueError(
         f"head must be a registry name or a HeadWithLoss (got {head!r}); names: {', '.join(HEADS)}"
     )
@@ -164,11 +162,10 @@ def build_model(
 
 def _head_of(model):
     """The registry spec of the head layer that produces ``model``'s output."""
-    layer = model.layers[-1]
-    for spec in HEADS.values():
-        if type(layer) is spec.layer_class:
-            return spec
-    raise ValueError(f"cannot tell the head of model {model.name!r}: pass head= explicitly")
+    spec = head_of_layer(model.layers[-1])
+    if spec is None:
+        raise ValueError(f"cannot tell the head of model {model.name!r}: pass head= explicitly")
+    return spec
 
 
 def compile_model(
@@ -176,8 +173,7 @@ def compile_model(
 ):
     """Compile ``model`` with the loss that matches its head and a top-1 accuracy metric.
 
-    A loss that reads its head's weights (adaptive, sampled, entmax_alpha) is paired with the model's
-    last layer, so this also re-pairs the loss of a model reloaded from a ``.keras`` file.
+    Not needed after ``keras.saving.load_model``: a reloaded model trains on with its own compiled loss.
 
     Args:
         model: a model from :func:`build_model` (or any model ending in a head layer).
@@ -200,14 +196,11 @@ def compile_model(
     else:
         spec = _head_of(model) if head is None else head_spec(head)
         loss = spec.loss_class(label_smoothing=label_smoothing)
-        if isinstance(model.layers[-1], spec.layer_class):
-            loss = paired(loss, model.layers[-1])
     accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    if getattr(model.layers[-1], "owns_projection", False):
+    last = model.layers[-1]
+    if isinstance(last, Head) and last.owns_projection:
         # In training such a head outputs its features, not class scores: this metric reports NaN
         # there (and exact accuracy in evaluation) instead of a meaningless number.
-        from keras_softmax.training.metrics import accuracy_metric  # the trainer's own metric
-
         accuracy = accuracy_metric()
     all_metrics = [accuracy, *(metrics or [])]
     model.compile(optimizer=optimizer, loss=loss, metrics=all_metrics, jit_compile=jit_compile)

@@ -39,10 +39,12 @@ def test_head_pairs_with_matching_loss(name):
     assert head.output_kind == kind == head.layer.output_kind
     assert type(head.loss) is loss_class
     assert head.owns_projection == (name in OWN_PROJECTION)
-    if name in OWN_PROJECTION:  # the loss is paired with the layer; sampled cannot smooth labels
-        assert head.num_logits(100) == 0 and head.loss.layer is head.layer
+    if name in OWN_PROJECTION:  # sampled cannot smooth labels; no loss on logits for these
+        assert head.num_logits(100) == 0
         fresh = head.make_loss()
-        assert type(fresh) is loss_class and fresh is not head.loss and fresh.layer is head.layer
+        assert type(fresh) is loss_class and fresh is not head.loss
+        with pytest.raises(ValueError, match="logits"):
+            head.make_loss(from_logits=True)
         if name == "sampled":
             with pytest.raises(ValueError, match="label_smoothing"):
                 head.make_loss(label_smoothing=0.1)
