@@ -32,7 +32,7 @@ def _user_errors():
 
     return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, StudyError, TrainingDiverged,
             ValueError,
-            FileNotFoundError)
+            FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def friendly_errors(command):
