@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 
 
@@ -34,7 +36,7 @@ def learning_rate_schedule(config, steps_per_epoch: int):
     )
 
 
-def make_optimizer(config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config, steps_per_epoch: int, variables=None) -> keras.optimizers.Optimizer:
     """SGD (Nesterov momentum), AdamW or Adam, optional EMA of the weights and gradient clipping.
 
     Weight decay is decoupled (Keras's convention: ``w -= lr * weight_decay * w`` each step) for
@@ -42,6 +44,11 @@ def make_optimizer(config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     ``Adam(weight_decay=...)`` adds an L2 term to the gradient instead; at the original study's
     1e-5 the difference is immaterial.) ``global_clipnorm > 0`` rescales the gradient of all
     variables together to at most that L2 norm (``torch.nn.utils.clip_grad_norm_``).
+
+    Given the model's trainable ``variables``, the ones weight decay skips are listed as variables,
+    decided here, eagerly. Keras otherwise matches their names with ``re.search`` inside the first
+    train step, which ``torch.compile`` cannot trace on torch 2.11 ("Cannot construct
+    ``ConstantVariable`` for value of type <class 'type'>", from ``re``'s cache key).
     """
     schedule = learning_rate_schedule(config, steps_per_epoch)
     common = {"use_ema": config.ema > 0, "ema_momentum": config.ema or 0.99,
@@ -55,6 +62,12 @@ def make_optimizer(config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
         optimizer = keras.optimizers.Adam(learning_rate=schedule, weight_decay=config.weight_decay or None, **common)
     else:
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, **common)
-    if config.weight_decay:
+    if config.weight_decay and variables is not None:
+        optimizer.exclude_from_weight_decay(var_list=[v for v in variables if NO_DECAY.search(v.name)])
+    elif config.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
+
+
+#: Variable names weight decay skips: biases and BatchNormalization's scale and offset.
+NO_DECAY = re.compile("bias|gamma|beta")

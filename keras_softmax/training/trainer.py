@@ -196,7 +196,7 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
     steps_per_epoch = batches_per_epoch(num_train, batch_size, drop_remainder=True)
     distribute.prepare_model(model, placement)
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
+        optimizer=make_optimizer(config, steps_per_epoch, model.trainable_variables),
         loss=training_loss(config, head),
         **distribute.metrics_argument(placement, [accuracy_metric()]),
         jit_compile=config.jit_compile,
