@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"{INSTALL_EXTRA}\n")
         raise SystemExit(1)
     verbose = verbose or os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
-    log = None if verbose else quiet_library_logs()
+    only_help = not argv or any(a in ("--help", "-h", "--version") for a in argv)  # no library: nothing to hide
+    log = None if verbose or only_help else quiet_library_logs()
     from keras_softmax_cli.commands import main as group
 
     try:
