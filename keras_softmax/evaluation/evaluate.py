@@ -48,7 +48,8 @@ def evaluate_model(model, head, dataset, split: str = "val", *, batch_size: int 
     probabilities = predict_probabilities(model, images, head.output_kind, batch_size=batch_size, tta_flip=tta_flip)
     metrics = compute_metrics(labels, probabilities, class_names=dataset.class_names)
     outputs = np.log(np.maximum(probabilities, 1e-45)) if head.output_kind == "log_probabilities" else probabilities
-    metrics["loss"] = float(np.asarray(head.loss(labels, outputs.astype("float32"))))
+    # float() reads a scalar of any backend; np.asarray refuses a torch tensor on a GPU
+    metrics["loss"] = float(head.loss(labels, outputs.astype("float32")))
     metrics["split"] = split
     metrics["tta_flip"] = bool(tta_flip)
     if dataset.fine_to_coarse is not None:
