@@ -72,11 +72,13 @@ def check_alpha(value) -> float:
 
 
 # --------------------------------------------------------------------------- one axis
-def along_last_axis(fn, z, axis: int):
-    """``fn`` (which works along the last axis) applied along ``axis`` of ``z``."""
+def along_last_axis(fn, z, axis: int, *others):
+    """``fn(z, *others)`` (which works along the last axis) applied along ``axis`` of ``z`` (and of
+    ``others``, tensors of ``z``'s shape)."""
     if axis in (-1, len(z.shape) - 1):
-        return fn(z)
-    return ops.moveaxis(fn(ops.moveaxis(z, axis, -1)), -1, axis)
+        return fn(z, *others)
+    moved = [ops.moveaxis(t, axis, -1) for t in (z, *others)]
+    return ops.moveaxis(fn(*moved), -1, axis)
 
 
 def apply_mask(z, mask):
@@ -87,6 +89,11 @@ def apply_mask(z, mask):
     if mask is None:
         return z
     return ops.where(ops.cast(mask, "bool"), z, ops.full_like(z, MASKED_LOGIT))
+
+
+def full_mask(mask, z):
+    """``mask`` broadcast to ``z``'s shape as booleans (None stays None)."""
+    return None if mask is None else ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(z))
 
 
 # --------------------------------------------------------------------------- sparse mappings

@@ -12,7 +12,15 @@ import math
 import keras
 from keras import ops
 
-from keras_softmax.ops import MASKED_LOGIT, along_last_axis, apply_mask, check_fraction, check_positive, tag_output
+from keras_softmax.ops import (
+    MASKED_LOGIT,
+    along_last_axis,
+    apply_mask,
+    check_fraction,
+    check_positive,
+    full_mask,
+    tag_output,
+)
 
 __all__ = ["MASKED_LOGIT", "Head", "NormalizedScoresHead", "check_axis", "check_fraction", "check_positive",
            "mask_lowest", "tag_output"]
@@ -108,13 +116,16 @@ class NormalizedScoresHead(Head):
         return ops.log_softmax(self.scores(self._float32(z), training=bool(training)), axis=-1)
 
     def call(self, z, training=False, mask=None):
-        z = apply_mask(self._float32(z), mask)
+        z = self._float32(z)
+        mask = full_mask(mask, z)
 
-        def normalise(v):
+        def normalise(v, *m):
             s = self.scores(v, training=bool(training))
+            if m:  # on the scores: s(MASKED_LOGIT) need not be low (the Taylor polynomial is even)
+                s = apply_mask(s, m[0])
             return ops.log_softmax(s, axis=-1) if self.log_output else ops.softmax(s, axis=-1)
 
-        return along_last_axis(normalise, z, self.axis)
+        return along_last_axis(normalise, z, self.axis, *([] if mask is None else [mask]))
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_softmax.heads.softmax import Softmax
-from keras_softmax.ops import along_last_axis, apply_mask, tag_output
+from keras_softmax.ops import along_last_axis, apply_mask, full_mask, tag_output
 
 #: Uniform draws are clipped to [EPS, 1 - EPS] so that -log(-log U) stays finite.
 UNIFORM_EPS = 1e-6
@@ -81,15 +81,19 @@ class GumbelSoftmax(Softmax):
     def call(self, z, training=False, mask=None):
         if not (training and self.hard):
             return super().call(z, training=training, mask=mask)
-        out = along_last_axis(self._hard_sample, apply_mask(self._float32(z), mask), self.axis)
+        z = self._float32(z)
+        mask = full_mask(mask, z)
+        out = along_last_axis(self._hard_sample, z, self.axis, *([] if mask is None else [mask]))
         if not (self.log_output or self.log_straight_through):
             # The textbook estimator: ProbabilityCrossEntropy reads this tag and refuses it (a wrong
             # sample's p_y = 0 passes no gradient: silently weaker than the paired head).
             tag_output(out, self)
         return out
 
-    def _hard_sample(self, z):
+    def _hard_sample(self, z, *mask):
         s = self.scores(z, training=True)
+        if mask:
+            s = apply_mask(s, mask[0])
         chosen = ops.one_hot(ops.argmax(s, axis=-1), ops.shape(s)[-1], dtype="float32") > 0
         if self.log_output:
             # The log of a hard sample, with the soft log-sample's gradient.

@@ -18,7 +18,9 @@ benchmarks).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import os
 
 import keras
 
@@ -178,13 +180,34 @@ for _name, _layer, _loss, _summary in (
     register_head(_name, _layer, loss=_loss, summary=_summary)
 
 
+#: Modules that register heads of their own, imported on the first look-up of a name (comma-separated).
+PLUGINS_VARIABLE = "KERAS_SOFTMAX_PLUGINS"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$KERAS_SOFTMAX_PLUGINS`` (once), so that the heads they register
+    are known wherever a name is looked up: ``get_head``, ``build_model``, the CLI's ``--head``."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(f"{PLUGINS_VARIABLE} names module {module!r}, which does not import: {error}") from None
+
+
 def list_heads() -> list[str]:
     """The registry names of every head (built-in first, then those registered since)."""
+    load_plugins()
     return list(HEADS)
 
 
 def head_spec(name: str) -> HeadSpec:
     """The spec of head ``name``; ``ValueError`` listing the valid names if there is none."""
+    load_plugins()
     try:
         return HEADS[name]
     except (KeyError, TypeError):
@@ -249,6 +272,7 @@ def head_of_layer(layer) -> HeadSpec | None:
 
 def describe_heads() -> list[dict]:
     """One row per head: name, layer and loss class names, output kind, summary, parameters."""
+    load_plugins()
     return [{
         "name": spec.name,
         "layer": spec.layer_class.__name__,

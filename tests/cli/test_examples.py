@@ -20,7 +20,27 @@ def _load_example(name: str):
 def test_head_in_your_model(head, capsys):
     accuracy = _load_example("head_in_your_model").main(head)
     assert accuracy > 0.8
-    assert f"{head}: validation accuracy" in capsys.readouterr().out
+    assert f"{head} (pair): validation accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_head_in_your_model_runs_for_every_listed_head(monkeypatch, capsys):
+    """Every name ``keras-softmax heads`` lists (it crashed for adaptive, sampled, hierarchical), and
+    pattern B (``from_logits``) for the heads that take logits. Few epochs: it must run, and learn."""
+    import keras_softmax as ks
+
+    example = _load_example("head_in_your_model")
+    fit = example.keras.Model.fit
+
+    def short_fit(self, *args, **kwargs):
+        return fit(self, *args, **{**kwargs, "epochs": 2})
+
+    monkeypatch.setattr(example.keras.Model, "fit", short_fit)
+    for head in ks.list_heads():
+        assert example.main(head) > 0.5, head
+    for head in ("entmax15", "hierarchical"):
+        assert example.main(head, from_logits=True) > 0.5, head
+    assert "hierarchical (from_logits): validation accuracy" in capsys.readouterr().out
 
 
 def test_classify_with_saved_model(shared_run, digit_pngs, capsys):

@@ -480,7 +480,12 @@ def test_fit_updates_the_layer_weights_and_keras_file_round_trips(name, tmp_path
             assert not np.array_equal(before[path], after[path]), "the sampler drew the same classes every step"
         else:
             assert np.abs(before[path] - after[path]).max() > 0, f"{path} did not change"
-    assert history["loss"][-1] < history["loss"][0]
+    # It learns: the exact objective (full NLL, val_loss) falls. The sampled loss itself is an estimate
+    # from 5 classes drawn afresh each step, so its epoch means need not fall (on torch they rise here
+    # while val_loss falls as on JAX: 3.18 -> 3.09); adaptive's training loss is the exact NLL.
+    assert history["val_loss"][-1] < history["val_loss"][0]
+    if name != "sampled":
+        assert history["loss"][-1] < history["loss"][0]
     assert all(math.isnan(a) for a in history["accuracy"])
     predictions = model.predict(x, verbose=0)
     assert history["val_accuracy"][-1] == pytest.approx(np.mean(predictions.argmax(-1) == y), abs=1e-6)

@@ -1,6 +1,7 @@
 """The registry: the twelve public names, each paired with the loss that matches its output (GUIDE §3)."""
 
 import keras
+import numpy as np
 import pytest
 
 import keras_softmax as ks
@@ -104,3 +105,73 @@ def test_pairing_switches_on_the_fenchel_young_gradient_and_a_bare_layer_does_no
     model = ks.build_model(name, num_classes=3, widths=(2, 2, 2, 2))
     assert model.layers[-1].fenchel_young_gradient is True
     assert unpaired_params("softmax") == {}
+
+
+# --------------------------------------------------------------------------- a head of one's own (issue 25)
+@pytest.fixture
+def own_head():
+    """Registers ``cube_softmax`` (p ∝ exp(z^3 / 10)) for one test and removes it again."""
+    from keras_softmax.heads import NormalizedScoresHead
+    from keras_softmax.heads.registry import HEADS
+
+    @ks.register_head("cube_softmax", loss=ks.ProbabilityCrossEntropy, summary="p ∝ exp(z^3 / 10)")
+    class CubeSoftmax(NormalizedScoresHead):
+        def __init__(self, scale=10.0, **kwargs):
+            super().__init__(**kwargs)
+            self.scale = scale
+
+        def scores(self, z, training=False):
+            return z * z * z / self.scale
+
+        def get_config(self):
+            return {**super().get_config(), "scale": self.scale}
+
+    yield CubeSoftmax
+    HEADS.pop("cube_softmax", None)
+
+
+def test_a_registered_head_works_wherever_a_built_in_name_does(own_head, tmp_path):
+    assert "cube_softmax" in ks.list_heads()
+    head = ks.get_head("cube_softmax", scale=5.0)
+    assert type(head.layer) is own_head and type(head.loss) is ks.ProbabilityCrossEntropy
+    row = {r["name"]: r for r in ks.describe_heads()}["cube_softmax"]
+    assert row["parameters"] == {"scale": 10.0} and row["summary"] == "p ∝ exp(z^3 / 10)"
+    model = ks.build_model("cube_softmax", num_classes=3, widths=(4, 4, 4, 4), head_params={"scale": 2.0})
+    assert type(model.layers[-1]) is own_head
+    model.save(tmp_path / "cube.keras")  # registered with Keras too: the file loads
+    assert type(keras.saving.load_model(tmp_path / "cube.keras").layers[-1]) is own_head
+    with pytest.raises(ValueError, match="registered already"):
+        ks.register_head("cube_softmax", own_head, loss=ks.ProbabilityCrossEntropy)
+    with pytest.raises(ValueError, match="Head"):
+        ks.register_head("not_a_head", keras.layers.Dense, loss=ks.ProbabilityCrossEntropy)
+
+
+def test_the_cli_finds_heads_of_a_plugin_module(tmp_path, monkeypatch):
+    """``KERAS_SOFTMAX_PLUGINS=module`` is imported on the first look-up of a name (the CLI's --head)."""
+    from keras_softmax.heads import registry
+
+    (tmp_path / "my_heads.py").write_text(
+        "import keras_softmax as ks\n"
+        "@ks.register_head('half_softmax', loss=ks.NegativeLogLikelihood)\n"
+        "class HalfSoftmax(ks.heads.NormalizedScoresHead):\n"
+        "    log_output = True\n"
+        "    def scores(self, z, training=False):\n"
+        "        return z / 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("KERAS_SOFTMAX_PLUGINS", "my_heads")
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    try:
+        assert registry.head_spec("half_softmax").output_kind == "log_probabilities"
+        assert ks.get_head("half_softmax").output_kind == "log_probabilities"
+    finally:
+        registry.HEADS.pop("half_softmax", None)
+
+
+def test_complete_params_is_the_one_place_that_completes_a_head():
+    assert ks.complete_params("softmax", {"temperature": 2.0}, 10) == {"temperature": 2.0}
+    assert ks.complete_params("sampled", {}, 10) == {"num_classes": 10}
+    labels = np.array([3, 3, 3, 1, 1, 0])
+    assert ks.complete_params("adaptive", {}, 4, labels=labels) == {"num_classes": 4, "class_order": [3, 1, 0, 2]}
+    assert ks.complete_params("hierarchical", {}, 4, fine_to_coarse=[0, 0, 1, 1]) == {
+        "num_classes": 4, "fine_to_coarse": [0, 0, 1, 1]}
+    assert ks.complete_params("sampled", {"num_classes": 7}, 10) == {"num_classes": 7}  # given values win
