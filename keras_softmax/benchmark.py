@@ -21,16 +21,17 @@ import numpy as np
 
 def hierarchy(num_classes: int) -> list[int]:
     """A balanced fine→coarse map with about sqrt(N) superclasses (CIFAR-100's own map at N=100)."""
-    if num_classes == 100:
-        from keras_softmax.cifar100 import FINE_TO_COARSE
+    from keras_softmax.heads.hierarchical import grouped_classes
 
-        return list(FINE_TO_COARSE)
-    groups = max(2, int(round(math.sqrt(num_classes))))
-    return [i * groups // num_classes for i in range(num_classes)]
+    return grouped_classes(num_classes)
 
 
-def head_params(name: str, num_classes: int) -> dict:
-    return {"fine_to_coarse": hierarchy(num_classes)} if name == "hierarchical" else {}
+def head_params(name: str, num_classes: int, params=None) -> dict:
+    """Head ``name``'s parameters completed for ``num_classes`` (the registry's ``complete_params``, with
+    a synthetic superclass map for hierarchical)."""
+    from keras_softmax.heads.registry import complete_params
+
+    return complete_params(name, params, num_classes, fine_to_coarse=hierarchy(num_classes))
 
 
 def time_call(fn, args, repeats: int) -> float:
@@ -121,11 +122,11 @@ def head_cost_rows(classes=(100, 1000, 10000, 100000), heads=None, batch=512, fe
         raise ValueError("the head-cost benchmark needs KERAS_BACKEND=jax")
     from keras_softmax.heads.registry import head_spec
 
-    owning = [h for h in (heads or []) if getattr(head_spec(h).layer_class, "owns_projection", False)]
+    owning = [h for h in (heads or []) if head_spec(h).owns_projection]
     if owning:
         raise ValueError(f"{', '.join(owning)} own their projection (no logits to time alone): measure them "
                          "with `keras-softmax bench heads --train-step`")
-    default = [h for h in list_heads() if not getattr(head_spec(h).layer_class, "owns_projection", False)]
+    default = [h for h in list_heads() if not head_spec(h).owns_projection]
     rows = []
     for name in ["dense_softmax_baseline"] + list(heads or default):
         for n in classes:

@@ -58,6 +58,13 @@ def default_head_params(name: str, num_classes: int) -> dict:
     return {}
 
 
+def completed_head_params(name: str, num_classes: int, head_params=None) -> dict:
+    """``head_params`` completed for ``num_classes`` by the registry (the one place that does it)."""
+    from keras_softmax.benchmark import head_params as benchmark_params
+
+    return benchmark_params(name, num_classes, head_params)
+
+
 def build_classifier(name: str, num_classes: int, input_dim: int, hidden: int = 0, head_params=None,
                      seed: int = 0):
     """``Input(input_dim)`` [-> ``Dense(hidden, relu)``] -> the head's projection -> head, and its loss.
@@ -77,15 +84,10 @@ def build_classifier(name: str, num_classes: int, input_dim: int, hidden: int = 
     if name == BASELINE:
         outputs = keras.layers.Dense(num_classes, name="logits")(h)
         return keras.Model(inputs, outputs), keras.losses.SparseCategoricalCrossentropy(from_logits=True), None
-    params = {**default_head_params(name, num_classes), **(head_params or {})}
-    from keras_softmax.heads.registry import head_spec
-
-    if getattr(head_spec(name).layer_class, "owns_projection", False):
-        params.setdefault("num_classes", num_classes)
-        head = get_head(name, **params)
+    head = get_head(name, **completed_head_params(name, num_classes, head_params))
+    if head.owns_projection:
         outputs = head.layer(h)
     else:
-        head = get_head(name, **params)
         outputs = head.layer(keras.layers.Dense(head.num_logits(num_classes), name="logits")(h))
     return functional_model(inputs, outputs, head.layer), head.loss, head
 

@@ -10,13 +10,13 @@ import dataclasses
 import time
 
 import keras
-import numpy as np
 
 from keras_softmax import environment, io
 from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
 from keras_softmax.data.pipeline import steps_per_epoch as batches_per_epoch
 from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
-from keras_softmax.heads.registry import head_spec
+from keras_softmax.heads import projection
+from keras_softmax.heads.registry import complete_params, head_spec
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import SparseRowsModel, build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
@@ -54,29 +54,18 @@ def head_params_for(config: TrainConfig, dataset) -> dict:
     (adaptive, sampled): the number of classes and ``class_order``, the class ids from most to least
     frequent among the training labels (ties in class-id order).
     """
-    params = dict(config.head_params)
-    if config.head == "hierarchical":
-        params.setdefault("num_classes", dataset.num_classes)
-        if "fine_to_coarse" not in params and dataset.fine_to_coarse is not None:
-            params["fine_to_coarse"] = list(dataset.fine_to_coarse)
-    layer_class = head_spec(config.head).layer_class
-    if getattr(layer_class, "owns_projection", False):
-        params.setdefault("num_classes", dataset.num_classes)
-        if "class_order" in head_spec(config.head).parameters() and "class_order" not in params:
-            params["class_order"] = frequency_order(dataset.y_train, dataset.num_classes)
-    return params
+    return complete_params(config.head, config.head_params, dataset.num_classes,
+                           fine_to_coarse=getattr(dataset, "fine_to_coarse", None),
+                           labels=getattr(dataset, "y_train", None))
 
 
-def frequency_order(labels, num_classes: int) -> list[int]:
-    """Class ids sorted by decreasing count in ``labels`` (a stable sort: ties keep id order)."""
-    counts = np.bincount(np.asarray(labels, dtype="int64").reshape(-1), minlength=num_classes)
-    return [int(c) for c in np.argsort(-counts, kind="stable")]
+frequency_order = projection.frequency_order  # moved to the heads (complete_params uses it)
 
 
 def check_head_options(config: TrainConfig) -> None:
     """Options a head cannot honour, refused before any work (``ConfigError``)."""
     spec = head_spec(config.head)
-    if not getattr(spec.layer_class, "owns_projection", False):
+    if not spec.owns_projection:
         return
     if config.cutmix:
         raise ConfigError(f"the {config.head} head trains on integer labels: cutmix must be 0 (got {config.cutmix!r})")
