@@ -140,3 +140,20 @@ def test_owns_projection_is_an_attribute_not_a_getattr_guess():
         text = (PACKAGE / relative).read_text(encoding="utf-8")
         assert 'getattr(spec.layer_class, "owns_projection"' not in text, relative
         assert "getattr(layer_class, \"owns_projection\"" not in text, relative
+
+
+def test_import_keras_softmax_registers_everything_the_package_can_put_in_a_keras_file():
+    """A fresh ``import keras_softmax`` imports every module that registers a Keras-serializable object
+    (MismatchedCrossEntropy lived in ``mismatch``, which it did not import: such models did not load)."""
+    import subprocess
+    import sys
+
+    registering = sorted(
+        _module_name(path.relative_to(PACKAGE).as_posix()) for path in PACKAGE.rglob("*.py")
+        if "register_keras_serializable" in path.read_text(encoding="utf-8"))
+    code = "import sys, keras_softmax; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=PACKAGE.parent).stdout.split()
+    missing = [m for m in registering if m not in loaded]
+    assert not missing, f"import keras_softmax does not import {missing}: their objects would not load"
+    assert "keras_softmax.training" not in loaded  # the harness stays out of the library's import

@@ -126,3 +126,76 @@ def test_nan_outputs_give_a_nan_loss(loss_class):
         assert np.isnan(float(to_np(loss_class(label_smoothing=smoothing)(np.array([0, 1]), pred))))
     # smoothing puts mass on every kept class: a NaN anywhere in the row shows
     assert np.isnan(float(to_np(loss_class(label_smoothing=0.1)(np.array([1, 1]), pred))))
+
+
+# --------------------------------------------------------------------------- from_logits (issue 25)
+def central_difference(fn, z, h=1e-4):
+    g = np.zeros_like(z, dtype=np.float64)
+    for index in np.ndindex(*z.shape):
+        up, down = z.astype(np.float64).copy(), z.astype(np.float64).copy()
+        up[index] += h
+        down[index] -= h
+        g[index] = (fn(up) - fn(down)) / (2 * h)
+    return g
+
+
+@pytest.mark.parametrize("name,loss_class,exact,mapping", [
+    ("sparsemax", ks.SparsemaxLoss, ref.sparsemax_loss, ref.sparsemax),
+    ("entmax15", ks.Entmax15Loss, ref.entmax15_loss, ref.entmax15),
+])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_fenchel_young_from_logits_value_and_gradient_are_exact(name, loss_class, exact, mapping, eps):
+    """On the scores: the numpy Fenchel-Young loss (float64) in value, p - q in gradient (also by finite
+    differences of the numpy loss), labels outside the support included (Z's row 0 has label 0 in it,
+    row 1's label 4 is out of sparsemax's support)."""
+    from .helpers import grad
+
+    loss = loss_class(from_logits=True, label_smoothing=eps, reduction=None)
+    q = (1 - eps) * np.eye(5)[Y] + eps / 5
+    np.testing.assert_allclose(to_np(loss(Y, Z)), exact(q, Z), atol=2e-5)
+    g = grad(lambda v: keras.ops.sum(loss(Y, v)), Z)
+    np.testing.assert_allclose(g, mapping(Z) - q, atol=2e-5)
+    np.testing.assert_allclose(g, central_difference(lambda v: exact(q, v).sum(), Z), atol=1e-3)
+
+
+def test_entmax_alpha_from_logits_matches_the_reference_for_its_alpha():
+    from .helpers import grad
+
+    loss = ks.EntmaxAlphaLoss(alpha=1.3, from_logits=True, reduction=None)
+    np.testing.assert_allclose(to_np(loss(Y, Z)), ref.entmax_alpha_loss(Y, Z, 1.3), atol=5e-5)
+    g = grad(lambda v: keras.ops.sum(loss(Y, v)), Z)
+    np.testing.assert_allclose(g, ref.entmax_alpha(Z, 1.3) - np.eye(5)[Y], atol=5e-5)
+
+
+@pytest.mark.parametrize("head,log_reference", [
+    (None, ref.log_softmax),
+    (ks.Softmax(temperature=2.0), lambda z: ref.log_softmax(z, temperature=2.0)),
+    (ks.TaylorSoftmax(order=4), lambda z: ref.log_taylor(z, 4)),
+    (ks.Base2Softmax(), lambda z: np.log(ref.base2(z))),
+    (ks.HierarchicalSoftmax(fine_to_coarse=[0, 0, 1]), lambda z: ref.hierarchical_log(z, [0, 0, 1])),
+])
+@pytest.mark.parametrize("loss_class", [ks.ProbabilityCrossEntropy, ks.NegativeLogLikelihood])
+def test_cross_entropy_from_logits_is_the_heads_log_likelihood(head, log_reference, loss_class):
+    """-log p_y with log p the head's own, from numpy (float64); gradient by finite differences."""
+    from .helpers import grad
+
+    loss = loss_class(from_logits=True, head=head, reduction=None)
+    y = np.array([0, 2, 1])
+    log_p = log_reference(Z)
+    np.testing.assert_allclose(to_np(loss(y, Z)), -log_p[np.arange(3), y], rtol=1e-5, atol=1e-5)
+    fd = central_difference(lambda v: -log_reference(v)[np.arange(3), y].sum(), Z)
+    np.testing.assert_allclose(grad(lambda v: keras.ops.sum(loss(y, v)), Z), fd, atol=2e-3)
+    revived = keras.losses.deserialize(keras.losses.serialize(loss))  # head= travels in the config
+    np.testing.assert_allclose(to_np(revived(y, Z)), to_np(loss(y, Z)), rtol=1e-6)
+
+
+def test_from_logits_is_validated():
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="from_logits"):
+            ks.SparsemaxLoss(from_logits=bad)
+    with pytest.raises(ValueError, match="from_logits"):
+        ks.ProbabilityCrossEntropy(head=ks.TaylorSoftmax())  # head= needs from_logits=True
+    with pytest.raises(ValueError, match="log-probabilities"):
+        ks.NegativeLogLikelihood(from_logits=True, head=ks.SampledSoftmax(num_classes=5))
+    with pytest.raises(ValueError, match="from_logits"):
+        ks.MismatchedCrossEntropy(from_logits=True)
