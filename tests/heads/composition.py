@@ -94,10 +94,24 @@ def branches_model(pairs: dict, logits=None, seed=0, run_eagerly=False):
     return model, inference
 
 
-def fit_and_score(pairs: dict, data, logits=None, epochs=EPOCHS) -> dict:
-    """Validation accuracy of each branch after ``epochs`` epochs of Adam on digits."""
+def fit_and_score(pairs: dict, data, logits=None, epochs=EPOCHS, same_start=None) -> dict:
+    """Validation accuracy of each branch after ``epochs`` epochs of Adam on digits.
+
+    ``same_start``: branch -> branch whose initial weights (hidden, logits and head layer) it copies, so
+    that the two differ only in how head and loss are put together.
+    """
     (x, y), (x_val, y_val) = data
     model, inference = branches_model(pairs, logits)
+    everything = {**pairs, **(logits or {})}
+    for name, reference in (same_start or {}).items():
+        for suffix in ("hidden", "logits"):
+            try:
+                source = model.get_layer(f"{reference}_{suffix}")
+            except ValueError:
+                continue
+            model.get_layer(f"{name}_{suffix}").set_weights(source.get_weights())
+        if everything[reference][0].weights:
+            everything[name][0].set_weights(everything[reference][0].get_weights())
     model.fit(x, [y] * len(model.outputs), epochs=epochs, batch_size=128, verbose=0)
     outputs = inference(x_val, training=False)
     return {name: float(np.mean(np.argmax(np.asarray(keras.ops.convert_to_numpy(out)), axis=-1) == y_val))
