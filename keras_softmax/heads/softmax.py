@@ -19,6 +19,8 @@ class Softmax(NormalizedScoresHead):
         temperature: T > 0. Larger T flattens the distribution.
         drop_lowest: fraction f in [0, 1) of the lowest logits of each row to mask out before
             normalising (their probability becomes 0).
+        axis: (keyword) the axis to normalise along, default -1. As Keras's ``Softmax``, the layer
+            also takes ``mask=`` when called (False: probability 0), e.g. for attention weights.
 
     Example:
         >>> import keras, keras_softmax as ks
