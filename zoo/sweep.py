@@ -63,7 +63,7 @@ def run_head(spec: str, args, gpu=None) -> dict:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "keras_softmax.cli", *command[1:]], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "keras_softmax_cli", *command[1:]], capture_output=True,
                             text=True, env=env)
     wall = time.perf_counter() - start
     row = {"run": name, "head": head, "pairing": loss or "matched", "command": shlex.join(command),

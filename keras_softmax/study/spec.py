@@ -83,7 +83,7 @@ from pathlib import Path
 
 from keras_softmax.data.sources import DATASETS
 from keras_softmax.heads.base import check_fraction, check_positive
-from keras_softmax.heads.registry import HEADS, head_spec
+from keras_softmax.heads.registry import head_spec, list_heads
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
@@ -420,8 +420,9 @@ def _seeds(path, value, key) -> tuple:
 
 
 def _check_head(path, head, what: str | None = None) -> None:
-    if head not in HEADS:
-        raise StudyError(f"{_where(path, what)}: unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+    known = list_heads()  # imports $KERAS_SOFTMAX_PLUGINS first, so a user's own heads are known
+    if head not in known:
+        raise StudyError(f"{_where(path, what)}: unknown head {head!r}; choose one of: {', '.join(known)}")
 
 
 def _check_settings(path, what: str, settings: dict) -> None:
