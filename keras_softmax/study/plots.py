@@ -62,24 +62,13 @@ def plot_mean_curves(series: dict, path, *, ylabel: str, percent: bool = False, 
     ax = fig.add_subplot()
     drawn = 0
     for (name, runs), color in zip(series.items(), _colors(len(series))):
-        runs = [np.array([np.nan if v is None else float(v) for v in run], dtype=np.float64) for run in runs if run]
-        if not runs:
+        band = _mean_band(runs)
+        if band is None:
             continue
-        length = max(len(r) for r in runs)
-        stacked = np.full((len(runs), length), np.nan)
-        for i, run in enumerate(runs):
-            stacked[i, : len(run)] = run
-        present = np.any(np.isfinite(stacked), axis=0)
-        if not present.any():
-            continue
-        epochs = np.arange(1, length + 1)[present]
-        values = stacked[:, present]
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(values, axis=0)
-            low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-        ax.plot(epochs, mean, color=color, linewidth=1.4, label=f"{name} (n={len(runs)})",
+        epochs, mean, low, high, n = band
+        ax.plot(epochs, mean, color=color, linewidth=1.4, label=f"{name} (n={n})",
                 marker="o" if len(epochs) <= 3 else None, markersize=3)
-        if len(runs) > 1:
+        if n > 1:
             ax.fill_between(epochs, low, high, color=color, alpha=0.15, linewidth=0)
         drawn += 1
     if not drawn:
@@ -98,24 +87,33 @@ def plot_mean_curves(series: dict, path, *, ylabel: str, percent: bool = False, 
     return _save(fig, path)
 
 
-def _curve(ax, runs, color, style, label):
+def _mean_band(runs):
+    """Per-epoch curves of several runs (lists, ``None`` for a missing epoch) as ``(epochs, mean, min,
+    max, number of runs)`` over the epochs some run has; ``None`` when there is nothing to draw."""
     runs = [np.array([np.nan if v is None else float(v) for v in run], dtype=np.float64) for run in runs if run]
     if not runs:
-        return False
+        return None
     length = max(len(r) for r in runs)
     stacked = np.full((len(runs), length), np.nan)
     for i, run in enumerate(runs):
         stacked[i, : len(run)] = run
     present = np.any(np.isfinite(stacked), axis=0)
     if not present.any():
-        return False
-    epochs = np.arange(1, length + 1)[present]
+        return None
     values = stacked[:, present]
     with np.errstate(all="ignore"):
         mean = np.nanmean(values, axis=0)
         low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-    ax.plot(epochs, mean, color=color, linestyle=style, linewidth=1.5, label=f"{label} (n={len(runs)})")
-    if len(runs) > 1:
+    return np.arange(1, length + 1)[present], mean, low, high, len(runs)
+
+
+def _curve(ax, runs, color, style, label):
+    band = _mean_band(runs)
+    if band is None:
+        return False
+    epochs, mean, low, high, n = band
+    ax.plot(epochs, mean, color=color, linestyle=style, linewidth=1.5, label=f"{label} (n={n})")
+    if n > 1:
         ax.fill_between(epochs, low, high, color=color, alpha=0.12, linewidth=0)
     return True
 
