@@ -35,7 +35,7 @@ def child(config_path: str, images: int, twice: bool) -> dict:
     from keras_softmax.benchmark import epoch_timer
     from keras_softmax.data.sources import Dataset
     from keras_softmax.training.config import resolve
-    from keras_softmax.training.metrics import accuracy_metric
+    from keras_softmax.training.metrics import training_metrics
     from keras_softmax.training.optim import make_optimizer
     from keras_softmax.training.trainer import build_for, setup_backend
 
@@ -49,7 +49,7 @@ def child(config_path: str, images: int, twice: bool) -> dict:
     head, model = build_for(config, Dataset("synthetic", [str(i) for i in range(100)], x, y, x[:10], y[:10]))
     build = time.perf_counter() - began
     model.compile(optimizer=make_optimizer(config, images // 512), loss=head.make_loss(config.label_smoothing),
-                  metrics=[accuracy_metric()], jit_compile=True)
+                  metrics=training_metrics(head.output_kind), jit_compile=True)
     times = []
     model.fit(x, y, batch_size=512, epochs=3, shuffle=False, callbacks=[epoch_timer(times)], verbose=0)
     steady = sorted(times[1:])[len(times[1:]) // 2]

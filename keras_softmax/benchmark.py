@@ -157,7 +157,7 @@ def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> l
     """Epoch times of ``model.fit`` on random in-memory arrays, same model, compile options and devices."""
     from keras_softmax.data.sources import Dataset
     from keras_softmax.training import distribute
-    from keras_softmax.training.metrics import accuracy_metric
+    from keras_softmax.training.metrics import training_metrics
     from keras_softmax.training.optim import make_optimizer
     from keras_softmax.training.trainer import build_for, setup_backend
 
@@ -174,7 +174,7 @@ def synthetic_epochs(config, num_train: int, num_classes: int, epochs: int) -> l
         distribute.prepare_model(model, placement)
         steps = num_train // config.batch_size
         model.compile(optimizer=make_optimizer(config, steps), loss=head.make_loss(config.label_smoothing),
-                      metrics=[accuracy_metric()], jit_compile=config.jit_compile,
+                      metrics=training_metrics(head.output_kind), jit_compile=config.jit_compile,
                       steps_per_execution=config.steps_per_execution)
         model.fit(x[: steps * config.batch_size], y[: steps * config.batch_size], batch_size=config.batch_size,
                   epochs=epochs, shuffle=True, callbacks=[epoch_timer(times)], verbose=0)

@@ -33,6 +33,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from keras_softmax.evaluation.metrics import _check_inputs, expected_calibration_error, reliability_bins
+from keras_softmax.metrics import PROBABILITY_FLOOR  # one definition, the core's: training's val_nll uses it too
 
 __all__ = [
     "NOT_APPLICABLE", "NUM_BINS", "PROBABILITY_FLOOR", "calibrate", "fit_temperature", "negative_log_likelihood",
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 NUM_BINS = 15
-PROBABILITY_FLOOR = 1e-12
 #: Search interval of the temperature (on log T).
 TEMPERATURE_BOUNDS = (0.02, 50.0)
 

@@ -12,7 +12,7 @@ import keras
 
 from keras_softmax.heads.registry import HEADS, HeadWithLoss, complete_params, get_head, head_of_layer, head_spec
 from keras_softmax.heads.base import Head
-from keras_softmax.metrics import accuracy_metric
+from keras_softmax.metrics import accuracy_metric, nll_metric
 from keras_softmax.models.augment import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -171,7 +171,7 @@ def _head_of(model):
 def compile_model(
     model, head=None, optimizer="sgd", label_smoothing=0.0, jit_compile="auto", metrics=None
 ):
-    """Compile ``model`` with the loss that matches its head and a top-1 accuracy metric.
+    """Compile ``model`` with the loss that matches its head, top-1 accuracy and the unsmoothed NLL.
 
     Not needed after ``keras.saving.load_model``: a reloaded model trains on with its own compiled loss.
 
@@ -181,7 +181,9 @@ def compile_model(
         optimizer: anything ``model.compile`` accepts (name or instance).
         label_smoothing: eps in [0, 1) for the loss.
         jit_compile: passed to ``model.compile`` (``"auto"``, True or False).
-        metrics: extra metrics, added after ``SparseCategoricalAccuracy(name="accuracy")``
+        metrics: extra metrics, added after ``SparseCategoricalAccuracy(name="accuracy")`` and
+            :func:`keras_softmax.metrics.nll_metric` (``nll``: ``-log max(p_y, 1e-12)``, the same
+            quantity for every head, unlike the loss)
             (e.g. ``keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy")``).
 
     Returns:
@@ -192,16 +194,18 @@ def compile_model(
         >>> model = compile_model(model, "softmax", optimizer="adamw", label_smoothing=0.1)
     """
     if isinstance(head, HeadWithLoss):
-        loss = head.make_loss(label_smoothing)
+        loss, output_kind = head.make_loss(label_smoothing), head.output_kind
     else:
         spec = _head_of(model) if head is None else head_spec(head)
-        loss = spec.loss_class(label_smoothing=label_smoothing)
+        loss, output_kind = spec.loss_class(label_smoothing=label_smoothing), spec.output_kind
     accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     last = model.layers[-1]
+    if isinstance(last, Head):  # what the model outputs is its last layer's
+        output_kind = last.output_kind
     if isinstance(last, Head) and last.owns_projection:
         # In training such a head outputs its features, not class scores: this metric reports NaN
         # there (and exact accuracy in evaluation) instead of a meaningless number.
         accuracy = accuracy_metric()
-    all_metrics = [accuracy, *(metrics or [])]
+    all_metrics = [accuracy, nll_metric(output_kind), *(metrics or [])]
     model.compile(optimizer=optimizer, loss=loss, metrics=all_metrics, jit_compile=jit_compile)
     return model

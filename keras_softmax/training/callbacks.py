@@ -106,6 +106,10 @@ class RunRecorder(keras.callbacks.Callback):
             # NaN: not measured in training (heads that own their projection; see training.metrics)
             "accuracy": _float_or_none(logs.get("accuracy")),
             "val_accuracy": _float(logs.get("val_accuracy")),
+            # Unsmoothed NLL of the label, the same quantity for every head (val_loss is each head's own
+            # objective); train nll is NaN -> empty where accuracy is (see keras_softmax.metrics).
+            "nll": _float_or_none(logs.get("nll")),
+            "val_nll": _float_or_none(logs.get("val_nll")),
             "lr": _float(self._learning_rate()),
             "epoch_seconds": seconds,
             "images_per_second": self.num_train / seconds if seconds > 0 else None,

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from keras_softmax import io
 
-HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "lr", "epoch_seconds",
+#: ``nll`` / ``val_nll``: the unsmoothed NLL (keras_softmax.metrics.label_nll); histories written
+#: before it have no such columns, and readers take a missing column as no value.
+HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "nll", "val_nll", "lr", "epoch_seconds",
                    "images_per_second", "elapsed_seconds")
 
 

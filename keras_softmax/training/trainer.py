@@ -23,7 +23,7 @@ from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
 from keras_softmax.training import distribute
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
-from keras_softmax.training.metrics import accuracy_metric
+from keras_softmax.training.metrics import training_metrics
 from keras_softmax.training.optim import make_optimizer
 from keras_softmax.training.rundir import RunDirectory
 
@@ -187,7 +187,7 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch, model.trainable_variables),
         loss=training_loss(config, head),
-        **distribute.metrics_argument(placement, [accuracy_metric()]),
+        **distribute.metrics_argument(placement, training_metrics(head.output_kind)),
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )

@@ -36,6 +36,17 @@ def test_bench_heads_rows(tmp_path):
     assert all(r["head_ms"] > 0 and r["dense_plus_head_ms"] > 0 for r in rows)
 
 
+def test_bench_heads_measures_base2_by_default(monkeypatch):
+    """The study's claims table wants base-2's cost (2^z against e^z): it is among the default heads,
+    beside softmax and the Dense + softmax baseline; the heads that own their projection are not."""
+    measured = []
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")  # the list only: nothing is timed
+    monkeypatch.setattr(benchmark, "measure", lambda name, n, *args: measured.append(name) or {"head": name})
+    benchmark.head_cost_rows(classes=(10,), log=lambda *a: None)
+    assert measured[0] == "dense_softmax_baseline" and {"base2", "softmax"} <= set(measured)
+    assert not {"adaptive", "sampled"} & set(measured)
+
+
 def test_bench_throughput_compares_pipeline_with_synthetic(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_SOFTMAX_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "tp.json"
