@@ -39,7 +39,10 @@ def main() -> None:
     args = parser.parse_args()
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
 
-    env = dict(os.environ, JAX_LOG_COMPILES="1", KERAS_SOFTMAX_CACHE=args.cache, PYTHONUNBUFFERED="1")
+    # KERAS_SOFTMAX_VERBOSE: the CLI then prints the library's log lines (JAX's compile lines among them)
+    # instead of keeping them in its log file.
+    env = dict(os.environ, JAX_LOG_COMPILES="1", KERAS_SOFTMAX_VERBOSE="1", KERAS_SOFTMAX_CACHE=args.cache,
+               PYTHONUNBUFFERED="1")
     if args.xla_flags:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     compiles: dict[str, float] = collections.defaultdict(float)

@@ -105,8 +105,34 @@ class Dataset:
         return f"Dataset(name={self.name!r}, num_classes={self.num_classes}, {sizes})"
 
 
+@dataclasses.dataclass(frozen=True)
+class Outline:
+    """What a :class:`Dataset` will hold, known before its images are decoded.
+
+    Enough to build and compile a model while the images decode: the classes, the image shape and
+    the sizes of the train and validation splits (:func:`load_dataset`'s ``on_outline``).
+    """
+
+    name: str
+    class_names: list[str]
+    num_train: int
+    num_val: int
+    fine_to_coarse: list[int] | None = None
+    image_shape: tuple = (IMAGE_SIZE, IMAGE_SIZE, 3)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def outline_of(data: Dataset) -> Outline:
+    """The :class:`Outline` of a loaded dataset."""
+    return Outline(data.name, list(data.class_names), len(data.y_train), len(data.y_val), data.fine_to_coarse,
+                   data.image_shape)
+
+
 def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: int | None = None,
-                 cache_dir: str | os.PathLike | None = None, labels: str = "fine") -> Dataset:
+                 cache_dir: str | os.PathLike | None = None, labels: str = "fine", on_outline=None) -> Dataset:
     """Load ``source`` and hold out a seeded, stratified validation set from its training images.
 
     Args:
@@ -122,25 +148,42 @@ def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: 
         labels: ``"fine"`` (the classes) or ``"coarse"``: the superclasses of the source's
             fine->coarse map (see :func:`to_coarse`), split after the fine-label split so that the
             same images are held out either way.
+        on_outline: called once with the dataset's :class:`Outline`, as early as the source allows:
+            for class folders (``labels="fine"``) as soon as they are listed, before the images
+            decode, so that a caller loading in a thread can build its model meanwhile; for other
+            sources just before returning. Not called when loading fails first.
 
     Raises:
         DatasetError: the source is missing, unreadable or empty, or the split arguments are invalid.
     """
     source = os.fspath(source)
     _check_split_args(val_split, seed, limit)
+    if labels not in ("fine", "coarse"):
+        raise DatasetError(f"labels must be fine or coarse (got {labels!r})")
+    listed = None
+    if on_outline is not None and labels == "fine":
+        def listed(class_names, pool_size):
+            try:
+                num_train, num_val = _split_sizes(pool_size, val_split, limit, source)
+            except DatasetError:  # raised after decoding, as without an outline: errors keep their order
+                return
+            on_outline(Outline(source, list(class_names), num_train, num_val, _fine_to_coarse(class_names)))
+
     if source == "digits":
         pool = _load_digits()
     elif source == "cifar100":
         pool = _load_cifar100(cache_dir)
     else:
-        pool = _load_folder(source, _cache_root(cache_dir))
-    if labels not in ("fine", "coarse"):
-        raise DatasetError(f"labels must be fine or coarse (got {labels!r})")
+        pool = _load_folder(source, _cache_root(cache_dir), listed)
+        listed = None  # said already
     if labels == "coarse" and pool.fine_to_coarse is None:
         raise DatasetError(f"labels = \"coarse\" needs a fine->coarse map, and {pool.name} has none "
                            "(CIFAR-100 and class folders named as its 100 classes have one)")
     data = _hold_out(pool, val_split, seed, limit)
-    return to_coarse(data) if labels == "coarse" else data
+    data = to_coarse(data) if labels == "coarse" else data
+    if on_outline is not None and (labels == "coarse" or listed is not None):
+        on_outline(outline_of(data))
+    return data
 
 
 def to_coarse(data: Dataset) -> Dataset:
@@ -179,6 +222,15 @@ def _check_split_args(val_split, seed, limit):
         raise DatasetError(f"limit must be an integer >= 1 (got {limit!r})")
 
 
+def _split_sizes(pool_size: int, val_split, limit, name) -> tuple[int, int]:
+    """``(train, val)`` image counts of a pool of ``pool_size`` training images after the split."""
+    size = limit if limit is not None and limit < pool_size else pool_size
+    num_val = int(val_split) if isinstance(val_split, numbers.Integral) else max(1, round(val_split * size))
+    if num_val >= size:
+        raise DatasetError(f"val_split={val_split!r} leaves no training images ({size} images in {name})")
+    return size - num_val, num_val
+
+
 def _hold_out(pool: Dataset, val_split, seed, limit) -> Dataset:
     """``pool`` with its training images reduced to ``limit`` and split into train and val."""
     rng = np.random.default_rng(seed)
@@ -186,13 +238,7 @@ def _hold_out(pool: Dataset, val_split, seed, limit) -> Dataset:
     if limit is not None and limit < len(y):
         keep = _stratified_sample(y, limit, rng)
         x, y = x[keep], y[keep]
-    if isinstance(val_split, numbers.Integral):
-        num_val = int(val_split)
-    else:
-        num_val = max(1, round(val_split * len(y)))
-    if num_val >= len(y):
-        raise DatasetError(f"val_split={val_split!r} leaves no training images "
-                           f"({len(y)} images in {pool.name})")
+    _, num_val = _split_sizes(len(y), val_split, limit, pool.name)
     val = _stratified_sample(y, num_val, rng)
     train = np.setdiff1d(np.arange(len(y)), val, assume_unique=True)
     return dataclasses.replace(pool, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val])
@@ -280,8 +326,16 @@ def _cache_root(cache_dir) -> Path:
     return Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
 
 
-def _load_folder(source: str, cache_root: Path) -> Dataset:
-    """A directory or tar archive of class folders, decoded once and then read from the cache."""
+def _fine_to_coarse(class_names) -> list[int] | None:
+    """CIFAR-100's fine->coarse map for folders named as its 100 classes, else None."""
+    return list(FINE_TO_COARSE) if tuple(class_names) == FINE_NAMES else None
+
+
+def _load_folder(source: str, cache_root: Path, listed=None) -> Dataset:
+    """A directory or tar archive of class folders, decoded once and then read from the cache.
+
+    ``listed(class_names, number of training images)`` is called once they are known, before decoding.
+    """
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset path not found: {source}")
@@ -299,10 +353,12 @@ def _load_folder(source: str, cache_root: Path) -> Dataset:
     cache_file = cache_root / f"{path.name}-{key[:16]}.npz"
     arrays = _read_cache(cache_file)
     if arrays is None:
-        arrays = _decode_tree(_read_tar(path) if members is None else members, source)
+        arrays = _decode_tree(_read_tar(path) if members is None else members, source, listed)
         _write_cache(cache_file, arrays)
+    elif listed is not None:
+        listed([str(name) for name in arrays["class_names"]], len(arrays["y_train"]))
     class_names = [str(name) for name in arrays["class_names"]]
-    fine_to_coarse = list(FINE_TO_COARSE) if tuple(class_names) == FINE_NAMES else None
+    fine_to_coarse = _fine_to_coarse(class_names)
     return _pool(source, class_names, arrays["x_train"], arrays["y_train"], arrays.get("x_test"),
                  arrays.get("y_test"), fine_to_coarse)
 
@@ -344,8 +400,11 @@ def _read_tar(path: Path) -> list[tuple[tuple[str, ...], bytes]]:
         raise DatasetError(f"cannot read archive {path}: {_one_line(error)}") from error
 
 
-def _decode_tree(members, source: str) -> dict[str, np.ndarray]:
-    """Sort members into splits and classes and decode them: the arrays the cache holds."""
+def _decode_tree(members, source: str, listed=None) -> dict[str, np.ndarray]:
+    """Sort members into splits and classes and decode them: the arrays the cache holds.
+
+    ``listed(class_names, number of training images)`` is called before the images decode.
+    """
     parts = [p for p, _ in members]
     while (parts and all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1
            and parts[0][0] not in ("train", "test")):
@@ -364,6 +423,8 @@ def _decode_tree(members, source: str) -> dict[str, np.ndarray]:
     unknown = sorted({item[0] for item in splits["test"]} - set(class_names))
     if unknown:
         raise DatasetError(f"test classes missing from train in {source}: {', '.join(unknown[:5])}")
+    if listed is not None:
+        listed(class_names, len(splits["train"]))
     label = {name: i for i, name in enumerate(class_names)}
     arrays = {"class_names": np.array(class_names)}
     for split, items in splits.items():

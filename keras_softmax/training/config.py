@@ -174,6 +174,9 @@ class TrainConfig:
     val_every: int = setting(1, integer(1))  # validate every N epochs (and always after the last)
     checkpoint_every: int = setting(1, integer(0))  # checkpoint every N epochs for --resume (0: never)
     compile_cache: bool = setting(True, flag())  # JAX: keep compiled programs on disk for later runs
+    # JAX: compile the train and test steps in a thread while the images decode
+    # (keras_softmax.training.ahead); the programs are the ones fit would compile.
+    compile_ahead: bool = setting(True, flag())
 
     def validate(self, origins: dict | None = None) -> "TrainConfig":
         """Check every value against its rule; raise ``ConfigError`` naming the first bad one.

@@ -10,9 +10,11 @@ import dataclasses
 import time
 
 import keras
+import numpy as np
 
 from keras_softmax import environment, io
 from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
+from keras_softmax.data.sources import outline_of
 from keras_softmax.data.pipeline import steps_per_epoch as batches_per_epoch
 from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
 from keras_softmax.heads import projection
@@ -21,6 +23,7 @@ from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import SparseRowsModel, build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
 from keras_softmax.training import distribute
+from keras_softmax.training.ahead import BackgroundLoad, can_compile_ahead, compile_ahead
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
 from keras_softmax.training.metrics import training_metrics
@@ -164,19 +167,22 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
     config = dataclasses.replace(config, precision=environment.resolve_precision(config.precision))
 
     started = time.perf_counter()
+    # The images decode in a thread while the backend starts and the model is built from the
+    # dataset's outline (its classes and split sizes), and the steps compile (training/ahead.py).
+    loading = BackgroundLoad(load_dataset, source=config.dataset, val_split=config.val_split, seed=config.seed,
+                             limit=config.limit or None, labels=config.labels)
     setup_backend(config)
-    dataset = load_dataset(config.dataset, val_split=config.val_split, seed=config.seed, limit=config.limit or None,
-                           labels=config.labels)
-    data_seconds = time.perf_counter() - started
+    # Heads completed from the training labels (adaptive, sampled: class_order) wait for them.
+    if head_spec(config.head).owns_projection:
+        dataset = loading.result()
+        outline = outline_of(dataset)
+    else:
+        dataset = outline = loading.outline()
+    outline_seconds = time.perf_counter() - started
     head, model = build_for(config, dataset)
-    model_seconds = time.perf_counter() - started - data_seconds
-    if not resume:
-        # Only now, with the data and model known good, is the directory claimed; the config is
-        # written first so that an interrupted run can always be resumed.
-        state = run_dir.prepare(resume=False, overwrite=overwrite)
-        io.write_text(run_dir.config, to_toml(config))
+    model_seconds = time.perf_counter() - started - outline_seconds
 
-    num_train = len(dataset.y_train)
+    num_train = outline.num_train
     batch_size = min(config.batch_size, num_train)
     if placement.distributed:  # a whole number of images per device
         batch_size -= batch_size % placement.devices
@@ -191,9 +197,23 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
-    val_batch_size = even_batch_size(len(dataset.y_val), batch_size)
+    val_batch_size = even_batch_size(outline.num_val, batch_size)
     if val_batch_size % placement.devices:  # a whole share per device (the tail is padded: batch_options)
         val_batch_size = batch_size
+    compiling = None
+    if config.compile_ahead and not resume and can_compile_ahead(model):
+        compiling = compile_ahead(model, *(
+            make_batches(np.zeros((size, *outline.image_shape), np.uint8), np.zeros(size, np.int32), size,
+                         shuffle=training, seed=config.seed, drop_remainder=training,
+                         cutmix=config.cutmix if training else 0.0, num_classes=outline.num_classes)[0]
+            for size, training in ((batch_size, True), (val_batch_size, False))))
+    dataset = loading.result()
+    data_seconds = time.perf_counter() - started
+    if not resume:
+        # Only now, with the data and model known good, is the directory claimed; the config is
+        # written first so that an interrupted run can always be resumed.
+        state = run_dir.prepare(resume=False, overwrite=overwrite)
+        io.write_text(run_dir.config, to_toml(config))
     val_batches = make_batches(dataset.x_val, dataset.y_val, val_batch_size, shuffle=False,
                                **distribute.batch_options(placement, training=False))
 
@@ -205,10 +225,14 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         run_dir.write_history(history)
         log(f"resuming {run_dir.path} after epoch {initial_epoch}/{config.epochs}")
 
+    if compiling is not None:
+        compiled = compiling.wait()
     log(f"training {config.head} on {dataset.name}: {num_train:,} train / {len(dataset.y_val):,} val images, "
         f"{dataset.num_classes} classes, {model.count_params():,} parameters, backend "
         f"{keras.backend.backend()}, {config.precision} (data {data_seconds:.1f}s, model {model_seconds:.1f}s, "
         f"ready {time.perf_counter() - started:.1f}s)")
+    if compiling is not None:
+        log(compiled)
     if placement.distributed:
         log(placement.describe())
     if isinstance(model, SparseRowsModel):  # the sampled head: say whether its kernel trains row by row
