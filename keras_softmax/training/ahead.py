@@ -16,6 +16,10 @@ decoded and the model is built. Here instead:
 compilation cache (``compile_cache = true``, the default), so it loads them instead of compiling;
 with the cache off it still finds XLA's autotuning results in this process. Nothing here changes
 what is computed: the programs are the ones ``fit`` would have compiled.
+
+The background load always runs; compiling ahead only with ``compile_ahead = true``: on one H200 the
+images are decoded before the model is built, and compiling early made a cold start slower, not
+faster (bench/RESULTS.md, "The first minute again").
 """
 
 from __future__ import annotations

@@ -175,8 +175,10 @@ class TrainConfig:
     checkpoint_every: int = setting(1, integer(0))  # checkpoint every N epochs for --resume (0: never)
     compile_cache: bool = setting(True, flag())  # JAX: keep compiled programs on disk for later runs
     # JAX: compile the train and test steps in a thread while the images decode
-    # (keras_softmax.training.ahead); the programs are the ones fit would compile.
-    compile_ahead: bool = setting(True, flag())
+    # (keras_softmax.training.ahead); the programs are the ones fit would compile. Off by default:
+    # on one H200 the images are decoded before the model is built, and compiling early only moved
+    # the tracing into the busy part of the start (65.3 s without, 71.0 s with; bench/RESULTS.md).
+    compile_ahead: bool = setting(False, flag())
 
     def validate(self, origins: dict | None = None) -> "TrainConfig":
         """Check every value against its rule; raise ``ConfigError`` naming the first bad one.
