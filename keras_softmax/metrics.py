@@ -12,20 +12,14 @@ They live in the core, beside the heads, because ``compile_model`` puts them int
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
+
+from keras_softmax.floors import LOG_PROBABILITY_FLOOR, PROBABILITY_FLOOR
 
 __all__ = ["LOG_PROBABILITY_FLOOR", "OUTPUT_KINDS", "PROBABILITY_FLOOR", "accuracy_metric", "label_accuracy",
            "label_nll", "nll_metric"]
 
-#: Probabilities are floored here before any log (float32 outputs underflow to exactly 0, sparse heads
-#: give exact zeros), so that one confidently wrong example cannot make an NLL infinite. The one
-#: definition: the evaluation (``keras_softmax.evaluation.calibration``) imports it.
-PROBABILITY_FLOOR = 1e-12
-#: ``log(PROBABILITY_FLOOR)``, the floor of log-probabilities.
-LOG_PROBABILITY_FLOOR = math.log(PROBABILITY_FLOOR)
 #: What a head's output holds (its ``output_kind``).
 OUTPUT_KINDS = ("probabilities", "log_probabilities")
 

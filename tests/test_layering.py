@@ -44,7 +44,7 @@ def test_the_cli_trains_through_the_job():
 
 # --------------------------------------------------------------------------- the core (issue 25)
 #: The library core: what `pip install keras-softmax` must run with Keras and numpy alone.
-CORE = ["ops.py", "losses.py", "metrics.py", "cifar100.py", *sorted(f"heads/{p.name}" for p in (PACKAGE / "heads").glob("*.py"))]
+CORE = ["floors.py", "ops.py", "losses.py", "metrics.py", "cifar100.py", *sorted(f"heads/{p.name}" for p in (PACKAGE / "heads").glob("*.py"))]
 STDLIB = {"__future__", "dataclasses", "importlib", "inspect", "math", "numbers", "operator", "os", "weakref", "typing"}
 
 
@@ -89,8 +89,9 @@ def test_arrows_point_down_ops_losses_heads_registry():
     def package_imports(relative):
         return {m for m in module_level_imports(PACKAGE / relative) if m.startswith("keras_softmax")}
 
+    assert package_imports("floors.py") == set()  # the lowest: the evaluation layer (no Keras) shares it
     assert package_imports("ops.py") == set()
-    assert package_imports("metrics.py") == set()
+    assert package_imports("metrics.py") == {"keras_softmax.floors"}
     assert package_imports("losses.py") == {"keras_softmax.ops"}
     for path in sorted((PACKAGE / "heads").glob("*.py")):
         imports = package_imports(f"heads/{path.name}")

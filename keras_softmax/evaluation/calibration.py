@@ -33,7 +33,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from keras_softmax.evaluation.metrics import _check_inputs, expected_calibration_error, reliability_bins
-from keras_softmax.metrics import PROBABILITY_FLOOR  # one definition, the core's: training's val_nll uses it too
+from keras_softmax.floors import PROBABILITY_FLOOR  # one definition: training's val_nll uses it too
 
 __all__ = [
     "NOT_APPLICABLE", "NUM_BINS", "PROBABILITY_FLOOR", "calibrate", "fit_temperature", "negative_log_likelihood",
