@@ -41,6 +41,9 @@ class RunRecorder(keras.callbacks.Callback):
         checkpoint_every: save a checkpoint every N epochs and after the last (0: never).
         log: a function printing one line.
         mixed_precision: the run computes in bf16/fp16 (the divergence message then suggests float32).
+        averager: the run's :class:`~keras_softmax.training.averaging.WeightAverage` (``swa_start``),
+            whose running average each checkpoint keeps; it must come before the recorder in
+            ``fit``'s callbacks, so that a checkpoint holds the average up to its own epoch.
 
     A non-finite training loss (checked at every epoch end from the logs Keras has anyway, and after
     each step where :class:`StepProgress` reports one) stops training: the epoch is neither
@@ -49,7 +52,7 @@ class RunRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir, num_train: int, epochs: int, history=None, checkpoint_every: int = 1,
-                 log=print, started: float | None = None, mixed_precision: bool = False):
+                 log=print, started: float | None = None, mixed_precision: bool = False, averager=None):
         super().__init__()
         self.run_dir = run_dir
         self.num_train = num_train
@@ -63,6 +66,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.offset = (self.rows[-1].get("elapsed_seconds") or 0.0) if self.rows else 0.0
         self.diverged: str | None = None
         self.mixed_precision = mixed_precision
+        self.averager = averager
         self._bad_step: int | None = None
 
     def non_finite_step(self, epoch_step: int) -> None:
@@ -119,7 +123,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.run_dir.write_history(self.rows)
         last = epoch + 1 == self.epochs
         if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0 or last):
-            self.run_dir.save_checkpoint(self.model, epoch + 1, self.rows)
+            extra = {} if self.averager is None else {"swa": self.averager.state()}
+            self.run_dir.save_checkpoint(self.model, epoch + 1, self.rows, **extra)
         self.log(self._progress_line(row, val_seconds))
 
     def _stop_diverged(self, epoch, loss):

@@ -158,6 +158,10 @@ class TrainConfig:
     # Probability of erasing one random box per training image (random erasing; 0: off).
     random_erasing: float = setting(0.0, number(0, 1, words="a probability in [0, 1]"))
     ema: float = setting(0.0, number(0, 1, high_open=True))  # EMA momentum of the weights (0: off)
+    # Stochastic weight averaging (keras_softmax.training.averaging): 0 = off; s in (0, 1) = the weights
+    # at every epoch end from epoch ceil(s * epochs) on are averaged uniformly, and the model ends with
+    # the average (BatchNorm statistics averaged too, not recomputed). Works on every backend.
+    swa_start: float = setting(0.0, number(0, 1, high_open=True, words="a number in [0, 1) (0: off)"))
     widths: list = setting([64, 160, 320, 640], positive_ints(4))
     augment: bool = setting(True, flag())
     # Standardise pixels with the CIFAR-100 channel mean and std (false: pixel / 255 only, as the
@@ -194,6 +198,12 @@ class TrainConfig:
                                   f"{f' from {where}' if where else ''})")
         if _is_int(self.devices) and self.batch_size % self.devices:
             raise ConfigError(f"batch_size {self.batch_size} does not divide by {self.devices} devices")
+        if self.swa_start and self.ema:
+            # Both average the weights, and would undo each other: Keras swaps the EMA into the model
+            # when fit ends, then SWA sets its own average of the raw weights over it.
+            raise ConfigError(f"swa_start and ema both average the weights: use one of them (got swa_start = "
+                              f"{self.swa_start!r} and ema = {self.ema!r}; set ema = 0 for swa_start, which works "
+                              "on every backend)")
         return self
 
     def to_dict(self) -> dict:

@@ -18,6 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from keras_softmax import io
 
 #: ``nll`` / ``val_nll``: the unsmoothed NLL (keras_softmax.metrics.label_nll); histories written
@@ -38,7 +40,8 @@ RUN_ENTRIES = frozenset({
 })
 #: What may sit inside the run's own sub-folders (``saved_model/`` and ``evaluations/`` are written
 #: whole by TensorFlow and ``evaluate``, so anything there is the run's).
-RUN_FOLDER_PATTERNS = {"checkpoints": ("state.json", "epoch-*.weights.h5"), "plots": ("*.png",)}
+#: (``epoch-*.swa.npz``: the running weight average of ``swa_start``, keras_softmax.training.averaging)
+RUN_FOLDER_PATTERNS = {"checkpoints": ("state.json", "epoch-*.weights.h5", "epoch-*.swa.npz"), "plots": ("*.png",)}
 
 
 class RunDirError(ValueError):
@@ -206,32 +209,51 @@ class RunDirectory:
         return None
 
     def read_state(self) -> dict | None:
-        """The last checkpoint's state (``epoch``, ``weights``, ``history``), or None."""
+        """The last checkpoint's state (``epoch``, ``weights``, ``history``, and ``swa`` when it keeps
+        a weight average), or None."""
         if not self.state.is_file():
             return None
         state = json.loads(self.state.read_text(encoding="utf-8"))
         if not (self.checkpoints / state["weights"]).is_file():
             return None
+        if state.get("swa") and not (self.checkpoints / state["swa"]).is_file():
+            return None
         return state
 
-    def save_checkpoint(self, model, epoch: int, history: list[dict]) -> None:
+    def read_swa(self, state: dict) -> dict | None:
+        """The weight average a checkpoint ``state`` keeps (``WeightAverage.state()``'s arrays), or None."""
+        if not state.get("swa"):
+            return None
+        with np.load(self.checkpoints / state["swa"]) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+
+    def save_checkpoint(self, model, epoch: int, history: list[dict], swa: dict | None = None) -> None:
         """Save weights and optimizer state after ``epoch`` epochs, atomically.
 
         The weights file is named by epoch and only becomes current once ``state.json`` (written
-        last, atomically) names it, so a kill at any moment leaves a consistent pair.
+        last, atomically) names it, so a kill at any moment leaves a consistent pair. ``swa``, the
+        running weight average's arrays (``WeightAverage.state()``), goes beside it in
+        ``epoch-NNNN.swa.npz`` (float64 sums: about twice the model's weights in size), named by
+        ``state.json`` the same way.
         """
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:04d}.weights.h5"
         with io.atomic_path(self.checkpoints / name, suffix=".weights.h5") as tmp:
             model.save_weights(str(tmp))
-        io.write_json(self.state, {"epoch": epoch, "weights": name, "history": history})
-        for old in self.checkpoints.glob("epoch-*.weights.h5"):
-            if old.name != name:
+        state = {"epoch": epoch, "weights": name, "history": history}
+        if swa is not None:
+            state["swa"] = f"epoch-{epoch:04d}.swa.npz"
+            with io.atomic_path(self.checkpoints / state["swa"], suffix=".npz") as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **swa)
+        io.write_json(self.state, state)
+        for old in (*self.checkpoints.glob("epoch-*.weights.h5"), *self.checkpoints.glob("epoch-*.swa.npz")):
+            if old.name not in (name, state.get("swa")):
                 old.unlink(missing_ok=True)
 
     def drop_checkpoint_weights(self) -> None:
-        """Remove checkpoint weights once the run is finished (``model.keras`` holds them)."""
-        for old in self.checkpoints.glob("epoch-*.weights.h5"):
+        """Remove checkpoint weights (and weight averages) once the run is finished (``model.keras``
+        holds them)."""
+        for old in (*self.checkpoints.glob("epoch-*.weights.h5"), *self.checkpoints.glob("epoch-*.swa.npz")):
             old.unlink(missing_ok=True)
 
     def write_history(self, rows: list[dict]) -> None:

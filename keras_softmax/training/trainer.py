@@ -24,11 +24,12 @@ from keras_softmax.models import SparseRowsModel, build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
 from keras_softmax.training import distribute
 from keras_softmax.training.ahead import BackgroundLoad, can_compile_ahead, compile_ahead
+from keras_softmax.training.averaging import WeightAverage
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
 from keras_softmax.training.metrics import training_metrics
 from keras_softmax.training.optim import make_optimizer
-from keras_softmax.training.rundir import RunDirectory
+from keras_softmax.training.rundir import RunDirectory, RunDirError
 
 
 @dataclasses.dataclass
@@ -163,7 +164,11 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         run_dir.check(resume=False, overwrite=overwrite)  # fail before any work is done
     if config.ema and keras.backend.backend() == "jax" and not environment.on_cpu():
         raise ConfigError("ema is not available on the JAX backend with an accelerator: Keras 3.15's "
-                          "optimizer EMA leaves deleted arrays behind after fit (set ema = 0)")
+                          "optimizer EMA leaves deleted arrays behind after fit (set ema = 0; swa_start averages "
+                          "the weights on every backend)")
+    if config.swa_start and placement.num_processes > 1:
+        raise ConfigError("swa_start is not available with several processes: the average is read and set "
+                          "through each process's numpy copies, untested across hosts (set swa_start = 0)")
     config = dataclasses.replace(config, precision=environment.resolve_precision(config.precision))
 
     started = time.perf_counter()
@@ -218,10 +223,16 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
                                **distribute.batch_options(placement, training=False))
 
     initial_epoch, history = 0, []
+    averager = WeightAverage.for_config(config)  # None when swa_start = 0
     if state is not None:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(str(run_dir.checkpoints / state["weights"]))
         initial_epoch, history = state["epoch"], state["history"]
+        if averager is not None:
+            try:
+                averager.resume(run_dir.read_swa(state), after_epoch=initial_epoch)
+            except ValueError as error:
+                raise RunDirError(f"cannot resume {run_dir.path}: {error}") from None
         run_dir.write_history(history)
         log(f"resuming {run_dir.path} after epoch {initial_epoch}/{config.epochs}")
 
@@ -239,9 +250,10 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         log(f"class-kernel updates: {model.row_update_rule()}")
     recorder = RunRecorder(run_dir, num_train=steps_per_epoch * batch_size, epochs=config.epochs,
                            history=history, checkpoint_every=config.checkpoint_every, log=log,
-                           started=started, mixed_precision=config.precision != "float32")
+                           started=started, mixed_precision=config.precision != "float32", averager=averager)
     fit_started = time.perf_counter()
-    callbacks = [EpochSeeds(), recorder]
+    # The averager before the recorder: a checkpoint keeps the average up to its own epoch.
+    callbacks = [EpochSeeds(), *([averager] if averager is not None else []), recorder]
     if environment.on_cpu():
         callbacks.append(StepProgress(batch_size, log=log, recorder=recorder))
     if initial_epoch < config.epochs:
@@ -262,6 +274,10 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
     elif config.ema:
         # Resumed after its last checkpoint: no fit to end, so swap the EMA weights in as fit would.
         model.optimizer.finalize_variable_values(model.trainable_variables)
+    elif averager is not None:
+        averager.apply(model)  # resumed after its last checkpoint: set the average as on_train_end would
+    if averager is not None:
+        log(averager.describe())
     return TrainedRun(
         config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,
         train_seconds=time.perf_counter() - fit_started, images_per_epoch=steps_per_epoch * batch_size,

@@ -1,0 +1,166 @@
+"""Stochastic weight averaging (SWA, Izmailov et al. 2018) as a Keras callback, on every backend.
+
+With ``swa_start`` = s in (0, 1) and E epochs, the weights at the end of every epoch from epoch
+k = ceil(s · E) (1-based) to E are averaged uniformly, and the model ends training with the average:
+
+    w_SWA = (1/n) · Σ_{i=k..E} w_i,    n = E − k + 1,
+
+w_i being the model's weights at the end of epoch i. It is kept as a running sum S and a count n in
+float64 numpy (S ← S + w_i, n ← n + 1 at each averaged epoch end; w_SWA = S / n, cast back to each
+weight's dtype, at the end). ``swa_start = 0`` is off: no callback, nothing changes.
+
+It is the model's own business, not the optimizer's (Keras's optimizer EMA keeps its average in
+optimizer variables, which on JAX with an accelerator end up deleted after ``fit``: the train step
+donates the state's buffers). The callback only reads ``model.get_weights()``, numpy copies, at each
+epoch end: on JAX, ``fit`` syncs the train state back into the Keras variables at the end of every
+epoch, before ``on_epoch_end`` runs, and no backend array is held across steps. The average is set
+with ``model.set_weights`` in ``on_train_end``, which JAX's ``fit`` calls after its final sync (so
+nothing overwrites it); the trainer sets it itself when a resumed run has no epoch left to fit.
+
+**Every weight is averaged, trainable or not**: BatchNormalization's moving mean and variance are
+averaged like the kernels, the approximation timm's ``ModelEmaV2`` makes. SWA's usual last step,
+recomputing the BatchNormalization statistics of the averaged weights with a pass over the training
+images, is not done: it costs a forward pass over the training set (about a third of an epoch), and
+in these models it is not clean, because the augmentation (crop, flip, TrivialAugment, random
+erasing), dropout and the Gumbel heads' noise run inside the model in training mode, so a
+training-mode pass would see augmented, noisy images, and Keras's BatchNormalization keeps an
+exponential, not a cumulative, average (its momentum would have to be swapped layer by layer).
+Integer weights, if a model has any, are not averaged: they keep their last value.
+
+The per-epoch history rows are the current (non-averaged) weights' figures; the model ``train``
+returns, and so the job's evaluation, report and exported ``model.keras``, is the averaged one.
+
+Resume: :meth:`WeightAverage.state` (the sum, the count and the epochs they cover) is saved with
+every checkpoint (``checkpoints/epoch-NNNN.swa.npz``, see ``RunDirectory.save_checkpoint``) and
+:meth:`WeightAverage.resume` restores it, so a run killed after a checkpoint and resumed ends with
+the uninterrupted run's average.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+
+def first_averaged_epoch(swa_start: float, epochs: int) -> int | None:
+    """The first epoch (1-based) whose end is averaged: ceil(swa_start · epochs); None when off."""
+    if not swa_start:
+        return None
+    # (- 1e-9: 0.7 * 10 is 7.000000000000001 in floating point, and must give epoch 7)
+    return min(epochs, max(1, math.ceil(swa_start * epochs - 1e-9)))
+
+
+def _averaged(dtype) -> bool:
+    return np.dtype(dtype).kind not in "biu"  # floats, bfloat16 (kind "V") included
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """The running uniform average of the model's weights at every epoch end from ``first_epoch`` on.
+
+    Args:
+        first_epoch: the first epoch (1-based) whose end weights are averaged.
+
+    An epoch whose training loss is not finite is left out (the run stops there anyway: see
+    ``RunRecorder``), so a diverged epoch never enters a checkpoint's average.
+    """
+
+    def __init__(self, first_epoch: int):
+        super().__init__()
+        if first_epoch < 1:
+            raise ValueError(f"first_epoch must be >= 1 (got {first_epoch})")
+        self.first_epoch = first_epoch
+        self.total: list[np.ndarray] | None = None  # float64 running sums, one per model weight
+        self.count = 0
+        self.last_epoch: int | None = None
+
+    @classmethod
+    def for_config(cls, config) -> "WeightAverage | None":
+        """The callback for a ``TrainConfig``'s ``swa_start`` and ``epochs``; None when it is 0."""
+        first = first_averaged_epoch(config.swa_start, config.epochs)
+        return None if first is None else cls(first)
+
+    # --- the callback --------------------------------------------------------------------------
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 < self.first_epoch:
+            return
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(np.asarray(loss))):
+            return
+        self.add(self.model.get_weights(), epoch + 1)
+
+    def on_train_end(self, logs=None):
+        self.apply(self.model)
+
+    # --- the average ---------------------------------------------------------------------------
+
+    def add(self, weights: list, epoch: int) -> None:
+        """Add one epoch end's weights (numpy arrays, in ``model.get_weights()`` order)."""
+        if self.total is None:
+            self.total = [np.array(w, dtype=np.float64) for w in weights]  # copies
+        else:
+            if len(weights) != len(self.total):
+                raise ValueError(f"the model has {len(weights)} weights, the average {len(self.total)}")
+            for total, w in zip(self.total, weights):
+                total += np.asarray(w, dtype=np.float64)
+        self.count += 1
+        self.last_epoch = epoch
+
+    def average(self, current: list) -> list[np.ndarray]:
+        """w_SWA = S / n per weight, in the dtypes of ``current`` (integer weights: ``current``'s)."""
+        if not self.count:
+            raise ValueError("no epoch has been averaged yet")
+        if len(current) != len(self.total):
+            raise ValueError(f"the model has {len(current)} weights, the average {len(self.total)}")
+        return [(total / self.count).astype(np.asarray(w).dtype) if _averaged(np.asarray(w).dtype) else np.asarray(w)
+                for total, w in zip(self.total, current)]
+
+    def apply(self, model) -> bool:
+        """Set ``model``'s weights to the average; False (nothing done) before the first averaged epoch."""
+        if not self.count:
+            return False
+        model.set_weights(self.average(model.get_weights()))
+        return True
+
+    def describe(self) -> str:
+        """One log line: what the final weights are."""
+        if not self.count:
+            return f"weight averaging (SWA) from epoch {self.first_epoch}: no epoch was averaged, the weights are the last"
+        epochs = (f"epoch {self.last_epoch}" if self.count == 1
+                  else f"epochs {self.first_epoch}-{self.last_epoch}")
+        return (f"weight averaging (SWA): the final weights are the mean of the weights at {self.count} "
+                f"epoch end{'s' if self.count > 1 else ''} ({epochs}; every weight, BatchNorm statistics included)")
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray] | None:
+        """The arrays a checkpoint keeps (None before the first averaged epoch: nothing to keep)."""
+        if not self.count:
+            return None
+        state = {"count": np.int64(self.count), "first_epoch": np.int64(self.first_epoch),
+                 "last_epoch": np.int64(self.last_epoch)}
+        state.update({f"sum_{i:05d}": total for i, total in enumerate(self.total)})
+        return state
+
+    def resume(self, state, after_epoch: int) -> None:
+        """Continue from a checkpoint made after ``after_epoch`` epochs, with its saved ``state`` (or None).
+
+        ``ValueError`` (one line) when the state does not fit: e.g. ``swa_start`` was changed in the
+        run's config.toml after the checkpoint was made.
+        """
+        expected = max(0, after_epoch - self.first_epoch + 1)
+        count = 0 if state is None else int(state["count"])
+        first = self.first_epoch if state is None else int(state["first_epoch"])
+        if count != expected or first != self.first_epoch:
+            raise ValueError(
+                f"the checkpoint after epoch {after_epoch} holds a weight average of {count} epoch ends "
+                f"from epoch {first}, and swa_start asks for {expected} from epoch {self.first_epoch} "
+                "(was swa_start changed in config.toml?)")
+        if state is None:
+            self.total, self.count, self.last_epoch = None, 0, None
+            return
+        names = sorted(name for name in state if name.startswith("sum_"))
+        self.total = [np.array(state[name], dtype=np.float64) for name in names]
+        self.count, self.last_epoch = count, int(state["last_epoch"])
