@@ -160,14 +160,18 @@ def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: 
     _check_split_args(val_split, seed, limit)
     if labels not in ("fine", "coarse"):
         raise DatasetError(f"labels must be fine or coarse (got {labels!r})")
-    listed = None
-    if on_outline is not None and labels == "fine":
-        def listed(class_names, pool_size):
-            try:
-                num_train, num_val = _split_sizes(pool_size, val_split, limit, source)
-            except DatasetError:  # raised after decoding, as without an outline: errors keep their order
-                return
-            on_outline(Outline(source, list(class_names), num_train, num_val, _fine_to_coarse(class_names)))
+    told = []  # the outline, once given
+
+    def listed(class_names, pool_size):
+        """Class folders listed, images not yet decoded: give the outline now (fine labels only)."""
+        if on_outline is None or labels != "fine":
+            return
+        try:
+            num_train, num_val = _split_sizes(pool_size, val_split, limit, source)
+        except DatasetError:  # raised after decoding, as without an outline: errors keep their order
+            return
+        told.append(Outline(source, list(class_names), num_train, num_val, _fine_to_coarse(class_names)))
+        on_outline(told[-1])
 
     if source == "digits":
         pool = _load_digits()
@@ -175,13 +179,12 @@ def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: 
         pool = _load_cifar100(cache_dir)
     else:
         pool = _load_folder(source, _cache_root(cache_dir), listed)
-        listed = None  # said already
     if labels == "coarse" and pool.fine_to_coarse is None:
         raise DatasetError(f"labels = \"coarse\" needs a fine->coarse map, and {pool.name} has none "
                            "(CIFAR-100 and class folders named as its 100 classes have one)")
     data = _hold_out(pool, val_split, seed, limit)
     data = to_coarse(data) if labels == "coarse" else data
-    if on_outline is not None and (labels == "coarse" or listed is not None):
+    if on_outline is not None and not told:
         on_outline(outline_of(data))
     return data
 

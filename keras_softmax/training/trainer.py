@@ -173,7 +173,8 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
 
     started = time.perf_counter()
     # The images decode in a thread while the backend starts and the model is built from the
-    # dataset's outline (its classes and split sizes), and the steps compile (training/ahead.py).
+    # dataset's outline (its classes and split sizes); with compile_ahead the steps compile meanwhile
+    # too (training/ahead.py).
     loading = BackgroundLoad(load_dataset, source=config.dataset, val_split=config.val_split, seed=config.seed,
                              limit=config.limit or None, labels=config.labels)
     setup_backend(config)
