@@ -25,9 +25,11 @@ run limited to its share of the GPU's memory. The spec's timing runs (``[timing]
 per device whatever ``runs_per_device``, so that their epoch times are a head's alone. The parent
 never imports a backend's device runtime, so it holds no GPU memory.
 
-With ``test_dataset`` (``--test-dataset``), every finished run that has its ``model.keras`` and no
-``test.json`` yet is scored on that test split once, after the invocation's training, in a process
-of its own on a slot (:mod:`.testsplit`); timing runs are not scored. Nothing is chosen by a test
+With ``test_dataset`` (``--test-dataset``), each run is scored on that test split once, as soon as
+it has trained, on the slot that trained it, in a process of its own (:mod:`.testsplit`); after the
+invocation's training, every finished run that has its ``model.keras`` and no ``test.json`` yet (one
+trained without ``--test-dataset``) is scored too. A time budget never skips scoring: a run's weights
+do not outlive its machine, and it stops only new runs from starting. Timing runs are not scored. Nothing is chosen by a test
 figure: the tuning reads validation figures only.
 """
 
@@ -232,6 +234,22 @@ class _Runner:
                         self.failed.append((planned.run_id, reason))
                         self.log(f"[{index}/{total}] FAILED {planned.run_id} (exit {code}): {reason}; "
                                  f"log: {self.out / 'logs' / (planned.run_id + '.log')}")
+                        continue
+                    if state == "score" or not self.scores(planned):
+                        continue
+                # Scored now, on the slot that trained it: the weights exist only until the machine is
+                # given back, and the time budget (start_until) must not leave a finished run unscored.
+                code, reason = self.train(planned, "score", slot)
+                with self.lock:
+                    if self.stopping:
+                        return
+                    if code == 0:
+                        self.scored += 1
+                        self.log(f"[{index}/{total}] scored {planned.run_id} on the test split")
+                    else:
+                        self.failed.append((planned.run_id, f"test-split scoring: {reason}"))
+                        self.log(f"[{index}/{total}] FAILED scoring {planned.run_id} (exit {code}): {reason}; "
+                                 f"log: {self.out / 'logs' / (planned.run_id + '.log')}")
 
         threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in self.slots]
         for thread in threads:
@@ -245,6 +263,10 @@ class _Runner:
             for thread in threads:
                 thread.join(timeout=30)
             raise
+
+    def scores(self, planned: PlannedRun) -> bool:
+        """Whether ``planned`` is scored on the test split as soon as it has trained."""
+        return self.test_dataset is not None and planned.kind != "timing"
 
     def record_placement(self, run_id: str, slot: Slot) -> None:
         """Note how many runs shared the device ``run_id`` trained on (the report times only lone runs),
@@ -500,7 +522,11 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
         score = _to_score(planned, out)
         if score:
             log(f"test split: scoring {len(score)} finished run(s) once on {test_dataset}")
-            _with_signals(lambda: runner.execute(score))
+            # no start deadline: a run left unscored is retrained, since its weights do not last
+            scorer = _Runner(out, slots, log, test_dataset=test_dataset)
+            _with_signals(lambda: scorer.execute(score))
+            runner.scored += scorer.scored
+            runner.failed += scorer.failed
 
     rows = collect(planned, out)
     write_results(rows, out / "results.jsonl")

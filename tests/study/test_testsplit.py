@@ -76,6 +76,59 @@ def test_only_finished_runs_with_a_model_and_no_test_figures_are_scored(study, t
         run_study(spec_path, out, report_only=True, test_dataset=str(tmp_path / "none"), log=lambda line: None)
 
 
+def test_a_run_is_scored_as_soon_as_it_trains_even_after_the_time_budget_is_spent(tmp_path):
+    # Regression (2026-12-04, one H200): with --budget, scoring waited for the end of the invocation
+    # and then met the spent start deadline, so no run was ever scored and the slice's 13 runs were lost.
+    import time
+
+    class Planned:
+        kind = "head"
+
+        def __init__(self, run_id):
+            self.run_id = run_id
+
+    calls = []
+
+    def train(planned, state, slot):
+        calls.append((planned.run_id, state))
+        time.sleep(0.3 if state == "train" else 0.0)  # the budget runs out while the first run trains
+        return 0, ""
+
+    slots = runner.make_slots(1)
+    limited = runner._Runner(tmp_path, slots, lambda line: None, start_until=time.monotonic() + 0.1,
+                             test_dataset=str(tmp_path))
+    limited.train = train
+    limited.record_placement = lambda run_id, slot: None
+    limited.execute([(Planned("run-a"), "train"), (Planned("run-b"), "train")])
+    assert calls == [("run-a", "train"), ("run-a", "score")]
+    assert limited.trained == 1 and limited.scored == 1 and limited.deferred == 1
+
+    timing = Planned("timing-run-a-seed0")
+    timing.kind = "timing"
+    assert not runner._Runner(tmp_path, slots, lambda line: None, test_dataset=str(tmp_path)).scores(timing)
+    assert not runner._Runner(tmp_path, slots, lambda line: None).scores(Planned("run-a"))
+
+
+def test_finished_unscored_runs_are_scored_whatever_the_budget(study, tmp_path, monkeypatch):
+    # Runs trained earlier without --test-dataset still have their weights: a spent budget must not skip them.
+    spec_path, out, planned = study
+    for run in ("softmax-seed0", "log_softmax-seed0"):
+        (out / "runs" / run / "model.keras").write_bytes(b"model")
+    scored = []
+
+    def train(self, planned, state, slot):
+        assert state == "score", (planned.run_id, state)  # every run is finished: nothing trains
+        scored.append(planned.run_id)
+        write_json(out / "runs" / planned.run_id / "test.json", {"accuracy": 0.5})
+        return 0, ""
+
+    monkeypatch.setattr(runner._Runner, "train", train)
+    lines = []
+    outcome = run_study(spec_path, out, budget=0, test_dataset=str(tmp_path), log=lines.append)
+    assert sorted(scored) == ["log_softmax-seed0", "softmax-seed0"] and outcome.failed == []
+    assert any("test split: scoring 2 finished run(s) once" in line for line in lines)
+
+
 def test_the_report_carries_test_figures_beside_validation_and_says_where_there_are_none(study):
     spec_path, out, planned = study
     for p in planned:
@@ -168,7 +221,8 @@ def test_a_study_scores_each_finished_run_once_on_the_test_split(tmp_path, cache
     args = ("study", spec, "--out", out, "--dataset", tmp_path / "data", "--test-dataset", test_tree)
     result = run_cli(*args, cwd=tmp_path, cache_dir=cache_dir, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "test split: scoring 1 finished run(s) once" in result.stdout
+    assert "[1/1] scored softmax-seed0 on the test split" in result.stdout  # as soon as it trained
+    assert "test split: scoring" not in result.stdout  # so nothing is left for the sweep at the end
     test = json.loads((out / "runs" / "softmax-seed0" / "test.json").read_text())
     assert test["num_examples"] == 18 and test["split"] == "test" and 0 <= test["accuracy"] <= 1
     row = read_results(out / "results.jsonl")[0]
