@@ -497,6 +497,8 @@ def test_fit_updates_the_layer_weights_and_keras_file_round_trips(name, tmp_path
     np.testing.assert_allclose(loaded.predict(x, verbose=0), predictions, atol=1e-6)
     assert loaded.layers[-1].get_config() == layer.get_config()
     assert type(loaded.loss) is type(head.loss)
+    if chunks:  # the reloaded model's evaluate and fit are adaptive's own case; under XLA on TensorFlow the
+        return  # chunked tails' two more compilations cost ~30 s of the suite's 20-minute budget
     assert loaded.evaluate(x, y, verbose=0)[0] == pytest.approx(history["val_loss"][-1], rel=1e-4)
     revived = loaded.layers[-1]
     before = {w.path: to_np(w).copy() for w in revived.weights if "seed_generator" not in w.path}

@@ -1,4 +1,4 @@
-"""``keras-softmax study`` end to end on digits: 2 heads × 2 seeds + 1 variant, killed mid-run and continued.
+"""``keras-softmax study`` end to end on digits: 2 heads × 2 seeds, killed mid-run and continued.
 
 One scenario, in order (each step needs the one before): the study is started in its own process with
 two worker slots and SIGKILLed once a run is finished and another has started; its training process
@@ -34,14 +34,18 @@ widths = [4, 8, 8, 8]
 limit = 300
 batch_size = 32
 jit_compile = false
-
+"""
+# Four runs keep the suite inside its time: the single-seed variant that made a fifth until 2026-12-04 now
+# runs end to end only in test_a_failed_run_is_reported_and_the_others_go_on (its report's Welch cell,
+# "n/a (n=1 vs 2)", is tests/study/test_stats.py's).
+VARIANT = """
 [[variants]]
 name = "gumbel-t3"
 head = "gumbel"
 head_params = { temperature = 3.0 }
 seeds = [0]
 """
-RUNS = ["softmax-seed0", "softmax-seed1", "log_softmax-seed0", "log_softmax-seed1", "gumbel-t3-seed0"]
+RUNS = ["softmax-seed0", "softmax-seed1", "log_softmax-seed0", "log_softmax-seed1"]
 FIGURES = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", "ece",
            "steady_epoch_seconds", "images_per_second", "wall_seconds")
 
@@ -149,7 +153,7 @@ def test_study_killed_and_continued_then_reported(tmp_path, cache_dir):
     # results.jsonl: one row per run, its figures copied from the run's report.json.
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["name"], r["seed"]) for r in rows] == [("softmax", 0), ("softmax", 1), ("log_softmax", 0),
-                                                      ("log_softmax", 1), ("gumbel-t3", 0)]
+                                                      ("log_softmax", 1)]
     reports = {}
     for row in rows:
         report = json.loads((out / row["run_dir"] / "report.json").read_text())
@@ -161,7 +165,7 @@ def test_study_killed_and_continued_then_reported(tmp_path, cache_dir):
 
     # STUDY.md: mean ± std over seeds equal a recomputation from the report.json files.
     text = (out / "STUDY.md").read_text()
-    for name in ("softmax", "log_softmax", "gumbel-t3"):
+    for name in ("softmax", "log_softmax"):
         cells = _table_row(text, name)
         assert cells[1] == str(len(reports[name]))
         assert cells[3] == "—"  # test top-1: not scored (no --test-dataset)
@@ -172,7 +176,6 @@ def test_study_killed_and_continued_then_reported(tmp_path, cache_dir):
                         else f"{values.mean():.2f}")
             assert column == expected, (name, key, column, expected)
     assert "Welch" in text and "reference" in _table_row(text, "log_softmax")[-1]
-    assert "n/a (n=1 vs 2)" in _table_row(text, "gumbel-t3")[-1]
     for link in re.findall(r"\]\((plots/[^)]+\.png)\)", text):
         assert (out / link).read_bytes()[:4] == b"\x89PNG", link
     assert {"plots/heads-val_accuracy.png", "plots/heads-epoch_time.png", "plots/heads-forest.png",
@@ -205,7 +208,7 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
 
     spec = tmp_path / "fails.toml"
     # digits has no superclasses, so the variant's training process fails (after the plan was accepted).
-    text = textwrap.dedent(SPEC).replace('heads = ["softmax", "log_softmax"]', 'heads = ["softmax"]')
+    text = textwrap.dedent(SPEC + VARIANT).replace('heads = ["softmax", "log_softmax"]', 'heads = ["softmax"]')
     text = text.replace('reference = "log_softmax"', 'reference = "softmax"')
     text = text.replace("seeds = [0, 1]", "seeds = [0]")
     text = text.replace('head = "gumbel"', 'head = "gumbel"\nlabels = "coarse"')

@@ -234,10 +234,12 @@ _SUBPROCESS_RUN = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backend", "devices", "jit"), [("jax", [1, 2], True), ("tensorflow", [2], False)])
+@pytest.mark.parametrize(("backend", "devices", "jit"), [("jax", [1, 2], True)])
 def test_the_average_on_other_backends_and_two_devices(tmp_path, backend, devices, jit):
     """JAX with XLA (the case that matters: its train step donates the state's buffers, which broke
-    Keras's optimizer EMA), on one and two CPU devices; TensorFlow's MirroredStrategy on two."""
+    Keras's optimizer EMA), on one and two CPU devices. (TensorFlow's MirroredStrategy on two devices
+    ran here too until 2026-12-04; it passed, and was left out for the suite's time: the callback has no
+    code of its own per strategy, and two-device TensorFlow training is tests/cli/test_devices.py's.)"""
     env = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_SOFTMAX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     settings = {**SWA, "epochs": 3, "jit_compile": jit}  # averages the ends of epochs 2 and 3
