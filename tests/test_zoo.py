@@ -96,3 +96,33 @@ def test_the_recorded_study_is_its_runs(tmp_path):
     one = tmp_path / "one.jsonl"
     one.write_text("".join(file.read_text() for file in sorted(recorded.glob("*.jsonl"))))
     assert records.unpack(one, tmp_path / "from-one") == records.unpack(recorded, tmp_path / "from-dir") > 0
+
+
+def test_packing_scored_only_leaves_out_every_run_that_could_never_be_scored(tmp_path):
+    """Between GPU slices the weights are lost: `pack --scored-only` keeps scored runs and finished
+    timing runs, and leaves out finished-but-unscored and unfinished runs, so the next slice retrains them."""
+    records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
+    records = importlib.util.module_from_spec(records_module)
+    records_module.loader.exec_module(records)
+    study = tmp_path / "study"
+    layout = {"softmax-seed0": ("config.toml", "history.csv", "report.json", "test.json"),  # scored
+              "softmax-seed1": ("config.toml", "history.csv", "report.json"),  # finished, not scored
+              "softmax-seed2": ("config.toml", "history.csv"),  # unfinished
+              "timing-softmax-seed0": ("config.toml", "history.csv", "report.json"),  # finished timing run
+              "timing-softmax-seed1": ("config.toml",)}  # unfinished timing run
+    for run, files in layout.items():
+        (study / "runs" / run).mkdir(parents=True)
+        for name in files:
+            (study / "runs" / run / name).write_text("{}" if name.endswith(".json") else f"{run}/{name}")
+    (study / "study.json").write_text("{}")
+    records.main(["pack", "--scored-only", str(study), str(tmp_path / "kept")])
+    back = tmp_path / "back"
+    records.unpack(tmp_path / "kept", back)
+    assert sorted(p.name for p in (back / "runs").iterdir()) == ["softmax-seed0", "timing-softmax-seed0"]
+    assert sorted(p.name for p in (back / "runs" / "softmax-seed0").iterdir()) == [
+        "config.toml", "history.csv", "report.json", "test.json"]
+    assert (back / "study.json").is_file()
+    # without the option every run travels, as before
+    records.pack(study, tmp_path / "all")
+    records.unpack(tmp_path / "all", tmp_path / "all-back")
+    assert sorted(p.name for p in (tmp_path / "all-back" / "runs").iterdir()) == sorted(layout)

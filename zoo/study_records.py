@@ -14,6 +14,11 @@ study grows. ``unpack`` reads such a directory, or a single records file (the ol
 
     python zoo/study_records.py pack runs/study zoo/results/cifar100-study-records
     python zoo/study_records.py unpack zoo/results/cifar100-study-records runs/study
+
+``pack --scored-only`` keeps only the runs scored on the test split (``test.json``) and the finished
+timing runs (never scored): between slices of a study on a machine that is then given back, a run
+that trained but was not scored, or had not finished, would come back without its weights and could
+never be scored, so it is left out and the next slice trains it again.
 """
 
 from __future__ import annotations
@@ -26,15 +31,26 @@ from pathlib import Path
 RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json", "test.json")
 STUDY_FILES = ("study.json", "placements.json")
 STUDY_RECORDS = "_study"  # the file (less .jsonl) that holds the study-level files
+TIMING_PREFIX = "timing-"  # a timing run's directory (keras_softmax/study/spec.py: timing-<name>-seed<s>)
 
 
-def record_paths(study: Path) -> list[Path]:
-    """The files of ``study`` that a record keeps, relative to it, in a stable order."""
+def record_paths(study: Path, scored_only: bool = False) -> list[Path]:
+    """The files of ``study`` that a record keeps, relative to it, in a stable order; with
+    ``scored_only``, of the runs that :func:`is_kept_scored` keeps."""
     paths = [Path(name) for name in STUDY_FILES if (study / name).is_file()]
     paths += sorted(p.relative_to(study) for p in (study / "configs").glob("*.toml"))
     for run in sorted(p for p in (study / "runs").iterdir() if p.is_dir()):
+        if scored_only and not is_kept_scored(run):
+            continue
         paths += [run.relative_to(study) / name for name in RUN_FILES if (run / name).is_file()]
     return paths
+
+
+def is_kept_scored(run: Path) -> bool:
+    """A run scored on the test split, or a finished timing run (timing runs are never scored)."""
+    if run.name.startswith(TIMING_PREFIX):
+        return (run / "report.json").is_file()
+    return (run / "test.json").is_file()
 
 
 def group_of(path: Path) -> str:
@@ -48,11 +64,11 @@ def group_of(path: Path) -> str:
     return STUDY_RECORDS
 
 
-def pack(study: Path, out: Path) -> int:
+def pack(study: Path, out: Path, scored_only: bool = False) -> int:
     """Write ``study``'s records into the directory ``out``, one file per run name; the number of
     files recorded."""
     groups: dict[str, list[str]] = {}
-    for path in record_paths(study):
+    for path in record_paths(study, scored_only):
         text = (study / path).read_text(encoding="utf-8")
         if path.name.endswith(".json"):  # compact: report.json's confusion matrix is most of it
             text = json.dumps(json.loads(text), separators=(",", ":"))
@@ -93,12 +109,14 @@ def main(argv=None) -> None:
     p = sub.add_parser("pack", help="study directory -> records directory (one .jsonl per run name)")
     p.add_argument("study", type=Path)
     p.add_argument("records", type=Path)
+    p.add_argument("--scored-only", action="store_true",
+                   help="keep only runs scored on the test split (and finished timing runs)")
     u = sub.add_parser("unpack", help="records directory or file -> study directory (existing files are kept)")
     u.add_argument("records", type=Path)
     u.add_argument("study", type=Path)
     args = parser.parse_args(argv)
     if args.command == "pack":
-        print(f"{pack(args.study, args.records)} files -> {args.records}/")
+        print(f"{pack(args.study, args.records, args.scored_only)} files -> {args.records}/")
     else:
         print(f"{unpack(args.records, args.study)} files -> {args.study}")
 
