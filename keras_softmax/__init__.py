@@ -42,6 +42,7 @@ from keras_softmax.heads import (
 from keras_softmax.losses import (
     AdaptiveSoftmaxLoss,
     CompositionError,
+    CompositionWarning,
     Entmax15Loss,
     EntmaxAlphaLoss,
     FenchelYoungLoss,
@@ -62,7 +63,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdaptiveSoftmax", "AdaptiveSoftmaxLoss", "EntmaxAlpha", "EntmaxAlphaLoss", "ProjectionHead",
     "SampledSoftmax", "SampledSoftmaxLoss",
-    "Base2Softmax", "CompositionError", "Entmax15", "Entmax15Loss", "ExpSinSoftmax", "FenchelYoungLoss",
+    "Base2Softmax", "CompositionError", "CompositionWarning", "Entmax15", "Entmax15Loss", "ExpSinSoftmax", "FenchelYoungLoss",
     "GumbelSoftmax", "Head", "HeadWithLoss", "HierarchicalSoftmax", "LogGumbelSoftmax", "LogSoftmax",
     "LogTaylorSoftmax", "MismatchedCrossEntropy", "NegativeLogLikelihood", "NormalCDFSoftmax",
     "ProbabilityCrossEntropy", "Softmax", "Sparsemax", "SparsemaxLoss", "TaylorSoftmax", "build_model",

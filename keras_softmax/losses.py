@@ -12,7 +12,9 @@ Composition, the Keras way. Every loss takes ``from_logits`` as Keras's own cros
   reads the tag only to refuse, at its first call and in one line, a composition that would train
   silently wrong (:class:`CompositionError`: a bare ``Sparsemax()`` before ``SparsemaxLoss()``, a
   straight-through layer before a cross-entropy), and to reach the weights of a head that owns its
-  projection or a learned alpha. There is no pairing step.
+  projection or a learned alpha. There is no pairing step. An output without a tag (Keras's own
+  ``activation="sparsemax"``, a head's output passed through another layer) cannot be checked: a
+  Fenchel-Young loss given one as a tensor says so once (:class:`CompositionWarning`, one line).
 * ``from_logits=True``: ``y_pred`` are the logits the head layer takes, and the loss is exact for the
   head: the Fenchel-Young loss on the scores for sparsemax, 1.5-entmax and alpha-entmax (gradient
   ``p - y``), the cross-entropy of the head in log space for the softmax family (``head=`` the layer
@@ -28,9 +30,16 @@ over the ``K`` classes the head kept: classes a head masked out (``drop_lowest``
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
+
+try:  # Keras 3 exports keras.SymbolicScope but no query for it (see _in_symbolic_build)
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope as _keras_in_symbolic_scope
+except ImportError:  # pragma: no cover - a Keras that moved it
+    _keras_in_symbolic_scope = None
 
 from keras_softmax.ops import (
     MASKED_LOGIT,
@@ -84,8 +93,22 @@ class CompositionError(ValueError):
     """A head layer and a loss put together so that training would be silently wrong."""
 
 
+class CompositionWarning(UserWarning):
+    """A loss got an output no keras_softmax head made, and cannot tell whether it will train right."""
+
+
 def _composition_error(loss, layer, why: str, fix: str):
     return CompositionError(f"{type(loss).__name__}() after {type(layer).__name__}: {why}; {fix}")
+
+
+def _in_symbolic_build() -> bool:
+    """True while Keras traces the loss on stand-in outputs to learn its shapes (``keras.SymbolicScope``,
+    e.g. the first ``fit`` on JAX and PyTorch): those outputs come from no layer, so carry no tag.
+
+    Keras 3 exports the scope but no query for it; without the private one, say False (a head pair would
+    then warn once, and tests/heads/test_composition.py fails on every backend).
+    """
+    return _keras_in_symbolic_scope is not None and _keras_in_symbolic_scope()
 
 
 class _HeadLoss(keras.losses.Loss):
@@ -106,6 +129,8 @@ class _HeadLoss(keras.losses.Loss):
         head = None if self.from_logits else output_head(y_pred)
         if head is not None:
             self.check_head(head)
+        elif not self.from_logits and ops.is_tensor(y_pred) and not _in_symbolic_build():
+            self.check_untagged()
         previous, self._head = getattr(self, "_head", None), head
         try:
             return super().__call__(y_true, y_pred, sample_weight=sample_weight)
@@ -118,6 +143,9 @@ class _HeadLoss(keras.losses.Loss):
             raise _composition_error(
                 self, layer, "its straight-through gradient (fenchel_young_gradient=True) is right only under "
                 "its Fenchel-Young loss", "use the registry's pair (keras_softmax.get_head) or a bare layer")
+
+    def check_untagged(self):
+        """Called for a tensor no head layer tagged (e.g. Keras's own activation): nothing to check here."""
 
     def _cross_entropy(self, y_true, log_p, kept):
         """``-sum_j q_j log p_j`` without materialising ``q`` when the targets are labels.
@@ -328,6 +356,20 @@ class FenchelYoungLoss(_HeadLoss):
                 "silently wrong)", f"use the registry's pair (keras_softmax.get_head, i.e. "
                 f"{name}(fenchel_young_gradient=True)), or output the logits, compile with "
                 f"{type(self).__name__}(from_logits=True) and add {name}() for inference")
+
+    def check_untagged(self):
+        """Warn once: an output no keras_softmax head made (e.g. ``Dense(..., activation="sparsemax")``,
+        or a head's output passed through another layer) may carry the true Jacobian, under which this
+        loss trains silently wrong; the loss cannot tell (numpy inputs, for computing values, pass)."""
+        if getattr(self, "_warned_untagged", False):
+            return
+        self._warned_untagged = True
+        name = type(self).__name__
+        warnings.warn(
+            f"{name}() got an output that no keras_softmax head layer made (e.g. Keras's own "
+            f"activation=\"sparsemax\", or a head's output passed through another layer): under its true "
+            f"Jacobian this loss trains silently wrong; put the registry's head last (keras_softmax.get_head), "
+            f"or output the logits and compile with {name}(from_logits=True)", CompositionWarning, stacklevel=3)
 
     def scores_loss(self, z, q):
         """The exact loss of logits ``z`` and targets ``q``: gradient ``mapping(z) - q``."""

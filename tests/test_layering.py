@@ -45,13 +45,18 @@ def test_the_cli_trains_through_the_job():
 # --------------------------------------------------------------------------- the core (issue 25)
 #: The library core: what `pip install keras-softmax` must run with Keras and numpy alone.
 CORE = ["floors.py", "ops.py", "losses.py", "metrics.py", "cifar100.py", *sorted(f"heads/{p.name}" for p in (PACKAGE / "heads").glob("*.py"))]
-STDLIB = {"__future__", "dataclasses", "importlib", "inspect", "math", "numbers", "operator", "os", "weakref", "typing"}
+STDLIB = {"__future__", "dataclasses", "importlib", "inspect", "math", "numbers", "operator", "os", "warnings", "weakref", "typing"}
 
 
 def module_level_imports(path: Path) -> set[str]:
-    """Modules ``path`` imports at module level (not inside functions or classes)."""
+    """Modules ``path`` imports at module level (not inside functions or classes; inside a top-level
+    ``try``, as for an optional import, counts as module level)."""
     names = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    body = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    for node in body:
+        if isinstance(node, ast.Try):
+            body.extend(node.body + [n for handler in node.handlers for n in handler.body])
+    for node in body:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:

@@ -80,6 +80,31 @@ def test_from_logits_gives_the_logits_the_gradient_of_the_pair(name):
         np.testing.assert_allclose(to_np(scores_loss(y, z)), to_np(head.loss(y, head.layer(z))), rtol=1e-5)
 
 
+def test_an_output_no_head_made_under_a_fenchel_young_loss_warns_once_in_one_line(data):
+    """Keras's own ``activation="sparsemax"`` (true Jacobian) before ``SparsemaxLoss()`` trains silently
+    wrong; the loss cannot see where an untagged output came from, so it says so once, at ``fit``."""
+    import warnings
+
+    (x, y), _ = data
+    inputs = keras.Input((x.shape[1],))
+    model = keras.Model(inputs, keras.layers.Dense(comp.NUM_CLASSES, activation="sparsemax")(inputs))
+    model.compile("adam", ks.SparsemaxLoss())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x[:128], y[:128], epochs=2, batch_size=64, verbose=0)
+        ks.SparsemaxLoss()(y[:4], np.full((4, comp.NUM_CLASSES), 0.1, "float32"))  # numpy values: no warning
+    messages = [str(w.message) for w in caught if issubclass(w.category, ks.CompositionWarning)]
+    assert len(messages) == 1, messages
+    assert "\n" not in messages[0]
+    assert "get_head" in messages[0] and "SparsemaxLoss(from_logits=True)" in messages[0], messages[0]
+
+
+#: The registry's pairs, hand-built pairs and reloaded models never warn (their outputs carry the tag,
+#: and Keras's symbolic build of the loss, whose stand-in outputs carry none, is not a call to check).
+NEVER_WARNS = pytest.mark.filterwarnings("error::keras_softmax.losses.CompositionWarning")
+
+
+@NEVER_WARNS
 @pytest.mark.slow
 def test_digits_hand_built_and_logits_models_reach_the_pair(data):
     """One model, independent branches: the pairs, hand-built pairs whose loss finds its layer by the
@@ -101,6 +126,7 @@ def test_digits_hand_built_and_logits_models_reach_the_pair(data):
         assert value >= reference - 0.02, (key, got)
 
 
+@NEVER_WARNS
 def test_every_head_and_the_mismatched_loss_reload_from_a_keras_file_and_train_on(data, tmp_path):
     (x, y), _ = data
     pairs = {name: (h.layer, h.loss) for name in ks.list_heads() for h in [comp.registry_head(name)]}
