@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
 
 from keras_softmax.heads import registry
@@ -59,6 +60,8 @@ def test_a_study_spec_may_name_a_plugin_head(tmp_path, monkeypatch):
             assert "unknown head 'half_softmax'" in str(error)
         monkeypatch.syspath_prepend(str(tmp_path))
         monkeypatch.setenv(registry.PLUGINS_VARIABLE, "my_heads")
+        # another test of this worker may have imported (and unregistered) a my_heads of its own
+        monkeypatch.delitem(sys.modules, "my_heads", raising=False)
         monkeypatch.setattr(registry, "_plugins_loaded", False)
         assert load_spec(spec).heads == ("half_softmax",)
     finally:

@@ -1,5 +1,7 @@
 """The registry: the twelve public names, each paired with the loss that matches its output (GUIDE §3)."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -159,6 +161,8 @@ def test_the_cli_finds_heads_of_a_plugin_module(tmp_path, monkeypatch):
         "        return z / 2\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("KERAS_SOFTMAX_PLUGINS", "my_heads")
+    # another test of this worker may have imported (and unregistered) a my_heads of its own
+    monkeypatch.delitem(sys.modules, "my_heads", raising=False)
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     try:
         assert registry.head_spec("half_softmax").output_kind == "log_probabilities"
