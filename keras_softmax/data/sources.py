@@ -105,6 +105,10 @@ class Dataset:
         return f"Dataset(name={self.name!r}, num_classes={self.num_classes}, {sizes})"
 
 
+#: The shape of every image a source gives (folders and digits are resized to it), known before loading.
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
+
+
 @dataclasses.dataclass(frozen=True)
 class Outline:
     """What a :class:`Dataset` will hold, known before its images are decoded.
@@ -118,7 +122,7 @@ class Outline:
     num_train: int
     num_val: int
     fine_to_coarse: list[int] | None = None
-    image_shape: tuple = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    image_shape: tuple = IMAGE_SHAPE
 
     @property
     def num_classes(self) -> int:

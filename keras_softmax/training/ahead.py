@@ -1,25 +1,25 @@
-"""Start a run's slow parts early: the dataset loads in a thread, JAX's train and test steps compile ahead.
+"""Start a run's slow parts early: the data load in a thread, JAX's autotuning and compiling ahead.
 
-On a fresh GPU machine the train step's first compilation takes ~25 s (mostly XLA autotuning its
-convolutions) and the test step's ~4 s more, one after the other, and only once the images are
-decoded and the model is built. Here instead:
+On a fresh GPU machine the train step's first compilation takes ~25 s, ~23 s of it XLA autotuning
+the convolutions (timing each candidate algorithm on the GPU), and the test step's ~4 s more; by
+default both happen in ``fit``, after the images are decoded and the model is built. Here instead:
 
 1. :class:`BackgroundLoad` loads the dataset in a thread and hands over its
    :class:`~keras_softmax.data.sources.Outline` (classes, split sizes) as soon as the class folders
-   are listed, so the model is built while the images decode;
-2. :func:`compile_ahead` lowers the compiled model's ``train_step`` and ``test_step`` for batches
-   shaped like the real ones and compiles them, one after the other, in a thread (XLA releases the
-   GIL), while the images still decode. Not side by side: two XLA autotunings at once on one H200
-   took 50.7 s and 42.8 s instead of 20.4 s and 3.1 s in turn (bench/RESULTS.md).
+   are listed, so the model is built while the images decode (always).
+2. :func:`warm_convolutions` (``autotune_ahead = true``, the default on a JAX GPU) needs neither
+   the model nor the data: from the moment the backend starts, a thread compiles a small program
+   holding the backbone's convolutions at the train batch's shape, forward and backward
+   (:func:`convolution_program`). XLA keeps what autotuning chose, per convolution instruction,
+   for the rest of the process, so the model's steps compiled later find every convolution tuned
+   (tests/training/test_ahead.py checks that the instructions are the model's own).
+3. With ``compile_ahead = true``, :func:`lower_steps` lowers the compiled model's ``train_step``
+   and ``test_step`` for batches shaped like the real ones, and the same thread compiles them
+   behind the convolutions; ``fit`` then finds them in JAX's persistent compilation cache.
 
-``fit`` then traces its own steps as usual and finds the same programs in JAX's persistent
-compilation cache (``compile_cache = true``, the default), so it loads them instead of compiling;
-with the cache off it still finds XLA's autotuning results in this process. Nothing here changes
-what is computed: the programs are the ones ``fit`` would have compiled.
-
-The background load always runs; compiling ahead only with ``compile_ahead = true``: on one H200 the
-images are decoded before the model is built, and compiling early made a cold start slower, not
-faster (bench/RESULTS.md, "The first minute again").
+:class:`Compiling` runs one program at a time: two XLA autotunings side by side on one H200 took
+50.7 s and 42.8 s instead of 20.4 s and 3.1 s in turn (bench/RESULTS.md section 5). Nothing here
+changes what is computed: the programs are the ones ``fit`` would have compiled.
 """
 
 from __future__ import annotations
@@ -72,13 +72,22 @@ class BackgroundLoad:
 
 
 class Compiling:
-    """Programs compiling in a thread, in order; :meth:`wait` for them before ``fit``."""
+    """Programs compiling in a thread, in order; :meth:`wait` for them before ``fit``.
+
+    ``lowered`` maps a name to a lowered program (``.compile()``) or to a function that lowers and
+    compiles one; :meth:`add` queues more behind them.
+    """
 
     def __init__(self, lowered: dict):
         self.started = time.perf_counter()
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-softmax-compile")
-        self._futures = {name: pool.submit(program.compile) for name, program in lowered.items()}
-        pool.shutdown(wait=False)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-softmax-compile")
+        self._futures = {}
+        for name, program in lowered.items():
+            self.add(name, program)
+
+    def add(self, name: str, program) -> None:
+        """Queue ``program`` (lowered, or a function doing the lowering and compiling) behind the others."""
+        self._futures[name] = self._pool.submit(program.compile if hasattr(program, "compile") else program)
 
     def wait(self) -> str:
         """Wait for every program; one line saying what was compiled (or why not) and how long it took."""
@@ -88,6 +97,7 @@ class Compiling:
                 future.result()
             except Exception as error:  # fit compiles it again itself: slower, never wrong
                 failed.append(f"{name} ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]})")
+        self._pool.shutdown(wait=False)
         seconds = time.perf_counter() - self.started
         if failed:
             return f"compiled ahead in {seconds:.1f}s except {', '.join(failed)}"
@@ -100,14 +110,16 @@ def can_compile_ahead(model) -> bool:
             and not model.run_eagerly and keras.distribution.distribution() is None)
 
 
-def compile_ahead(model, train_batch, val_batch) -> Compiling:
-    """Lower ``model``'s JAX train and test steps for batches like these and compile them in threads.
+def lower_steps(model, train_batch, val_batch) -> dict:
+    """``model``'s JAX train and test steps lowered for batches like these, as ``fit`` would compile them.
+
+    Check :func:`can_compile_ahead` first.
 
     ``train_batch`` / ``val_batch`` are one batch each, as the pipelines give them to ``fit``
     (``(images, targets)`` numpy arrays; only their shapes and dtypes are used). ``model`` must be
     compiled; its optimizer and metric variables are built here as ``fit`` would build them.
-    Lowering traces the steps in this thread (Keras keeps its scopes per thread); compiling runs
-    in another. Check :func:`can_compile_ahead` first.
+    Lowering traces the steps in this thread (Keras keeps its scopes per thread). Returns
+    ``{"train step": lowered, "test step": lowered}``.
     """
     import jax
 
@@ -123,10 +135,88 @@ def compile_ahead(model, train_batch, val_batch) -> Compiling:
     test_state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
                                       metrics_variables=True, purge_model_variables=False)
     # The same functions and donation as Keras's make_train_function / make_test_function.
-    lowered = {
+    return {
         "train step": jax.jit(model.train_step, donate_argnums=0).lower(abstract(train_state),
                                                                         abstract(tuple(train_batch))),
         "test step": jax.jit(model.test_step, donate_argnums=0).lower(abstract(test_state),
                                                                       abstract(tuple(val_batch))),
     }
-    return Compiling(lowered)
+
+
+def can_warm_convolutions(placement) -> bool:
+    """True where :func:`warm_convolutions` helps: JAX on one accelerator (a GPU autotunes; a CPU does not)."""
+    from keras_softmax import environment
+
+    return keras.backend.backend() == "jax" and not environment.on_cpu() and not placement.distributed
+
+
+def backbone_convolutions(images, kernels, compute_dtype):
+    """ResNet-12's convolutions (models/resnet12.py) on ``images``, between stand-ins for its other layers.
+
+    ``kernels`` holds per stage ``(shortcut 1x1, conv1, conv2, conv3)`` float32 kernels, cast to
+    ``compute_dtype`` as a mixed-precision ``Conv2D`` casts its kernel. Each convolution is followed
+    by what follows it in the model, a float32 batch normalisation (batch statistics, no affine part)
+    and LeakyReLU, so XLA sees the same convolution instructions as in the model's train step and does
+    not fuse an add or an activation into one of them. Returns the mean of the last feature map.
+    """
+    from keras import ops
+
+    def conv_bn(x, kernel):
+        y = ops.cast(ops.conv(x, ops.cast(kernel, compute_dtype), strides=1, padding="same",
+                              data_format="channels_last"), "float32")
+        mean, variance = ops.moments(y, axes=(0, 1, 2))
+        return (y - mean) * ops.rsqrt(variance + 1e-5)
+
+    x = ops.cast(images, compute_dtype)
+    for shortcut_kernel, *main_kernels in kernels:
+        shortcut = conv_bn(x, shortcut_kernel)
+        y = x
+        for k, kernel in enumerate(main_kernels):
+            y = conv_bn(y, kernel)
+            if k < 2:
+                y = ops.cast(ops.leaky_relu(y, 0.1), compute_dtype)
+        y = ops.cast(ops.leaky_relu(y + shortcut, 0.1), compute_dtype)
+        x = ops.max_pool(y, 2, 2, padding="valid", data_format="channels_last")
+    return ops.mean(ops.cast(x, "float32"))
+
+
+def convolution_program(image_shape, widths, compute_dtype, batch: int, *, training: bool):
+    """:func:`backbone_convolutions` at ``batch`` lowered with JAX: differentiated if ``training``.
+
+    Training: the gradient with respect to the kernels, so each convolution runs forward and
+    backward to its kernel and (but for the first stage's, whose input is the image) to its input,
+    as in the model's train step; else forward only, as in its test and predict steps.
+    """
+    import jax
+
+    channels = [image_shape[-1], *widths]
+    kernels = [tuple(jax.ShapeDtypeStruct((size, size, cin, cout), "float32")
+                     for size, cin in ((1, channels[s]), (3, channels[s]), (3, cout), (3, cout)))
+               for s, cout in enumerate(widths)]
+    images = jax.ShapeDtypeStruct((batch, *image_shape), compute_dtype)
+
+    def forward(kernels, x):
+        return backbone_convolutions(x, kernels, compute_dtype)
+
+    return jax.jit(jax.grad(forward) if training else forward).lower(kernels, images)
+
+
+def warm_convolutions(image_shape, widths, compute_dtype, train_batch: int) -> Compiling:
+    """Autotune the ResNet-12 convolutions of a train step at ``train_batch`` in a thread, starting now.
+
+    ``add_eval_batch(batch)`` on the result queues the forward convolutions at the evaluation batch
+    behind them (nothing, if it is the train batch: the train step has them). Nothing is kept but
+    XLA's choice of algorithm for each convolution, which later compilations in this process reuse;
+    ``wait()`` before compiling the model's steps, so that they do not tune the same ones beside it.
+    """
+    def program(batch, training):
+        return lambda: convolution_program(image_shape, widths, compute_dtype, batch, training=training).compile()
+
+    warming = Compiling({f"convolutions at batch {train_batch}": program(train_batch, True)})
+
+    def add_eval_batch(batch: int) -> None:
+        if batch != train_batch:
+            warming.add(f"forward convolutions at batch {batch}", program(batch, False))
+
+    warming.add_eval_batch = add_eval_batch
+    return warming

@@ -178,11 +178,15 @@ class TrainConfig:
     val_every: int = setting(1, integer(1))  # validate every N epochs (and always after the last)
     checkpoint_every: int = setting(1, integer(0))  # checkpoint every N epochs for --resume (0: never)
     compile_cache: bool = setting(True, flag())  # JAX: keep compiled programs on disk for later runs
-    # JAX: compile the train and test steps in a thread while the images decode
-    # (keras_softmax.training.ahead); the programs are the ones fit would compile. Off by default:
-    # on one H200 the images are decoded before the model is built, and compiling early only moved
-    # the tracing into the busy part of the start (65.3 s without, 71.0 s with; bench/RESULTS.md).
+    # JAX: compile the train and test steps in a thread while the images decode, behind the
+    # convolutions of autotune_ahead (keras_softmax.training.ahead); the programs are the ones fit
+    # would compile. Off by default: alone it only moved the tracing into the busy part of the start
+    # (65.3 s without, 71.0 s with); the fast preset turns it on behind autotune_ahead (bench/RESULTS.md §5).
     compile_ahead: bool = setting(False, flag())
+    # JAX on a GPU: autotune the backbone's convolutions in a thread from the batch shapes alone, while the
+    # images decode and the model is built, so that compiling the train step finds them tuned
+    # (keras_softmax.training.ahead.warm_convolutions). Changes no result: XLA only picks its algorithms earlier.
+    autotune_ahead: bool = setting(True, flag())
 
     def validate(self, origins: dict | None = None) -> "TrainConfig":
         """Check every value against its rule; raise ``ConfigError`` naming the first bad one.

@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_softmax import environment, io
 from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
-from keras_softmax.data.sources import outline_of
+from keras_softmax.data.sources import IMAGE_SHAPE, outline_of
 from keras_softmax.data.pipeline import steps_per_epoch as batches_per_epoch
 from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
 from keras_softmax.heads import projection
@@ -23,7 +23,8 @@ from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import SparseRowsModel, build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
 from keras_softmax.training import distribute
-from keras_softmax.training.ahead import BackgroundLoad, can_compile_ahead, compile_ahead
+from keras_softmax.training.ahead import (BackgroundLoad, Compiling, can_compile_ahead, can_warm_convolutions,
+                                          lower_steps, warm_convolutions)
 from keras_softmax.training.averaging import WeightAverage
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
@@ -178,6 +179,11 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
     loading = BackgroundLoad(load_dataset, source=config.dataset, val_split=config.val_split, seed=config.seed,
                              limit=config.limit or None, labels=config.labels)
     setup_backend(config)
+    # The convolutions' autotuning (most of a GPU's first compile) needs only the batch's shape: start it now.
+    warming = None
+    if config.autotune_ahead and not resume and can_warm_convolutions(placement):
+        warming = warm_convolutions(IMAGE_SHAPE, config.widths, keras.config.dtype_policy().compute_dtype,
+                                    config.batch_size)
     # Heads completed from the training labels (adaptive, sampled: class_order) wait for them.
     if head_spec(config.head).owns_projection:
         dataset = loading.result()
@@ -206,13 +212,23 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
     val_batch_size = even_batch_size(outline.num_val, batch_size)
     if val_batch_size % placement.devices:  # a whole share per device (the tail is padded: batch_options)
         val_batch_size = batch_size
-    compiling = None
+    # One compile thread, one program at a time (two XLA autotunings side by side each take twice as long):
+    # the convolutions tuned ahead, then with compile_ahead the train and test steps, which the persistent
+    # cache hands to fit; else the forward convolutions at the evaluation batch, for fit's test step.
+    compiling = warming
     if config.compile_ahead and not resume and can_compile_ahead(model):
-        compiling = compile_ahead(model, *(
+        steps = lower_steps(model, *(
             make_batches(np.zeros((size, *outline.image_shape), np.uint8), np.zeros(size, np.int32), size,
                          shuffle=training, seed=config.seed, drop_remainder=training,
                          cutmix=config.cutmix if training else 0.0, num_classes=outline.num_classes)[0]
             for size, training in ((batch_size, True), (val_batch_size, False))))
+        if compiling is None:
+            compiling = Compiling(steps)
+        else:
+            for name, program in steps.items():
+                compiling.add(name, program)
+    elif warming is not None:
+        warming.add_eval_batch(val_batch_size)
     dataset = loading.result()
     data_seconds = time.perf_counter() - started
     if not resume:
@@ -237,7 +253,7 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         run_dir.write_history(history)
         log(f"resuming {run_dir.path} after epoch {initial_epoch}/{config.epochs}")
 
-    if compiling is not None:
+    if compiling is not None:  # fit's compilations start once every convolution is tuned, not beside it
         compiled = compiling.wait()
     log(f"training {config.head} on {dataset.name}: {num_train:,} train / {len(dataset.y_val):,} val images, "
         f"{dataset.num_classes} classes, {model.count_params():,} parameters, backend "
