@@ -243,11 +243,15 @@ def _box(x, y):
 
 
 def confused_pairs(confusion, class_names, top: int = 15) -> list[tuple[str, str, float, int]]:
-    """The ``top`` largest off-diagonal cells as ``(true, predicted, share of the true class, count)``."""
+    """The ``top`` largest off-diagonal cells as ``(true, predicted, share of the true class, count)``.
+
+    Equal shares keep the matrix's order (by true class, then predicted class): a stable sort, so the
+    table is the same on every machine (numpy's default sort orders ties by the CPU's SIMD kernel).
+    """
     cm = np.asarray(confusion, dtype=np.float64)
     rates = _normalise_rows(cm)
     np.fill_diagonal(rates, -1.0)
-    order = np.argsort(rates, axis=None)[::-1][:top]
+    order = np.argsort(-rates, axis=None, kind="stable")[:top]
     pairs = []
     for flat in order:
         i, j = np.unravel_index(flat, rates.shape)

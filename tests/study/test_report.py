@@ -239,6 +239,21 @@ def test_superclass_confusion_by_hand():
     assert mapped.sum() == np.sum(confusion)
 
 
+def test_confused_pairs_rank_by_share_and_keep_the_matrix_order_on_ties():
+    """Ties in share are common (equal class sizes, equal counts): their order must not depend on
+    numpy's sort kernel, which differed between two machines for the recorded STUDY.md."""
+    rng = np.random.default_rng(3)
+    confusion = rng.integers(0, 4, size=(12, 12)) * 5  # few distinct values: many ties
+    np.fill_diagonal(confusion, 40)
+    names = [f"c{i}" for i in range(12)]
+    pairs = plots.confused_pairs(confusion, names, top=20)
+    # Independent reference: every off-diagonal cell as (-share, true, predicted), sorted in Python.
+    shares = confusion / confusion.sum(axis=1, keepdims=True)
+    reference = sorted((-shares[i, j], i, j) for i in range(12) for j in range(12) if i != j and confusion[i, j])
+    assert [(t, p) for t, p, _, _ in pairs] == [(names[i], names[j]) for _, i, j in reference[:20]]
+    assert [count for _, _, _, count in pairs] == [int(confusion[i, j]) for _, i, j in reference[:20]]
+
+
 def test_pooled_reliability_weights_by_count():
     a = [{"lower": 0.0, "upper": 1.0, "count": 1, "confidence": 0.9, "accuracy": 1.0}]
     b = [{"lower": 0.0, "upper": 1.0, "count": 3, "confidence": 0.5, "accuracy": 0.0}]
