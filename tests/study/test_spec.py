@@ -249,3 +249,24 @@ def test_the_zoo_specs_plan(name, tmp_path):
         assert (original.optimizer, original.schedule, original.lr, original.batch_size, original.augment,
                 original.normalize, original.val_split, original.loss) == (
             "adam", "onecycle", 0.01, 128, False, False, 0.2, "mismatched")
+
+
+def test_the_strong_recipe_spec_plans_six_heads_on_three_seeds_at_the_strong_preset(tmp_path):
+    """zoo/studies/cifar100-strong.toml (issue 24 item 2): 18 runs, each the strong preset with its head."""
+    from pathlib import Path
+
+    from keras_softmax.training.config import resolve
+
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "cifar100-train-jpg.tar.gz"
+    data.write_bytes(b"")
+    spec = load_spec(root / "zoo" / "studies" / "cifar100-strong.toml")
+    runs = Planner(spec, dataset=str(data)).plan()
+    assert sorted(spec.heads) == sorted(["log_softmax", "softmax", "taylor", "gumbel", "sparsemax", "entmax15"])
+    assert len({r.run_id for r in runs}) == 18
+    preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml")
+    for run in runs:
+        config = run.config
+        assert (config.epochs, config.augment_policy, config.cutmix, config.batch_size, config.lr) == (
+            preset.epochs, preset.augment_policy, preset.cutmix, preset.batch_size, preset.lr)
+        assert config.seed in (0, 1, 2) and config.head in spec.heads
