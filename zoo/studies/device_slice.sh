@@ -8,22 +8,24 @@
 # the JAX compilation cache the last slice sent back, so a fresh machine compiles less. LIMIT must leave
 # the call's 600 s room to pack (a slice killed by the call's own limit sends nothing back). The device
 # returns at most 8 files per call, so the records come back as one archive, $OUT/rec.tgz: unpack it
-# over zoo/results/cifar100-study5-records/ and commit.
+# over the records folder and commit. Another spec: SPEC, RECORDS and RUNS, e.g. the strong-recipe study
+#   SPEC=zoo/studies/cifar100-strong.toml RECORDS=zoo/results/cifar100-strong-records RUNS=runs/strong RPD=2 BUDGET=300
+# (its runs take ~210 s alone: two share the GPU, and a run started later than BUDGET would not finish).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 D=.data/cifar100-train-jpg.tar.gz T=.data/cifar100-test-jpg.tar.gz
-R=zoo/results/cifar100-study5-records
+R=${RECORDS:-zoo/results/cifar100-study5-records} RUNS=${RUNS:-runs/study5}
 SPEC=${SPEC:-zoo/studies/cifar100-questions.toml} RPD=${RPD:-4} BUDGET=${BUDGET:-400} LIMIT=${LIMIT:-560}
 JC=$HOME/.cache/keras_softmax/jax-compilation
 if [ -f .gpu/jaxcache.tgz ]; then mkdir -p "$JC" && tar xzf .gpu/jaxcache.tgz -C "$JC" && echo "jax cache: $(ls "$JC" | wc -l) entries"; fi
-[ -f runs/study5/study.json ] || python3 zoo/study_records.py unpack $R runs/study5 > "$OUT/unpack.log" 2>&1
+if [ -d "$R" ] && [ ! -f "$RUNS/study.json" ]; then python3 zoo/study_records.py unpack "$R" "$RUNS" > "$OUT/unpack.log" 2>&1; fi
 start=$(date +%s)
-timeout "$LIMIT" python3 -m keras_softmax_cli study "$SPEC" --out runs/study5 --dataset $D --test-dataset $T \
+timeout "$LIMIT" python3 -m keras_softmax_cli study "$SPEC" --out "$RUNS" --dataset $D --test-dataset $T \
     --runs-per-device "$RPD" --budget "$BUDGET" > "$OUT/study.log" 2>&1
 echo "study rc=$? wall=$(( $(date +%s) - start ))s" >> "$OUT/study.log"
 rm -rf /tmp/rec && mkdir -p /tmp/rec
-python3 zoo/study_records.py pack --scored-only runs/study5 /tmp/rec > "$OUT/pack.log" 2>&1
+python3 zoo/study_records.py pack --scored-only "$RUNS" /tmp/rec > "$OUT/pack.log" 2>&1
 tar czf "$OUT/rec.tgz" -C /tmp/rec .
 mkdir -p "$JC" && tar czf "$OUT/jaxcache.tgz" -C "$JC" .
 grep -c "on the test split$" "$OUT/study.log" | sed 's/^/scored this slice: /'
