@@ -7,7 +7,7 @@ default both happen in ``fit``, after the images are decoded and the model is bu
 1. :class:`BackgroundLoad` loads the dataset in a thread and hands over its
    :class:`~keras_softmax.data.sources.Outline` (classes, split sizes) as soon as the class folders
    are listed, so the model is built while the images decode (always).
-2. :func:`warm_convolutions` (``autotune_ahead = true``, the default on a JAX GPU) needs neither
+2. :class:`ConvolutionWarmup` (``autotune_ahead = true``, the default on a JAX GPU) needs neither
    the model nor the data: from the moment the backend starts, a thread compiles a small program
    holding the backbone's convolutions at the train batch's shape, forward and backward
    (:func:`convolution_program`). XLA keeps what autotuning chose, per convolution instruction,
@@ -72,22 +72,16 @@ class BackgroundLoad:
 
 
 class Compiling:
-    """Programs compiling in a thread, in order; :meth:`wait` for them before ``fit``.
+    """Programs compiling in a thread, one at a time, in the order queued; :meth:`wait` before ``fit``."""
 
-    ``lowered`` maps a name to a lowered program (``.compile()``) or to a function that lowers and
-    compiles one; :meth:`add` queues more behind them.
-    """
-
-    def __init__(self, lowered: dict):
+    def __init__(self):
         self.started = time.perf_counter()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-softmax-compile")
         self._futures = {}
-        for name, program in lowered.items():
-            self.add(name, program)
 
-    def add(self, name: str, program) -> None:
-        """Queue ``program`` (lowered, or a function doing the lowering and compiling) behind the others."""
-        self._futures[name] = self._pool.submit(program.compile if hasattr(program, "compile") else program)
+    def add(self, name: str, compile_program) -> None:
+        """Queue ``compile_program()`` (e.g. a lowered program's ``.compile``) behind the others."""
+        self._futures[name] = self._pool.submit(compile_program)
 
     def wait(self) -> str:
         """Wait for every program; one line saying what was compiled (or why not) and how long it took."""
@@ -144,7 +138,7 @@ def lower_steps(model, train_batch, val_batch) -> dict:
 
 
 def can_warm_convolutions(placement) -> bool:
-    """True where :func:`warm_convolutions` helps: JAX on one accelerator (a GPU autotunes; a CPU does not)."""
+    """True where :class:`ConvolutionWarmup` helps: JAX on one accelerator (a GPU autotunes; a CPU does not)."""
     from keras_softmax import environment
 
     return keras.backend.backend() == "jax" and not environment.on_cpu() and not placement.distributed
@@ -201,22 +195,26 @@ def convolution_program(image_shape, widths, compute_dtype, batch: int, *, train
     return jax.jit(jax.grad(forward) if training else forward).lower(kernels, images)
 
 
-def warm_convolutions(image_shape, widths, compute_dtype, train_batch: int) -> Compiling:
+class ConvolutionWarmup(Compiling):
     """Autotune the ResNet-12 convolutions of a train step at ``train_batch`` in a thread, starting now.
 
-    ``add_eval_batch(batch)`` on the result queues the forward convolutions at the evaluation batch
-    behind them (nothing, if it is the train batch: the train step has them). Nothing is kept but
-    XLA's choice of algorithm for each convolution, which later compilations in this process reuse;
-    ``wait()`` before compiling the model's steps, so that they do not tune the same ones beside it.
+    A :class:`Compiling` whose first program is :func:`convolution_program` at the train batch.
+    Nothing is kept but XLA's choice of algorithm for each convolution, which later compilations in
+    this process reuse; ``wait()`` before compiling the model's steps, so that they do not tune the
+    same ones beside it.
     """
-    def program(batch, training):
-        return lambda: convolution_program(image_shape, widths, compute_dtype, batch, training=training).compile()
 
-    warming = Compiling({f"convolutions at batch {train_batch}": program(train_batch, True)})
+    def __init__(self, image_shape, widths, compute_dtype, train_batch: int):
+        super().__init__()
+        self._program = (image_shape, widths, compute_dtype)
+        self.train_batch = train_batch
+        self.add(f"convolutions at batch {train_batch}", self._compiler(train_batch, training=True))
 
-    def add_eval_batch(batch: int) -> None:
-        if batch != train_batch:
-            warming.add(f"forward convolutions at batch {batch}", program(batch, False))
+    def _compiler(self, batch: int, *, training: bool):
+        return lambda: convolution_program(*self._program, batch, training=training).compile()
 
-    warming.add_eval_batch = add_eval_batch
-    return warming
+    def add_eval_batch(self, batch: int) -> None:
+        """Queue the forward convolutions at the evaluation batch (none if it is the train batch)."""
+        if batch != self.train_batch:  # the train step's forward convolutions are the test step's
+            self.add(f"forward convolutions at batch {batch}", self._compiler(batch, training=False))
+

@@ -185,7 +185,7 @@ class TrainConfig:
     compile_ahead: bool = setting(False, flag())
     # JAX on a GPU: autotune the backbone's convolutions in a thread from the batch shapes alone, while the
     # images decode and the model is built, so that compiling the train step finds them tuned
-    # (keras_softmax.training.ahead.warm_convolutions). Changes no result: XLA only picks its algorithms earlier.
+    # (keras_softmax.training.ahead.ConvolutionWarmup). Changes no result: XLA only picks its algorithms earlier.
     autotune_ahead: bool = setting(True, flag())
 
     def validate(self, origins: dict | None = None) -> "TrainConfig":

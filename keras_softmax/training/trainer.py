@@ -23,8 +23,8 @@ from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import SparseRowsModel, build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
 from keras_softmax.training import distribute
-from keras_softmax.training.ahead import (BackgroundLoad, Compiling, can_compile_ahead, can_warm_convolutions,
-                                          lower_steps, warm_convolutions)
+from keras_softmax.training.ahead import (BackgroundLoad, Compiling, ConvolutionWarmup, can_compile_ahead,
+                                          can_warm_convolutions, lower_steps)
 from keras_softmax.training.averaging import WeightAverage
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
@@ -182,7 +182,7 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
     # The convolutions' autotuning (most of a GPU's first compile) needs only the batch's shape: start it now.
     warming = None
     if config.autotune_ahead and not resume and can_warm_convolutions(placement):
-        warming = warm_convolutions(IMAGE_SHAPE, config.widths, keras.config.dtype_policy().compute_dtype,
+        warming = ConvolutionWarmup(IMAGE_SHAPE, config.widths, keras.config.dtype_policy().compute_dtype,
                                     config.batch_size)
     # Heads completed from the training labels (adaptive, sampled: class_order) wait for them.
     if head_spec(config.head).owns_projection:
@@ -222,11 +222,9 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
                          shuffle=training, seed=config.seed, drop_remainder=training,
                          cutmix=config.cutmix if training else 0.0, num_classes=outline.num_classes)[0]
             for size, training in ((batch_size, True), (val_batch_size, False))))
-        if compiling is None:
-            compiling = Compiling(steps)
-        else:
-            for name, program in steps.items():
-                compiling.add(name, program)
+        compiling = compiling or Compiling()
+        for name, program in steps.items():
+            compiling.add(name, program.compile)
     elif warming is not None:
         warming.add_eval_batch(val_batch_size)
     dataset = loading.result()
