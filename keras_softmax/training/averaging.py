@@ -20,11 +20,9 @@ nothing overwrites it); the trainer sets it itself when a resumed run has no epo
 **Every weight is averaged, trainable or not**: BatchNormalization's moving mean and variance are
 averaged like the kernels, the approximation timm's ``ModelEmaV2`` makes. SWA's usual last step,
 recomputing the BatchNormalization statistics of the averaged weights with a pass over the training
-images, is not done: it costs a forward pass over the training set (about a third of an epoch), and
-in these models it is not clean, because the augmentation (crop, flip, TrivialAugment, random
-erasing), dropout and the Gumbel heads' noise run inside the model in training mode, so a
-training-mode pass would see augmented, noisy images, and Keras's BatchNormalization keeps an
-exponential, not a cumulative, average (its momentum would have to be swapped layer by layer).
+images in training mode, is ``swa_batchnorm = "recompute"`` (the trainer calls
+:func:`keras_softmax.training.batchnorm.recompute_batchnorm_statistics` after this average is set).
+It matters most with ``swa_lr``, whose averaged epoch ends lie further apart.
 Integer weights, if a model has any, are not averaged: they keep their last value.
 
 The per-epoch history rows are the current (non-averaged) weights' figures; the model ``train``

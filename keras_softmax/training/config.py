@@ -160,8 +160,16 @@ class TrainConfig:
     ema: float = setting(0.0, number(0, 1, high_open=True))  # EMA momentum of the weights (0: off)
     # Stochastic weight averaging (keras_softmax.training.averaging): 0 = off; s in (0, 1) = the weights
     # at every epoch end from epoch ceil(s * epochs) on are averaged uniformly, and the model ends with
-    # the average (BatchNorm statistics averaged too, not recomputed). Works on every backend.
+    # the average. Works on every backend.
     swa_start: float = setting(0.0, number(0, 1, high_open=True, words="a number in [0, 1) (0: off)"))
+    # SWA's own learning rate (Izmailov et al. 2018): with the cosine schedule, decay from lr to swa_lr by
+    # the first averaged epoch and hold it there, so the averaged weights are spread along the valley
+    # instead of crowded at the end of a decay to 0. 0: the plain schedule (cosine to 0).
+    swa_lr: float = setting(0.0, number(0, words="a number >= 0 (0: the schedule's own)"))
+    # The averaged model's BatchNorm statistics: "average" the epoch ends' moving statistics like every
+    # weight, or "recompute" them for the averaged weights with one pass over the training images in
+    # training mode (SWA's update_bn; keras_softmax.training.batchnorm).
+    swa_batchnorm: str = setting("average", choice("average", "recompute"))
     widths: list = setting([64, 160, 320, 640], positive_ints(4))
     augment: bool = setting(True, flag())
     # Standardise pixels with the CIFAR-100 channel mean and std (false: pixel / 255 only, as the
@@ -208,6 +216,16 @@ class TrainConfig:
             raise ConfigError(f"swa_start and ema both average the weights: use one of them (got swa_start = "
                               f"{self.swa_start!r} and ema = {self.ema!r}; set ema = 0 for swa_start, which works "
                               "on every backend)")
+        if (self.swa_lr or self.swa_batchnorm != "average") and not self.swa_start:
+            option = "swa_lr" if self.swa_lr else "swa_batchnorm"
+            raise ConfigError(f"{option} = {getattr(self, option)!r} belongs to weight averaging, which is off: "
+                              "set swa_start too (e.g. --set swa_start=0.8)")
+        if self.swa_lr and self.schedule != "cosine":
+            raise ConfigError(f"swa_lr holds the cosine schedule at a floor; it does not apply to schedule = "
+                              f"{self.schedule!r} (use schedule = \"cosine\" or swa_lr = 0)")
+        if self.swa_lr > self.lr:
+            raise ConfigError(f"swa_lr must not exceed lr, the schedule decays from lr to it (got swa_lr = "
+                              f"{self.swa_lr!r}, lr = {self.lr!r})")
         return self
 
     def to_dict(self) -> dict:

@@ -6,6 +6,8 @@ import re
 
 import keras
 
+from keras_softmax.training.averaging import first_averaged_epoch
+
 
 #: One-cycle: the warm-up share of the steps, the initial lr as a fraction of the peak, and the
 #: final lr as a fraction of the initial one (PyTorch's OneCycleLR defaults).
@@ -16,7 +18,9 @@ def learning_rate_schedule(config, steps_per_epoch: int):
     """The learning rate per step.
 
     ``schedule="cosine"``: linear warm-up from 0 to ``lr`` over ``warmup_epochs``, then cosine decay
-    to 0. ``"constant"``: ``lr``. ``"onecycle"``: linear warm-up from ``lr / 25`` to ``lr`` over the
+    to 0; with ``swa_lr`` (SWA's learning rate) cosine decay from ``lr`` to ``swa_lr`` by the start of
+    the first averaged epoch (``swa_start``), then ``swa_lr`` to the end:
+    lr_t = swa_lr + (lr − swa_lr) · ½(1 + cos(π (t − w) / (a − w))) for w ≤ t < a. ``"constant"``: ``lr``. ``"onecycle"``: linear warm-up from ``lr / 25`` to ``lr`` over the
     first 30 % of the steps, then cosine decay to ``lr / (25 * 10^4)``.
     """
     total = max(1, config.epochs * steps_per_epoch)
@@ -29,10 +33,14 @@ def learning_rate_schedule(config, steps_per_epoch: int):
             warmup_target=config.lr, warmup_steps=warmup, alpha=1.0 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV),
         )
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    decay, floor = total - warmup, 0.0
+    if config.swa_lr:  # reach swa_lr when the first averaged epoch starts, and hold it (CosineDecay's alpha)
+        averaged_from = (first_averaged_epoch(config.swa_start, config.epochs) - 1) * steps_per_epoch
+        decay, floor = max(1, averaged_from - max(warmup, 0)), config.swa_lr / config.lr
     if warmup <= 0:
-        return keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=total)
+        return keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=decay, alpha=floor)
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total - warmup, warmup_target=config.lr, warmup_steps=warmup
+        initial_learning_rate=0.0, decay_steps=decay, warmup_target=config.lr, warmup_steps=warmup, alpha=floor
     )
 
 

@@ -26,6 +26,7 @@ from keras_softmax.training import distribute
 from keras_softmax.training.ahead import (BackgroundLoad, Compiling, ConvolutionWarmup, can_compile_ahead,
                                           can_warm_convolutions, lower_steps)
 from keras_softmax.training.averaging import WeightAverage
+from keras_softmax.training.batchnorm import recompute_batchnorm_statistics
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
 from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
 from keras_softmax.training.metrics import training_metrics
@@ -293,6 +294,12 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         averager.apply(model)  # resumed after its last checkpoint: set the average as on_train_end would
     if averager is not None:
         log(averager.describe())
+        if config.swa_batchnorm == "recompute" and averager.count:
+            recomputing = time.perf_counter()
+            layers = recompute_batchnorm_statistics(model, dataset.x_train, batch_size)
+            log(f"BatchNorm statistics of the averaged weights recomputed: {layers} layers, one pass over the "
+                f"{len(dataset.x_train):,} training images in training mode "
+                f"({time.perf_counter() - recomputing:.1f}s)")
     return TrainedRun(
         config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,
         train_seconds=time.perf_counter() - fit_started, images_per_epoch=steps_per_epoch * batch_size,

@@ -1,0 +1,214 @@
+"""swa_batchnorm = "recompute" and swa_lr (issue 24): SWA's BatchNorm pass and learning rate.
+
+The recomputed statistics are checked against two independent references: Keras's own
+BatchNormalization updating with momentum 0 (so each batch leaves its statistics in the layer),
+averaged in numpy; and, for the first layer, whose input no other BatchNormalization touches, numpy
+moments of that input. The schedule is checked against its closed form, the settings' errors are
+one line, and a tiny run ends with the recomputed statistics of its averaged weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_softmax.heads import get_head
+from keras_softmax.models.factory import build_model
+from keras_softmax.training.batchnorm import _training_forward, batchnorm_layers, recompute_batchnorm_statistics
+from keras_softmax.training.config import ConfigError, resolve
+from keras_softmax.training.optim import learning_rate_schedule
+from keras_softmax.training.trainer import train
+
+from .test_trainer import TINY, _quiet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _model(augment=False):
+    return build_model(get_head("log_softmax"), num_classes=10, widths=(4, 4, 8, 8), input_shape=(32, 32, 3),
+                       augment=augment, seed=0)
+
+
+def _images(count=100, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3)).astype("uint8")
+
+
+def _keras_reference(model, images, batch_size):
+    """Keras's layer itself: momentum 0 leaves each batch's statistics in it; image-weighted numpy mean."""
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    sums = [[0.0, 0.0] for _ in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            model(batch, training=True)
+            for total, layer in zip(sums, layers):
+                total[0] = total[0] + len(batch) * np.asarray(layer.moving_mean.numpy(), np.float64)
+                total[1] = total[1] + len(batch) * np.asarray(layer.moving_variance.numpy(), np.float64)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return [(mean / len(images), variance / len(images)) for mean, variance in sums]
+
+
+def _moving(model):
+    return [(np.asarray(layer.moving_mean.numpy()), np.asarray(layer.moving_variance.numpy()))
+            for layer in batchnorm_layers(model)]
+
+
+def test_recomputed_statistics_are_keras_own_batch_statistics_averaged_over_the_images():
+    model = _model()
+    images = _images(100)  # batches of 32, 32, 32 and 4: weighted by their images
+    before = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    assert recompute_batchnorm_statistics(model, images, 32) == len(batchnorm_layers(model)) == 16
+    got = _moving(model)
+    for v in model.weights:  # nothing but the moving statistics changed
+        if "moving_" not in v.path:
+            np.testing.assert_array_equal(np.asarray(v.numpy()), before[v.path])
+        else:
+            assert not np.allclose(np.asarray(v.numpy()), before[v.path])
+    for (mean, variance), (ref_mean, ref_variance) in zip(got, _keras_reference(model, images, 32)):
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(variance, ref_variance, rtol=1e-5, atol=1e-6)
+
+
+def test_the_first_layer_gets_the_numpy_moments_of_its_input():
+    model = _model()
+    images = _images(70)
+    first = batchnorm_layers(model)[0]
+    inputs = np.asarray(keras.Model(model.input, first.input)(images, training=False), np.float64)  # no BN before it
+    means, variances, sizes = [], [], []
+    for start in range(0, 70, 32):
+        batch = inputs[start:start + 32]
+        means.append(batch.mean(axis=(0, 1, 2)))
+        variances.append(batch.var(axis=(0, 1, 2)))  # biased, as Keras's layer
+        sizes.append(len(batch))
+    recompute_batchnorm_statistics(model, images, 32)
+    np.testing.assert_allclose(first.moving_mean.numpy(), np.average(means, axis=0, weights=sizes), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(first.moving_variance.numpy(), np.average(variances, axis=0, weights=sizes),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_layers_keep_their_statistics_and_a_model_without_batchnorm_is_left_alone():
+    model = _model()
+    frozen = batchnorm_layers(model)[3]
+    frozen.trainable = False
+    kept = np.asarray(frozen.moving_mean.numpy()).copy()
+    assert recompute_batchnorm_statistics(model, _images(40), 16) == 15
+    np.testing.assert_array_equal(frozen.moving_mean.numpy(), kept)
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert recompute_batchnorm_statistics(plain, np.zeros((4, 3), "float32"), 2) == 0
+    with pytest.raises(ValueError, match="no images"):
+        recompute_batchnorm_statistics(_model(), _images(0), 16)
+
+
+def test_the_training_forward_draws_new_augmentation_every_batch():
+    """The augmentation inside the model draws afresh at each batch, as in training (the same batch
+    twice gives different statistics), and a model without it is deterministic."""
+    for augment in (True, False):
+        model = _model(augment=augment)
+        forward = _training_forward(keras.Model(model.input, model.get_layer("avg_pool").output))
+        batch = _images(16)
+        first, second = (np.asarray(keras.ops.convert_to_numpy(forward(batch))) for _ in range(2))
+        assert np.array_equal(first, second) is (not augment)
+
+
+_ON_JAX = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from tests.training.test_batchnorm import _images, _keras_reference, _model, _moving, _training_forward
+    from keras_softmax.training.batchnorm import recompute_batchnorm_statistics
+    import keras
+    model = _model()
+    images = _images(100)
+    recompute_batchnorm_statistics(model, images, 32)
+    error = max(float(np.max(np.abs(got - ref))) for pair, refs in zip(_moving(model), _keras_reference(model, images, 32))
+                for got, ref in zip(pair, refs))
+    augmenting = _model(augment=True)
+    forward = _training_forward(keras.Model(augmenting.input, augmenting.get_layer("avg_pool").output))
+    a, b = (np.asarray(forward(images[:16])) for _ in range(2))
+    print(json.dumps({"error": error, "augmentation_advances": not np.array_equal(a, b)}))
+""")
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="the main suite runs on JAX already")
+def test_the_compiled_jax_pass_gives_the_same_statistics(tmp_path):
+    """On JAX the pass is one jitted stateless program whose random state is threaded from batch to batch."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    process = subprocess.run([sys.executable, "-c", _ON_JAX, str(ROOT)], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result["error"] < 1e-5 and result["augmentation_advances"], result
+
+
+# --- swa_lr: the schedule and the settings ---------------------------------------------------------------
+
+@pytest.mark.parametrize("warmup_epochs", [2.0, 0.0])
+def test_swa_lr_schedule_is_cosine_to_swa_lr_then_flat(warmup_epochs):
+    config = resolve(None, {"epochs": 10, "lr": 0.2, "swa_start": 0.7, "swa_lr": 0.05,
+                            "warmup_epochs": warmup_epochs})
+    steps = 8  # per epoch; epoch 7 is the first averaged one, so swa_lr from step 6 * 8 = 48 on
+    schedule = learning_rate_schedule(config, steps)
+    w, a = int(warmup_epochs * steps), 48
+    for t in range(80):
+        if t < w:
+            want = 0.2 * t / w
+        elif t < a:
+            want = 0.05 + 0.15 * 0.5 * (1 + np.cos(np.pi * (t - w) / (a - w)))
+        else:
+            want = 0.05
+        assert float(schedule(t)) == pytest.approx(want, rel=1e-5, abs=1e-7), t
+    plain = learning_rate_schedule(resolve(None, {"epochs": 10, "lr": 0.2, "swa_start": 0.7}), steps)
+    assert float(plain(79)) < 1e-3  # without swa_lr: cosine to 0 over the whole run
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"swa_lr": 0.05}, "swa_lr = 0.05 belongs to weight averaging, which is off: set swa_start too"),
+    ({"swa_batchnorm": "recompute"}, "swa_batchnorm = 'recompute' belongs to weight averaging, which is off"),
+    ({"swa_start": 0.8, "swa_lr": 0.05, "schedule": "onecycle"}, "swa_lr holds the cosine schedule at a floor; "
+                                                                  "it does not apply to schedule = 'onecycle'"),
+    ({"swa_start": 0.8, "swa_lr": 0.3, "lr": 0.2}, "swa_lr must not exceed lr"),
+    ({"swa_start": 0.8, "swa_batchnorm": "again"}, "swa_batchnorm must be one of"),
+    ({"swa_start": 0.8, "swa_lr": -1}, "swa_lr must be a number >= 0"),
+])
+def test_swa_settings_refuse_what_does_not_fit_in_one_line(settings, message):
+    with pytest.raises(ConfigError) as error:
+        resolve(None, settings)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_run_ends_with_the_recomputed_statistics_of_its_averaged_weights(tmp_path):
+    """swa_lr and swa_batchnorm = "recompute" in a tiny run: the learning rate ends at swa_lr, the log
+    says what was recomputed, and the final moving statistics are those of the final weights (a second
+    pass, with the augmentation off, gives them again), not the epoch ends' average."""
+    settings = {**TINY, "epochs": 4, "swa_start": 0.5, "swa_lr": 0.02, "lr": 0.1, "augment": False}
+    lines = []
+    run = train(resolve(None, {**settings, "swa_batchnorm": "recompute"}), tmp_path / "recompute", log=lines.append)
+    averaged = train(resolve(None, settings), tmp_path / "average", log=_quiet)
+    assert float(run.model.optimizer.learning_rate) == pytest.approx(0.02)
+    assert any(line.startswith("BatchNorm statistics of the averaged weights recomputed: 16 layers, one pass over "
+                               "the 144 training images") for line in lines), lines
+    final = _moving(run.model)
+    for a, b in zip(run.model.weights, averaged.model.weights):  # the same training, the same average
+        if "moving_" not in a.path:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert not all(np.allclose(f[0], s[0]) for f, s in zip(final, _moving(averaged.model)))
+    recompute_batchnorm_statistics(run.model, run.dataset.x_train, 32)
+    for (mean, variance), (again_mean, again_variance) in zip(final, _moving(run.model)):
+        np.testing.assert_allclose(mean, again_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(variance, again_variance, rtol=1e-5, atol=1e-6)
+    assert resolve(tmp_path / "recompute" / "config.toml").swa_batchnorm == "recompute"
