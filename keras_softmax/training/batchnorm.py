@@ -5,16 +5,17 @@ means and variances the BatchNormalization layers carry belong to none of them. 
 (2018) recompute them with one pass over the training data in training mode; this is that pass
 (PyTorch's ``torch.optim.swa_utils.update_bn``), for a Keras functional model on every backend.
 
-For each trainable BatchNormalization layer ℓ and each batch b of n_b training images, the model
+For each trainable BatchNormalization layer ℓ and each batch b of the training images, the model
 runs in training mode (every earlier BatchNormalization normalising with its batch's statistics,
 the augmentation inside the model drawing as it does in training), and ℓ's input x gives its batch
 statistics over every axis but the channel one, in float32 as the layer computes them:
 
     μ_b = mean(x),   σ²_b = mean((x − μ_b)²)    (biased, as Keras's layer uses)
 
-The layer's moving statistics become the image-weighted means over the N images:
+The layer's moving statistics become the means over the B full batches (a remainder of fewer than
+a batch's images is left out, as training leaves it out):
 
-    moving_mean = Σ_b n_b μ_b / N,    moving_variance = Σ_b n_b σ²_b / N
+    moving_mean = Σ_b μ_b / B,    moving_variance = Σ_b σ²_b / B
 
 the cumulative average ``update_bn`` takes (momentum None), in place of the exponential one training
 keeps. Frozen (``trainable = False``) layers keep theirs: in training mode they do not update either.
@@ -82,26 +83,29 @@ def _training_forward(probe):
     return forward
 
 
-def recompute_batchnorm_statistics(model, images, batch_size: int) -> int:
+def recompute_batchnorm_statistics(model, images, batch_size: int) -> tuple[int, int]:
     """Set every trainable BatchNormalization layer's moving mean and variance to their average over
-    ``images`` in batches of ``batch_size`` (the model in training mode); returns how many layers.
+    ``images`` in batches of ``batch_size`` (the model in training mode); returns (layers, images used).
 
     ``images`` are what the model takes (e.g. the uint8 training images; the augmentation layer
-    inside the model transforms them as in training). Only the moving statistics change.
+    inside the model transforms them as in training). Only the moving statistics change. Full batches
+    only, as training takes them: the statistics are those of batches of the training size, and one
+    program shape compiles (fewer images than a batch: one batch of them all).
     """
     layers = batchnorm_layers(model)
     if not layers:
-        return 0
-    count = len(images)
-    if count == 0:
+        return 0, 0
+    if len(images) == 0:
         raise ValueError("no images to recompute the BatchNormalization statistics from")
+    batch_size = min(batch_size, len(images))
+    count = len(images) - len(images) % batch_size
     forward = _training_forward(_statistics_model(model, layers))
     sums = None
     for start in range(0, count, batch_size):
-        batch = images[start:start + batch_size]
-        stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) * len(batch) for s in forward(batch)]
+        stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in forward(images[start:start + batch_size])]
         sums = stats if sums is None else [total + s for total, s in zip(sums, stats)]
+    batches = count // batch_size
     for i, layer in enumerate(layers):
-        layer.moving_mean.assign((sums[2 * i] / count).astype(layer.moving_mean.dtype))
-        layer.moving_variance.assign((sums[2 * i + 1] / count).astype(layer.moving_variance.dtype))
-    return len(layers)
+        layer.moving_mean.assign((sums[2 * i] / batches).astype(layer.moving_mean.dtype))
+        layer.moving_variance.assign((sums[2 * i + 1] / batches).astype(layer.moving_variance.dtype))
+    return len(layers), count

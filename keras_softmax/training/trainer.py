@@ -296,9 +296,9 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         log(averager.describe())
         if config.swa_batchnorm == "recompute" and averager.count:
             recomputing = time.perf_counter()
-            layers = recompute_batchnorm_statistics(model, dataset.x_train, batch_size)
-            log(f"BatchNorm statistics of the averaged weights recomputed: {layers} layers, one pass over the "
-                f"{len(dataset.x_train):,} training images in training mode "
+            layers, images = recompute_batchnorm_statistics(model, dataset.x_train, batch_size)
+            log(f"BatchNorm statistics of the averaged weights recomputed: {layers} layers, one pass over "
+                f"{images:,} training images in training mode "
                 f"({time.perf_counter() - recomputing:.1f}s)")
     return TrainedRun(
         config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,

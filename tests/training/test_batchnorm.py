@@ -42,23 +42,23 @@ def _images(count=100, seed=0):
 
 
 def _keras_reference(model, images, batch_size):
-    """Keras's layer itself: momentum 0 leaves each batch's statistics in it; image-weighted numpy mean."""
+    """Keras's layer itself: momentum 0 leaves each batch's statistics in it; numpy mean over full batches."""
     layers = batchnorm_layers(model)
     momenta = [layer.momentum for layer in layers]
     sums = [[0.0, 0.0] for _ in layers]
     try:
         for layer in layers:
             layer.momentum = 0.0
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
-            model(batch, training=True)
+        batches = len(images) // batch_size
+        for b in range(batches):
+            model(images[b * batch_size:(b + 1) * batch_size], training=True)
             for total, layer in zip(sums, layers):
-                total[0] = total[0] + len(batch) * np.asarray(layer.moving_mean.numpy(), np.float64)
-                total[1] = total[1] + len(batch) * np.asarray(layer.moving_variance.numpy(), np.float64)
+                total[0] = total[0] + np.asarray(layer.moving_mean.numpy(), np.float64)
+                total[1] = total[1] + np.asarray(layer.moving_variance.numpy(), np.float64)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-    return [(mean / len(images), variance / len(images)) for mean, variance in sums]
+    return [(mean / batches, variance / batches) for mean, variance in sums]
 
 
 def _moving(model):
@@ -68,9 +68,9 @@ def _moving(model):
 
 def test_recomputed_statistics_are_keras_own_batch_statistics_averaged_over_the_images():
     model = _model()
-    images = _images(100)  # batches of 32, 32, 32 and 4: weighted by their images
+    images = _images(100)  # three batches of 32; the last 4 images are left out, as training leaves them
     before = {v.path: np.asarray(v.numpy()) for v in model.weights}
-    assert recompute_batchnorm_statistics(model, images, 32) == len(batchnorm_layers(model)) == 16
+    assert recompute_batchnorm_statistics(model, images, 32) == (16, 96) and len(batchnorm_layers(model)) == 16
     got = _moving(model)
     for v in model.weights:  # nothing but the moving statistics changed
         if "moving_" not in v.path:
@@ -87,17 +87,14 @@ def test_the_first_layer_gets_the_numpy_moments_of_its_input():
     images = _images(70)
     first = batchnorm_layers(model)[0]
     inputs = np.asarray(keras.Model(model.input, first.input)(images, training=False), np.float64)  # no BN before it
-    means, variances, sizes = [], [], []
-    for start in range(0, 70, 32):
-        batch = inputs[start:start + 32]
-        means.append(batch.mean(axis=(0, 1, 2)))
-        variances.append(batch.var(axis=(0, 1, 2)))  # biased, as Keras's layer
-        sizes.append(len(batch))
-    recompute_batchnorm_statistics(model, images, 32)
-    np.testing.assert_allclose(first.moving_mean.numpy(), np.average(means, axis=0, weights=sizes), rtol=1e-5,
+    batches = inputs[:64].reshape(2, 32, *inputs.shape[1:])  # two full batches; images 64-69 left out
+    assert recompute_batchnorm_statistics(model, images, 32) == (16, 64)
+    np.testing.assert_allclose(first.moving_mean.numpy(), batches.mean(axis=(1, 2, 3)).mean(axis=0), rtol=1e-5,
                                atol=1e-6)
-    np.testing.assert_allclose(first.moving_variance.numpy(), np.average(variances, axis=0, weights=sizes),
+    np.testing.assert_allclose(first.moving_variance.numpy(), batches.var(axis=(1, 2, 3)).mean(axis=0),  # biased
                                rtol=1e-5, atol=1e-6)
+    assert recompute_batchnorm_statistics(model, images[:10], 32) == (16, 10)  # fewer than a batch: one of them all
+    np.testing.assert_allclose(first.moving_mean.numpy(), inputs[:10].mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
 
 
 def test_frozen_layers_keep_their_statistics_and_a_model_without_batchnorm_is_left_alone():
@@ -105,10 +102,10 @@ def test_frozen_layers_keep_their_statistics_and_a_model_without_batchnorm_is_le
     frozen = batchnorm_layers(model)[3]
     frozen.trainable = False
     kept = np.asarray(frozen.moving_mean.numpy()).copy()
-    assert recompute_batchnorm_statistics(model, _images(40), 16) == 15
+    assert recompute_batchnorm_statistics(model, _images(40), 16) == (15, 32)
     np.testing.assert_array_equal(frozen.moving_mean.numpy(), kept)
     plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    assert recompute_batchnorm_statistics(plain, np.zeros((4, 3), "float32"), 2) == 0
+    assert recompute_batchnorm_statistics(plain, np.zeros((4, 3), "float32"), 2) == (0, 0)
     with pytest.raises(ValueError, match="no images"):
         recompute_batchnorm_statistics(_model(), _images(0), 16)
 
@@ -201,7 +198,7 @@ def test_a_run_ends_with_the_recomputed_statistics_of_its_averaged_weights(tmp_p
     averaged = train(resolve(None, settings), tmp_path / "average", log=_quiet)
     assert float(run.model.optimizer.learning_rate) == pytest.approx(0.02)
     assert any(line.startswith("BatchNorm statistics of the averaged weights recomputed: 16 layers, one pass over "
-                               "the 144 training images") for line in lines), lines
+                               "128 training images") for line in lines), lines
     final = _moving(run.model)
     for a, b in zip(run.model.weights, averaged.model.weights):  # the same training, the same average
         if "moving_" not in a.path:
