@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def friendly_errors(command):
             raise
         except KeyboardInterrupt:
             _warn("interrupted")
-            sys.exit(130)
+            _exit_interrupted()
         except _user_errors() as error:
             raise click.ClickException(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
 
@@ -187,7 +188,20 @@ def _train_or_explain(run_training, config, out: Path, **options):
         run_training(config, out, log=_echo, **options)
     except KeyboardInterrupt:
         _warn(f"\ninterrupted; continue with: keras-softmax train --resume --out {out}")
-        sys.exit(130)
+        _exit_interrupted()
+
+
+def _exit_interrupted():
+    """Exit with status 130 now. A program still compiling ahead (training/ahead.py) cannot be stopped,
+    and the interpreter would wait for its thread (up to ~30 s of a GPU's autotuning): then leave at
+    once with ``os._exit``, after flushing. The run directory is consistent at any moment (its files
+    are written atomically), and nothing in the compile thread writes to it."""
+    ahead = sys.modules.get("keras_softmax.training.ahead")  # loaded only where a run was set up
+    if ahead is not None and ahead.compiling_in_background():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 @main.command()
@@ -343,7 +357,7 @@ def study(spec, out, dataset, settings, devices, runs_per_device, budget, report
                             report_path=report_path, plots_dir=plots_dir, test_dataset=test_dataset, log=_echo)
     except KeyboardInterrupt:
         _warn(f"\ninterrupted; the same command continues the study in {out}")
-        sys.exit(130)
+        _exit_interrupted()
     if outcome.failed:
         raise click.ClickException(f"{len(outcome.failed)} of {outcome.planned} runs failed "
                                    f"({', '.join(run for run, _ in outcome.failed)}); see {out}/logs/")

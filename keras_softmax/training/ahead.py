@@ -71,12 +71,23 @@ class BackgroundLoad:
         return self._result.result()
 
 
+#: The compile thread's name prefix. XLA cannot be stopped mid-compilation, and Python waits for an
+#: executor's threads at exit, so an interrupted process asks :func:`compiling_in_background` first.
+COMPILE_THREAD_PREFIX = "keras-softmax-compile"
+
+
+def compiling_in_background() -> bool:
+    """True while a :class:`Compiling` thread is still compiling a program."""
+    return any(thread.name.startswith(COMPILE_THREAD_PREFIX) and thread.is_alive()
+               for thread in threading.enumerate())
+
+
 class Compiling:
     """Programs compiling in a thread, one at a time, in the order queued; :meth:`wait` before ``fit``."""
 
     def __init__(self):
         self.started = time.perf_counter()
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-softmax-compile")
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=COMPILE_THREAD_PREFIX)
         self._futures = {}
 
     def add(self, name: str, compile_program) -> None:

@@ -102,7 +102,8 @@ def recompute_batchnorm_statistics(model, images, batch_size: int) -> tuple[int,
     forward = _training_forward(_statistics_model(model, layers))
     sums = None
     for start in range(0, count, batch_size):
-        stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in forward(images[start:start + batch_size])]
+        batch = forward(images[start:start + batch_size])
+        stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in batch]
         sums = stats if sums is None else [total + s for total, s in zip(sums, stats)]
     batches = count // batch_size
     for i, layer in enumerate(layers):

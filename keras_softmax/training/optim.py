@@ -17,11 +17,12 @@ ONECYCLE_WARMUP, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4
 def learning_rate_schedule(config, steps_per_epoch: int):
     """The learning rate per step.
 
-    ``schedule="cosine"``: linear warm-up from 0 to ``lr`` over ``warmup_epochs``, then cosine decay
-    to 0; with ``swa_lr`` (SWA's learning rate) cosine decay from ``lr`` to ``swa_lr`` by the start of
-    the first averaged epoch (``swa_start``), then ``swa_lr`` to the end:
-    lr_t = swa_lr + (lr − swa_lr) · ½(1 + cos(π (t − w) / (a − w))) for w ≤ t < a. ``"constant"``: ``lr``. ``"onecycle"``: linear warm-up from ``lr / 25`` to ``lr`` over the
-    first 30 % of the steps, then cosine decay to ``lr / (25 * 10^4)``.
+    ``schedule="cosine"``: linear warm-up from 0 to ``lr`` over ``warmup_epochs`` (w steps), then
+    cosine decay to 0; with ``swa_lr`` (SWA's learning rate) the decay reaches ``swa_lr`` at step a,
+    the start of the first averaged epoch (``swa_start``), and stays there:
+    lr_t = swa_lr + (lr − swa_lr) · ½(1 + cos(π (t − w) / (a − w))) for w ≤ t < a, swa_lr after.
+    ``"constant"``: ``lr``. ``"onecycle"``: linear warm-up from ``lr / 25`` to ``lr`` over the first
+    30 % of the steps, then cosine decay to ``lr / (25 * 10^4)``.
     """
     total = max(1, config.epochs * steps_per_epoch)
     if config.schedule == "constant":

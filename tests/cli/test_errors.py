@@ -192,3 +192,39 @@ def test_a_diverging_run_stops_at_the_first_nan_with_one_line(tmp_path):
     assert failed["epoch"] == 1 and failed["reason"] == "non-finite loss" and failed["message"] == line[7:]
     assert not (out / "history.csv").exists() or "nan" not in (out / "history.csv").read_text()
     assert_user_error(invoke("train", *TINY, "--out", out), "holds a run that failed at epoch 1", "--resume")
+
+
+_INTERRUPTED_WHILE_COMPILING = """
+import sys, time
+import keras_softmax.job
+from keras_softmax.training.ahead import Compiling
+
+def interrupted(config, out, log=print, **options):
+    compiling = Compiling()  # as training/ahead.py's warm-up: a program XLA will not stop compiling
+    compiling.add("slow program", lambda: time.sleep(40))
+    time.sleep(0.5)
+    raise KeyboardInterrupt  # Ctrl-C while the main thread waits for the data
+
+keras_softmax.job.run_job = interrupted
+from keras_softmax_cli import main
+sys.argv = ["keras-softmax", "train", "--dataset", "digits", "--epochs", "1", "--out", sys.argv[1]]
+main()
+"""
+
+
+def test_ctrl_c_while_a_program_compiles_ahead_exits_at_once(tmp_path):
+    """Ctrl-C in a GPU run's first ~30 s, while the convolutions autotune in the compile thread: exit
+    130 with the resume hint within seconds, not after the compilation (the interpreter waits for an
+    executor's threads at exit; before 2026-12-04 it sat out the whole compile)."""
+    import subprocess
+    import sys
+    import time
+
+    started = time.perf_counter()
+    process = subprocess.run([sys.executable, "-c", _INTERRUPTED_WHILE_COMPILING, str(tmp_path / "run")],
+                             capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - started
+    assert process.returncode == 130, process.stderr[-2000:]
+    assert f"interrupted; continue with: keras-softmax train --resume --out {tmp_path / 'run'}" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert seconds < 30, f"the interrupted process took {seconds:.0f}s to exit"
