@@ -826,6 +826,59 @@ def _provenance_section(spec, study: _Study, planned) -> list[str]:
     return lines
 
 
+def _earlier_conclusion(before, after) -> str:
+    """Whether an earlier verdict holds in this study."""
+    if before.difference is None or after.difference is None:
+        return "–"
+    if before.word == after.word:
+        return f"holds ({before.word})"
+    return f"**changes**: {before.word} → {after.word}"
+
+
+def _earlier_section(spec, study: _Study) -> list[str]:
+    """The heads' comparisons beside the same ones recomputed from an earlier study's results, on the test
+    split: per comparison, each study's Δ with its interval and verdict, and whether the verdict holds."""
+    earlier = spec.earlier
+    pairs = [(h, spec.reference) for h in spec.heads if h != spec.reference]
+    if earlier is None or not pairs:
+        return []
+    rows = [row for row in read_results(earlier.results) if row.get("kind") == "head"]
+    values = {name: [row.get("test_accuracy") for row in rows if row["name"] == name]
+              for name in {n for pair in pairs for n in pair}}
+    before = compare_family(values, pairs, alpha=study.alpha, margin=study.margin)
+    after = study.family(pairs, "accuracy", "test")
+    label = _md(earlier.label)
+    lines = [f"## {_md(earlier.title)}", ""]
+    if earlier.text:
+        lines += [earlier.text.strip(), ""]
+    lines += [f"Each head − `{_md(spec.reference)}` on test top-1, here and in the {label} study "
+              f"(`{_md(earlier.results.name)}`, its `head` rows), each side one family of the {len(pairs)} "
+              "comparisons below (Holm within it, equivalence margin as above); raw 95 % intervals.", ""]
+    header = ["comparison (first − second)", f"n ({label})", f"Δ test, {label} (pp) [95 % CI]",
+              f"verdict ({label})", "n (this study)", "Δ test, this study (pp) [95 % CI]", "verdict (this study)",
+              f"the {label} verdict"]
+    table, items = [], []
+    for b, a in zip(before, after):
+        cells = [f"`{_md(b.a)}` − `{_md(b.b)}`"]
+        for verdict, where in ((b, earlier.label), (a, "this study")):
+            d = verdict.difference
+            cells += [f"{verdict.n_a} vs {verdict.n_b}",
+                      f"{_pp(d.difference)} [{_pp(d.low)}, {_pp(d.high)}]" if d else NOT_SCORED,
+                      study.verdict_cell(verdict) if d else NOT_SCORED]
+            if d:
+                items.append({"label": f"{verdict.a} − {verdict.b} ({where})", "difference": 100 * d.difference,
+                              "low": 100 * d.low, "high": 100 * d.high, "holm_low": 100 * verdict.holm_low,
+                              "holm_high": 100 * verdict.holm_high, "verdict": verdict.word})
+        table.append(cells + [_earlier_conclusion(b, a)])
+    lines += _table(header, table)
+    if items:
+        path, rel = study.figure("earlier-forest.png")
+        plots.plot_forest(items, path, margin=100 * study.margin if study.margin else None,
+                          title=f"Heads − {spec.reference}: Δ test top-1, {earlier.label} and this study")
+        lines += [f"![{_md(earlier.title)}: forest plot]({rel})", ""]
+    return lines
+
+
 def _retrain(out: Path) -> str:
     """How one run of the study is trained again beside the original, from where the study ran (its
     configs name the dataset as the study was given it)."""
@@ -902,6 +955,7 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
     lines += study.epoch_times(heads, "heads")
     lines += study.confused(heads, "heads")
     lines += study.reliability(heads, "heads")
+    lines += _earlier_section(spec, study)
 
     for section in spec.sections:
         names = [n for n in section.rows if study.n(n)]

@@ -50,6 +50,11 @@ variants, recipes, a per-head tuning grid and report sections::
     settings = { optimizer = "stated: ...", epochs = "assumed: ..." }
     data = { source = "...", sha256 = "..." }
 
+    [earlier]                                 # optional: the heads' comparisons in an earlier study
+    results = "results/cifar100-study5.jsonl" # that study's results.jsonl (relative to this file)
+    label = "30 epochs"                       # what its column is called
+    title = "Which 30-epoch conclusions hold" # the section's title (and text = "..." under it)
+
     [timing]                                  # optional: short runs alone on a device, for speed
     names = ["softmax", "log_softmax"]        # heads and variants (default: all of them)
     seeds = [0]                               # default [0]
@@ -59,6 +64,10 @@ Timing runs exist because runs that share a GPU (``--runs-per-device``) train fa
 cannot say how fast a head trains alone: each name's timing run (``timing-<name>-seed<s>``) trains a
 few epochs of that name's recipe with its device to itself, after every other run, and gives the
 report's epoch-time and images/s columns; it counts for no accuracy figure.
+
+``[earlier]`` puts the heads table's comparisons (each head − ``reference``) of this study beside the
+same comparisons recomputed from an earlier study's ``results.jsonl`` (its ``kind = "head"`` rows, as
+one family over the same pairs), on the test split, and says for each whether the earlier verdict holds.
 
 ``extends = "other.toml"`` starts from another spec: its keys are the defaults, ``variants`` and
 ``sections`` are appended, ``recipes`` merged.
@@ -87,7 +96,7 @@ from keras_softmax.heads.registry import head_spec, list_heads
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
-             "sections", "timing", "primary", "verdicts", "claims", "provenance")
+             "sections", "timing", "primary", "verdicts", "claims", "provenance", "earlier")
 VARIANT_KEYS = ("name", "description", "group", "recipe", "seeds", "compare_to")
 TUNING_KEYS = ("heads", "seeds", "metric", "tuned_seeds")
 SECTION_KEYS = ("title", "text", "rows", "reference", "comparisons", "primary", "metric")
@@ -96,6 +105,7 @@ CLAIM_KEYS = ("claim", "rows", "reference", "expect", "evidence", "command", "me
 #: Figures a comparison may be on (row keys of results.jsonl; the test split's are ``test_<key>``).
 METRICS = ("accuracy", "top5_accuracy", "f1_macro", "coarse_accuracy", "steady_epoch_seconds")
 TIMING_KEYS = ("names", "seeds")
+EARLIER_KEYS = ("results", "label", "title", "text")
 #: A timing run's settings unless its [timing] table says otherwise: epoch 1 compiles, 2..4 are timed.
 TIMING_DEFAULTS = {"epochs": 4}
 TRAIN_KEYS = tuple(name for name in FIELDS if name != "seed")
@@ -173,6 +183,16 @@ class Claim:
 
 
 @dataclasses.dataclass(frozen=True)
+class Earlier:
+    """An earlier study's ``results.jsonl``, whose head comparisons the report sets beside this one's."""
+
+    results: Path
+    label: str = "earlier study"
+    title: str = "Which earlier conclusions hold"
+    text: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Timing:
     """Short runs of ``names`` on ``seeds``, each alone on its device: the report's speed figures."""
 
@@ -199,6 +219,7 @@ class StudySpec:
     verdicts: Verdicts = dataclasses.field(default_factory=Verdicts)
     claims: tuple = ()
     provenance: dict = dataclasses.field(default_factory=dict)
+    earlier: Earlier | None = None
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -245,6 +266,9 @@ def _read(path: Path, seen: tuple) -> dict:
     for key in ("base",):
         if isinstance(data.get(key), str):
             data[key] = str((path.parent / data[key]).resolve())
+    earlier = data.get("earlier")
+    if isinstance(earlier, dict) and isinstance(earlier.get("results"), str):
+        data["earlier"] = {**earlier, "results": str((path.parent / earlier["results"]).resolve())}
     verdicts = data.get("verdicts")
     if isinstance(verdicts, dict) and isinstance(verdicts.get("repeats"), str):
         data["verdicts"] = {**verdicts, "repeats": str((path.parent / verdicts["repeats"]).resolve())}
@@ -330,10 +354,30 @@ def _parse(path: Path, data: dict) -> StudySpec:
     provenance = data.get("provenance", {})
     if not isinstance(provenance, dict):
         raise StudyError(f"{path}: provenance must be a table ([provenance])")
+    earlier = _earlier(path, data.get("earlier"))
     return StudySpec(path=path, description=description, base=base, settings=settings, heads=tuple(heads),
                      seeds=seeds, reference=reference, recipes=recipes, variants=variants, tuning=tuning,
                      sections=sections, timing=timing, primary=primary, verdicts=verdicts, claims=claims,
-                     provenance=provenance)
+                     provenance=provenance, earlier=earlier)
+
+
+def _earlier(path, raw) -> Earlier | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: earlier must be a table ([earlier])")
+    unknown = sorted(set(raw) - set(EARLIER_KEYS))
+    if unknown:
+        raise StudyError(f"{path}: earlier: unknown key {unknown[0]!r}; it holds {', '.join(EARLIER_KEYS)}")
+    if not isinstance(raw.get("results"), str):
+        raise StudyError(f"{path}: earlier: results must be the path of the earlier study's results.jsonl")
+    results = Path(raw["results"])
+    if not results.is_file():
+        raise StudyError(f"{path}: earlier: results file not found: {results}")
+    for key in ("label", "title", "text"):
+        if key in raw and not isinstance(raw[key], str):
+            raise StudyError(f"{path}: earlier: {key} must be a string (got {raw[key]!r})")
+    return Earlier(results=results, **{k: raw[k] for k in ("label", "title", "text") if k in raw})
 
 
 def _verdicts(path, raw) -> Verdicts:

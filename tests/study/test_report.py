@@ -396,3 +396,89 @@ def test_a_negative_budget_is_refused_before_the_study_directory_is_made(tmp_pat
     with pytest.raises(StudyError, match=r"--budget must be a number of seconds >= 0 \(got -1\)"):
         run_study(spec_path, tmp_path / "study", budget=-1, log=lambda line: None)
     assert not (tmp_path / "study").exists()
+
+
+EARLIER_SPEC = """
+description = "the heads at another recipe"
+heads = ["log_softmax", "softmax", "sparsemax"]
+seeds = [0, 1, 2, 3]
+epochs = 3
+[verdicts]
+margin = 1.0
+[earlier]
+results = "earlier.jsonl"
+label = "30 epochs"
+title = "Which 30-epoch conclusions hold"
+text = "Words under the title."
+"""
+# Per-seed test top-1, earlier study (5 seeds) and this one (4 seeds): softmax was clearly worse than
+# log_softmax and is level now; sparsemax was worse and still is.
+EARLIER = {"log_softmax": [0.700, 0.704, 0.698, 0.702, 0.706], "softmax": [0.650, 0.655, 0.648, 0.652, 0.657],
+           "sparsemax": [0.640, 0.646, 0.642, 0.639, 0.644]}
+NOW = {"log_softmax": [0.740, 0.744, 0.738, 0.742], "softmax": [0.741, 0.743, 0.739, 0.742],
+       "sparsemax": [0.700, 0.706, 0.702, 0.699]}
+
+
+def _welch(a, b):
+    """Δ and its raw 95 % interval, by scipy's Welch test (an independent computation)."""
+    from scipy import stats
+
+    a, b = np.asarray(a), np.asarray(b)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    d = a.mean() - b.mean()
+    assert stats.ttest_ind(a, b, equal_var=False).pvalue == pytest.approx(2 * stats.t.sf(abs(d) / np.sqrt(va + vb), df))
+    return d, d - half, d + half
+
+
+def test_the_earlier_studys_verdicts_sit_beside_this_ones(tmp_path):
+    """[earlier]: each head − reference on the test split, recomputed from the earlier results.jsonl's
+    head rows (the other kinds ignored) as one family, beside this study's, with whether it holds."""
+    (tmp_path / "spec.toml").write_text(textwrap.dedent(EARLIER_SPEC))
+    rows = [{"name": name, "kind": "head", "seed": s, "test_accuracy": v}
+            for name, values in EARLIER.items() for s, v in enumerate(values)]
+    rows.append({"name": "softmax", "kind": "tune", "seed": 0, "test_accuracy": 0.99})  # not a head row
+    (tmp_path / "earlier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = load_spec(tmp_path / "spec.toml")
+    assert spec.earlier.results == (tmp_path / "earlier.jsonl").resolve()
+    planned = Planner(spec).plan()
+    out = tmp_path / "study"
+    for run in planned:
+        fake_run(out, run)
+    from keras_softmax.study.report import write_study_report
+    from keras_softmax.study.results import collect
+
+    rows = collect(planned, out)
+    for row in rows:
+        row["test_accuracy"] = NOW[row["name"]][row["seed"]]
+    text = write_study_report(spec, planned, rows, out).read_text()
+    assert "## Which 30-epoch conclusions hold\n\nWords under the title." in text
+    section = text.split("## Which 30-epoch conclusions hold")[1].split("\n## ")[0]
+    softmax, sparsemax = (_cells(section, f"{name}` − `log_softmax")[0] for name in ("softmax", "sparsemax"))
+    for cells, name in ((softmax, "softmax"), (sparsemax, "sparsemax")):
+        for offset, values in ((1, EARLIER), (4, NOW)):
+            d, low, high = _welch(values[name], values["log_softmax"])
+            assert cells[offset] == f"{len(values[name])} vs {len(values['log_softmax'])}"
+            assert cells[offset + 1] == f"{100 * d:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+    assert softmax[3] == "**worse**" and softmax[6].startswith("**equivalent**: beyond ±1.00 pp excluded")
+    assert softmax[7] == "**changes**: worse → equivalent"
+    assert sparsemax[3] == sparsemax[6] == "**worse**" and sparsemax[7] == "holds (worse)"
+    assert "![Which 30-epoch conclusions hold: forest plot](plots/earlier-forest.png)" in text
+    assert (out / "plots" / "earlier-forest.png").is_file()
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('results = "missing.jsonl"', "earlier: results file not found: "),
+    ('results = "earlier.jsonl"\nwhat = 1', "earlier: unknown key 'what'; it holds results, label, title, text"),
+    ("label = 3", "earlier: results must be the path of the earlier study's results.jsonl"),
+    ('results = "earlier.jsonl"\nlabel = 3', "earlier: label must be a string (got 3)"),
+])
+def test_a_bad_earlier_table_is_one_line(tmp_path, table, message):
+    from keras_softmax.study.spec import StudyError as SpecError
+
+    (tmp_path / "earlier.jsonl").write_text("")
+    (tmp_path / "spec.toml").write_text(f'heads = ["softmax", "log_softmax"]\nseeds = [0]\n[earlier]\n{table}\n')
+    with pytest.raises(SpecError) as error:
+        load_spec(tmp_path / "spec.toml")
+    assert message in str(error.value) and "\n" not in str(error.value)
