@@ -835,7 +835,7 @@ def _earlier_conclusion(before, after) -> str:
     return f"**changes**: {before.word} → {after.word}"
 
 
-def _earlier_section(spec, study: _Study) -> list[str]:
+def _earlier_section(spec, study: _Study, stem: str = "earlier", level: str = "##") -> list[str]:
     """The heads' comparisons beside the same ones recomputed from an earlier study's results, on the test
     split: per comparison, each study's Δ with its interval and verdict, and whether the verdict holds."""
     earlier = spec.earlier
@@ -848,7 +848,7 @@ def _earlier_section(spec, study: _Study) -> list[str]:
     before = compare_family(values, pairs, alpha=study.alpha, margin=study.margin)
     after = study.family(pairs, "accuracy", "test")
     label = _md(earlier.label)
-    lines = [f"## {_md(earlier.title)}", ""]
+    lines = [f"{level} {_md(earlier.title)}", ""]
     if earlier.text:
         lines += [earlier.text.strip(), ""]
     lines += [f"Each head − `{_md(spec.reference)}` on test top-1, here and in the {label} study "
@@ -872,10 +872,42 @@ def _earlier_section(spec, study: _Study) -> list[str]:
         table.append(cells + [_earlier_conclusion(b, a)])
     lines += _table(header, table)
     if items:
-        path, rel = study.figure("earlier-forest.png")
+        path, rel = study.figure(f"{stem}-forest.png")
         plots.plot_forest(items, path, margin=100 * study.margin if study.margin else None,
                           title=f"Heads − {spec.reference}: Δ test top-1, {earlier.label} and this study")
         lines += [f"![{_md(earlier.title)}: forest plot]({rel})", ""]
+    return lines
+
+
+def _included_section(included, study: _Study) -> list[str]:
+    """Another study set into this report from its results.jsonl: its heads' tables and verdicts (validation
+    and test), and its own [earlier] comparison. Its primary comparison joins this report's headlines."""
+    from keras_softmax.study.spec import Planner
+
+    spec = included.spec
+    planned = Planner(spec).plan()
+    rows = read_results(included.results)
+    other = _Study(spec, planned, rows, study.out, study.report_path, study.plots_dir)
+    other.figures_written = study.figures_written  # one list: the figures this report links
+    stem = _slug(included.title)
+    heads = [h for h in spec.heads if other.n(h)]
+    reference = spec.reference if other.n(spec.reference) else None
+    finished = len({row["run_dir"] for row in rows if row.get("kind") != "timing"})
+    lines = [f"## {_md(included.title)}", ""]
+    if included.text:
+        lines += [included.text.strip(), ""]
+    lines += [f"Study `{_md(spec.path.name)}` ({_md(spec.description)}): {finished} of "
+              f"{len({p.run_id for p in planned})} runs in `{_md(included.results.name)}`.", ""]
+    if not heads:
+        return lines + ["No finished runs yet.", ""]
+    lines += ["### Accuracy", ""] + other.accuracy_table(heads, reference)
+    if reference:
+        pairs = [(h, reference) for h in spec.heads if h != reference]
+        primary = (spec.primary, reference) if spec.primary and spec.primary != reference else None
+        lines += other.verdict_block(included.title, f"{stem}-heads", pairs, primary=primary)
+    lines += ["### Calibration and speed", ""] + other.calibration_table(heads) + other.footnotes()
+    lines += _earlier_section(spec, other, f"{stem}-earlier", level="###")
+    study.headlines += other.headlines
     return lines
 
 
@@ -1000,6 +1032,8 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
             lines += ["Calibration and speed:", ""] + study.calibration_table(members) + study.footnotes()
 
     lines += _superclass_rows(study)
+    for included in spec.studies:
+        lines += _included_section(included, study)
     if spec.tuning:
         lines += _tuning_section(spec, study)
     lines += _claims_section(spec, study, command)

@@ -55,6 +55,11 @@ variants, recipes, a per-head tuning grid and report sections::
     label = "30 epochs"                       # what its column is called
     title = "Which 30-epoch conclusions hold" # the section's title (and text = "..." under it)
 
+    [[studies]]                               # optional: another study's heads as a section here
+    spec = "cifar100-strong.toml"             # its spec (relative to this file)
+    results = "../results/cifar100-strong.jsonl"  # its results.jsonl
+    title = "The heads near convergence"      # the section's title (and text = "..." under it)
+
     [timing]                                  # optional: short runs alone on a device, for speed
     names = ["softmax", "log_softmax"]        # heads and variants (default: all of them)
     seeds = [0]                               # default [0]
@@ -68,6 +73,10 @@ report's epoch-time and images/s columns; it counts for no accuracy figure.
 ``[earlier]`` puts the heads table's comparisons (each head − ``reference``) of this study beside the
 same comparisons recomputed from an earlier study's ``results.jsonl`` (its ``kind = "head"`` rows, as
 one family over the same pairs), on the test split, and says for each whether the earlier verdict holds.
+
+``[[studies]]`` sets another study into this one's report, from its ``results.jsonl`` alone (no run
+directories): its heads' accuracy and calibration tables, its heads' verdicts on validation and test and
+its own ``[earlier]`` comparison. A study set into another cannot set in studies itself.
 
 ``extends = "other.toml"`` starts from another spec: its keys are the defaults, ``variants`` and
 ``sections`` are appended, ``recipes`` merged.
@@ -96,7 +105,7 @@ from keras_softmax.heads.registry import head_spec, list_heads
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
-             "sections", "timing", "primary", "verdicts", "claims", "provenance", "earlier")
+             "sections", "timing", "primary", "verdicts", "claims", "provenance", "earlier", "studies")
 VARIANT_KEYS = ("name", "description", "group", "recipe", "seeds", "compare_to")
 TUNING_KEYS = ("heads", "seeds", "metric", "tuned_seeds")
 SECTION_KEYS = ("title", "text", "rows", "reference", "comparisons", "primary", "metric")
@@ -106,6 +115,7 @@ CLAIM_KEYS = ("claim", "rows", "reference", "expect", "evidence", "command", "me
 METRICS = ("accuracy", "top5_accuracy", "f1_macro", "coarse_accuracy", "steady_epoch_seconds")
 TIMING_KEYS = ("names", "seeds")
 EARLIER_KEYS = ("results", "label", "title", "text")
+STUDY_KEYS = ("spec", "results", "title", "text")
 #: A timing run's settings unless its [timing] table says otherwise: epoch 1 compiles, 2..4 are timed.
 TIMING_DEFAULTS = {"epochs": 4}
 TRAIN_KEYS = tuple(name for name in FIELDS if name != "seed")
@@ -193,6 +203,16 @@ class Earlier:
 
 
 @dataclasses.dataclass(frozen=True)
+class IncludedStudy:
+    """Another study (its spec and ``results.jsonl``) whose heads a section of this report shows."""
+
+    spec: "StudySpec"
+    results: Path
+    title: str
+    text: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Timing:
     """Short runs of ``names`` on ``seeds``, each alone on its device: the report's speed figures."""
 
@@ -220,6 +240,7 @@ class StudySpec:
     claims: tuple = ()
     provenance: dict = dataclasses.field(default_factory=dict)
     earlier: Earlier | None = None
+    studies: tuple = ()  # IncludedStudy, each a section of the report
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -269,6 +290,10 @@ def _read(path: Path, seen: tuple) -> dict:
     earlier = data.get("earlier")
     if isinstance(earlier, dict) and isinstance(earlier.get("results"), str):
         data["earlier"] = {**earlier, "results": str((path.parent / earlier["results"]).resolve())}
+    if isinstance(data.get("studies"), list):
+        data["studies"] = [{**entry, **{key: str((path.parent / entry[key]).resolve()) for key in ("spec", "results")
+                                        if isinstance(entry.get(key), str)}} if isinstance(entry, dict) else entry
+                           for entry in data["studies"]]
     verdicts = data.get("verdicts")
     if isinstance(verdicts, dict) and isinstance(verdicts.get("repeats"), str):
         data["verdicts"] = {**verdicts, "repeats": str((path.parent / verdicts["repeats"]).resolve())}
@@ -355,10 +380,29 @@ def _parse(path: Path, data: dict) -> StudySpec:
     if not isinstance(provenance, dict):
         raise StudyError(f"{path}: provenance must be a table ([provenance])")
     earlier = _earlier(path, data.get("earlier"))
+    studies = tuple(_included(path, raw) for raw in _tables(path, data.get("studies", []), "studies"))
     return StudySpec(path=path, description=description, base=base, settings=settings, heads=tuple(heads),
                      seeds=seeds, reference=reference, recipes=recipes, variants=variants, tuning=tuning,
                      sections=sections, timing=timing, primary=primary, verdicts=verdicts, claims=claims,
-                     provenance=provenance, earlier=earlier)
+                     provenance=provenance, earlier=earlier, studies=studies)
+
+
+def _included(path, raw) -> IncludedStudy:
+    unknown = sorted(set(raw) - set(STUDY_KEYS))
+    if unknown:
+        raise StudyError(f"{path}: studies: unknown key {unknown[0]!r}; a study holds {', '.join(STUDY_KEYS)}")
+    for key in ("spec", "results", "title"):
+        if not isinstance(raw.get(key), str):
+            raise StudyError(f"{path}: studies: {key} must be a string (got {raw.get(key)!r})")
+    if "text" in raw and not isinstance(raw["text"], str):
+        raise StudyError(f"{path}: studies: text must be a string (got {raw['text']!r})")
+    results = Path(raw["results"])
+    if not results.is_file():
+        raise StudyError(f"{path}: studies: results file not found: {results}")
+    if _read(Path(raw["spec"]), seen=()).get("studies"):  # (checked before parsing it: no cycle can start)
+        raise StudyError(f"{path}: studies: {Path(raw['spec']).name} sets in studies of its own; only one level "
+                         "is shown")
+    return IncludedStudy(spec=load_spec(raw["spec"]), results=results, title=raw["title"], text=raw.get("text", ""))
 
 
 def _earlier(path, raw) -> Earlier | None:

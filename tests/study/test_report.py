@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import textwrap
 
 import numpy as np
@@ -482,3 +483,68 @@ def test_a_bad_earlier_table_is_one_line(tmp_path, table, message):
     with pytest.raises(SpecError) as error:
         load_spec(tmp_path / "spec.toml")
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_path):
+    """[[studies]]: the strong-recipe study inside STUDY.md. Built from its results.jsonl only (its run
+    directories are gone): its heads' tables, verdicts on validation and test (test Δ checked against
+    scipy), its own [earlier] comparison as a subsection, and its primary comparison in the headlines."""
+    from keras_softmax.study.report import write_study_report
+    from keras_softmax.study.results import collect, write_results
+
+    (tmp_path / "strong.toml").write_text(textwrap.dedent(EARLIER_SPEC))
+    (tmp_path / "earlier.jsonl").write_text("".join(
+        json.dumps({"name": n, "kind": "head", "seed": s, "test_accuracy": v}) + "\n"
+        for n, values in EARLIER.items() for s, v in enumerate(values)))
+    strong = load_spec(tmp_path / "strong.toml")
+    strong_planned = Planner(strong).plan()
+    for run in strong_planned:
+        fake_run(tmp_path / "gone", run)
+    rows = collect(strong_planned, tmp_path / "gone")
+    for row in rows:
+        row["test_accuracy"] = NOW[row["name"]][row["seed"]]
+    write_results(rows, tmp_path / "strong.jsonl")
+    shutil.rmtree(tmp_path / "gone")
+
+    (tmp_path / "main.toml").write_text(textwrap.dedent('''
+        heads = ["softmax", "log_softmax"]
+        seeds = [0, 1]
+        epochs = 3
+        [[studies]]
+        spec = "strong.toml"
+        results = "strong.jsonl"
+        title = "The heads near convergence"
+        text = "Set in from another study."
+        '''))
+    spec = load_spec(tmp_path / "main.toml")
+    assert spec.studies[0].spec.heads == ("log_softmax", "softmax", "sparsemax")
+    planned = Planner(spec).plan()
+    out = tmp_path / "study"
+    for run in planned:
+        fake_run(out, run)
+    text = write_study_report(spec, planned, collect(planned, out), out).read_text()
+    section = text.split("## The heads near convergence\n\nSet in from another study.\n")[1].split("\n## ")[0]
+    assert "Study `strong.toml` (the heads at another recipe): 12 of 12 runs in `strong.jsonl`." in section
+    row = _cells(section, "sparsemax")[0]  # the accuracy table: test top-1 mean ± std over its 4 seeds
+    assert f"{100 * np.mean(NOW['sparsemax']):.2f} ± {100 * np.std(NOW['sparsemax'], ddof=1):.2f}" in row
+    verdict = _cells(section, "sparsemax` − `log_softmax")[0]
+    d, low, high = _welch(NOW["sparsemax"], NOW["log_softmax"])
+    assert f"{100 * d:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]" in verdict
+    assert "### Which 30-epoch conclusions hold" in section and "holds (worse)" in section
+    assert "(plots/the-heads-near-convergence-heads-forest.png)" in section
+    assert "(plots/the-heads-near-convergence-earlier-forest.png)" in section
+    assert "The heads near convergence" in text.split("## Heads, shared recipe")[0]  # a headline
+
+
+def test_a_study_set_into_another_may_not_set_in_studies_itself(tmp_path):
+    from keras_softmax.study.spec import StudyError as SpecError
+
+    (tmp_path / "r.jsonl").write_text("")
+    for name, other in (("a", "b"), ("b", "a")):
+        (tmp_path / f"{name}.toml").write_text(f'heads = ["softmax", "log_softmax"]\nseeds = [0]\n[[studies]]\n'
+                                              f'spec = "{other}.toml"\nresults = "r.jsonl"\ntitle = "t"\n')
+    with pytest.raises(SpecError, match="studies: b.toml sets in studies of its own; only one level is shown"):
+        load_spec(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('heads = ["softmax"]\nseeds = [0]\n[[studies]]\nspec = "b.toml"\ntitle = "t"\n')
+    with pytest.raises(SpecError, match="studies: results must be a string"):
+        load_spec(tmp_path / "c.toml")
