@@ -86,7 +86,8 @@ def test_the_first_layer_gets_the_numpy_moments_of_its_input():
     model = _model()
     images = _images(70)
     first = batchnorm_layers(model)[0]
-    inputs = np.asarray(keras.Model(model.input, first.input)(images, training=False), np.float64)  # no BN before it
+    inputs = np.asarray(keras.ops.convert_to_numpy(keras.Model(model.input, first.input)(images, training=False)),
+                        np.float64)  # no BatchNormalization before it
     batches = inputs[:64].reshape(2, 32, *inputs.shape[1:])  # two full batches; images 64-69 left out
     assert recompute_batchnorm_statistics(model, images, 32) == (16, 64)
     np.testing.assert_allclose(first.moving_mean.numpy(), batches.mean(axis=(1, 2, 3)).mean(axis=0), rtol=1e-5,

@@ -10,7 +10,7 @@
 # returns at most 8 files per call, so the records come back as one archive, $OUT/rec.tgz: unpack it
 # over the records folder and commit. Another spec: SPEC, RECORDS and RUNS, e.g. the strong-recipe study
 #   SPEC=zoo/studies/cifar100-strong.toml RECORDS=zoo/results/cifar100-strong-records RUNS=runs/strong RPD=2 BUDGET=300
-# (its runs take ~210 s alone: two share the GPU, and a run started later than BUDGET would not finish).
+# (its runs take ~230 s alone: two share the GPU, ~470 s a pair, and a run started later than BUDGET would not finish).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
