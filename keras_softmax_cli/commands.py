@@ -195,7 +195,9 @@ def _exit_interrupted():
     """Exit with status 130 now. A program still compiling ahead (training/ahead.py) cannot be stopped,
     and the interpreter would wait for its thread (up to ~30 s of a GPU's autotuning): then leave at
     once with ``os._exit``, after flushing. The run directory is consistent at any moment (its files
-    are written atomically), and nothing in the compile thread writes to it."""
+    are written atomically), and nothing in the compile thread writes to it. (JAX's persistent
+    compilation cache writes an entry in one plain write; an exit inside that write, a few milliseconds,
+    would leave a truncated entry, which a later run reports and compiles again.)"""
     ahead = sys.modules.get("keras_softmax.training.ahead")  # loaded only where a run was set up
     if ahead is not None and ahead.compiling_in_background():
         sys.stdout.flush()

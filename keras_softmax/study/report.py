@@ -835,7 +835,7 @@ def _earlier_conclusion(before, after) -> str:
     return f"**changes**: {before.word} → {after.word}"
 
 
-def _earlier_section(spec, study: _Study, stem: str = "earlier", level: str = "##") -> list[str]:
+def _earlier_section(spec, study: _Study, prefix: str = "", level: str = "##") -> list[str]:
     """The heads' comparisons beside the same ones recomputed from an earlier study's results, on the test
     split: per comparison, each study's Δ with its interval and verdict, and whether the verdict holds."""
     earlier = spec.earlier
@@ -872,7 +872,7 @@ def _earlier_section(spec, study: _Study, stem: str = "earlier", level: str = "#
         table.append(cells + [_earlier_conclusion(b, a)])
     lines += _table(header, table)
     if items:
-        path, rel = study.figure(f"{stem}-forest.png")
+        path, rel = study.figure(f"{prefix}earlier-{_slug(earlier.title)}-forest.png")
         plots.plot_forest(items, path, margin=100 * study.margin if study.margin else None,
                           title=f"Heads − {spec.reference}: Δ test top-1, {earlier.label} and this study")
         lines += [f"![{_md(earlier.title)}: forest plot]({rel})", ""]
@@ -885,19 +885,20 @@ def _included_section(included, study: _Study) -> list[str]:
     from keras_softmax.study.spec import Planner
 
     spec = included.spec
-    planned = Planner(spec).plan()
-    rows = read_results(included.results)
+    planned = Planner(spec, check_data=False).plan()  # its names; its data need not be here
+    planned_ids = {p.run_id for p in planned}
+    rows = [row for row in read_results(included.results) if row["run_dir"].split("/", 1)[1] in planned_ids]
     other = _Study(spec, planned, rows, study.out, study.report_path, study.plots_dir)
     other.figures_written = study.figures_written  # one list: the figures this report links
-    stem = _slug(included.title)
+    stem = f"study-{_slug(included.title)}"
     heads = [h for h in spec.heads if other.n(h)]
     reference = spec.reference if other.n(spec.reference) else None
-    finished = len({row["run_dir"] for row in rows if row.get("kind") != "timing"})
+    finished = len({row["run_dir"] for row in rows})
     lines = [f"## {_md(included.title)}", ""]
     if included.text:
         lines += [included.text.strip(), ""]
     lines += [f"Study `{_md(spec.path.name)}` ({_md(spec.description)}): {finished} of "
-              f"{len({p.run_id for p in planned})} runs in `{_md(included.results.name)}`.", ""]
+              f"{len(planned_ids)} planned runs in `{_md(included.results.name)}`.", ""]
     if not heads:
         return lines + ["No finished runs yet.", ""]
     lines += ["### Accuracy", ""] + other.accuracy_table(heads, reference)
@@ -906,7 +907,7 @@ def _included_section(included, study: _Study) -> list[str]:
         primary = (spec.primary, reference) if spec.primary and spec.primary != reference else None
         lines += other.verdict_block(included.title, f"{stem}-heads", pairs, primary=primary)
     lines += ["### Calibration and speed", ""] + other.calibration_table(heads) + other.footnotes()
-    lines += _earlier_section(spec, other, f"{stem}-earlier", level="###")
+    lines += _earlier_section(spec, other, prefix=f"{stem}-", level="###")
     study.headlines += other.headlines
     return lines
 

@@ -674,8 +674,10 @@ def tune_name(head: str, point: dict) -> str:
 class Planner:
     """Resolves the spec's runs with the command line's overrides, sharing identical runs."""
 
-    def __init__(self, spec: StudySpec, *, dataset: str | None = None, settings: dict | None = None):
+    def __init__(self, spec: StudySpec, *, dataset: str | None = None, settings: dict | None = None,
+                 check_data: bool = True):
         self.spec = spec
+        self.check_data = check_data  # False: a report from results alone, which reads no data
         self.cli = dict(settings or {})
         if dataset is not None:
             self.cli["dataset"] = dataset
@@ -696,6 +698,8 @@ class Planner:
             config = resolve(self.spec.base, merged)
         except ConfigError as error:
             raise StudyError(f"{self.spec.path}, {what}: {error}") from None
+        if not self.check_data:
+            return config
         if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():
             raise StudyError(f"dataset path not found: {config.dataset} ({what})")
         if config.dataset == "cifar100" and not all(importlib.util.find_spec(m) for m in ("tensorflow",

@@ -41,13 +41,7 @@ import math
 import keras
 import numpy as np
 
-
-def first_averaged_epoch(swa_start: float, epochs: int) -> int | None:
-    """The first epoch (1-based) whose end is averaged: ceil(swa_start · epochs); None when off."""
-    if not swa_start:
-        return None
-    # (- 1e-9: 0.7 * 10 is 7.000000000000001 in floating point, and must give epoch 7)
-    return min(epochs, max(1, math.ceil(swa_start * epochs - 1e-9)))
+from keras_softmax.training.config import first_averaged_epoch
 
 
 def _averaged(dtype) -> bool:

@@ -12,8 +12,10 @@ statistics over every axis but the channel one, in float32 as the layer computes
 
     μ_b = mean(x),   σ²_b = mean((x − μ_b)²)    (biased, as Keras's layer uses)
 
-The layer's moving statistics become the means over the B full batches (a remainder of fewer than
-a batch's images is left out, as training leaves it out):
+The batches are a seeded shuffle of the images, as training's are (a dataset stored class by class
+would otherwise give batches of one or two classes). The layer's moving statistics become the means
+over the B full batches (a remainder of fewer than a batch's images is left out, as training leaves
+it out):
 
     moving_mean = Σ_b μ_b / B,    moving_variance = Σ_b σ²_b / B
 
@@ -64,8 +66,18 @@ def _statistics_model(model, layers):
 
 def _training_forward(probe):
     """``f(x) -> [mean, variance, ...]`` of ``probe`` in training mode; on JAX one compiled program
-    whose random state (the augmentation's seeds) advances from batch to batch, as in training."""
-    if keras.backend.backend() != "jax":
+    whose random state (the augmentation's seeds) advances from batch to batch, as in training; on
+    PyTorch without recording a graph for gradients."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        def forward(x):
+            with torch.no_grad():
+                return probe(x, training=True)
+
+        return forward
+    if backend != "jax":
         return lambda x: probe(x, training=True)
     import jax
 
@@ -83,30 +95,39 @@ def _training_forward(probe):
     return forward
 
 
-def recompute_batchnorm_statistics(model, images, batch_size: int) -> tuple[int, int]:
+def shuffled_batches(count: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:
+    """The image indices of the pass's batches: ``np.random.default_rng(seed).permutation(count)`` cut
+    into full batches of ``batch_size`` (each batch's indices sorted; a remainder left out; fewer images
+    than a batch: one batch of them all). Shuffled as training shuffles: a dataset stored class by class
+    (class folders are) would otherwise give batches of one or two classes, whose variances miss the
+    spread between classes."""
+    batch_size = min(batch_size, count)
+    order = np.random.default_rng(seed).permutation(count)
+    return [np.sort(order[start:start + batch_size]) for start in range(0, count - batch_size + 1, batch_size)]
+
+
+def recompute_batchnorm_statistics(model, images, batch_size: int, seed: int = 0) -> tuple[int, int]:
     """Set every trainable BatchNormalization layer's moving mean and variance to their average over
-    ``images`` in batches of ``batch_size`` (the model in training mode); returns (layers, images used).
+    ``images`` in shuffled batches of ``batch_size`` (the model in training mode); returns (layers,
+    images used).
 
     ``images`` are what the model takes (e.g. the uint8 training images; the augmentation layer
     inside the model transforms them as in training). Only the moving statistics change. Full batches
-    only, as training takes them: the statistics are those of batches of the training size, and one
-    program shape compiles (fewer images than a batch: one batch of them all).
+    only, as training takes them (:func:`shuffled_batches`): the statistics are those of batches of the
+    training size, and one program shape compiles.
     """
     layers = batchnorm_layers(model)
     if not layers:
         return 0, 0
     if len(images) == 0:
         raise ValueError("no images to recompute the BatchNormalization statistics from")
-    batch_size = min(batch_size, len(images))
-    count = len(images) - len(images) % batch_size
+    batches = shuffled_batches(len(images), batch_size, seed)
     forward = _training_forward(_statistics_model(model, layers))
     sums = None
-    for start in range(0, count, batch_size):
-        batch = forward(images[start:start + batch_size])
-        stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in batch]
+    for indices in batches:
+        stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in forward(images[indices])]
         sums = stats if sums is None else [total + s for total, s in zip(sums, stats)]
-    batches = count // batch_size
     for i, layer in enumerate(layers):
-        layer.moving_mean.assign((sums[2 * i] / batches).astype(layer.moving_mean.dtype))
-        layer.moving_variance.assign((sums[2 * i + 1] / batches).astype(layer.moving_variance.dtype))
-    return len(layers), count
+        layer.moving_mean.assign((sums[2 * i] / len(batches)).astype(layer.moving_mean.dtype))
+        layer.moving_variance.assign((sums[2 * i + 1] / len(batches)).astype(layer.moving_variance.dtype))
+    return len(layers), sum(len(indices) for indices in batches)

@@ -28,6 +28,14 @@ SCHEDULES = ("cosine", "constant", "onecycle")
 LABELS = ("fine", "coarse")
 
 
+def first_averaged_epoch(swa_start: float, epochs: int) -> int | None:
+    """The first epoch (1-based) whose end is averaged: ceil(swa_start · epochs); None when off."""
+    if not swa_start:
+        return None
+    # (- 1e-9: 0.7 * 10 is 7.000000000000001 in floating point, and must give epoch 7)
+    return min(epochs, max(1, math.ceil(swa_start * epochs - 1e-9)))
+
+
 class ConfigError(ValueError):
     """A configuration value or file a user gave is invalid (one-line message)."""
 
@@ -223,6 +231,10 @@ class TrainConfig:
         if self.swa_lr and self.schedule != "cosine":
             raise ConfigError(f"swa_lr holds the cosine schedule at a floor; it does not apply to schedule = "
                               f"{self.schedule!r} (use schedule = \"cosine\" or swa_lr = 0)")
+        if self.swa_lr and self.swa_start and first_averaged_epoch(self.swa_start, self.epochs) - 1 < self.warmup_epochs:
+            raise ConfigError(f"swa_lr holds the rate from the first averaged epoch (epoch "
+                              f"{first_averaged_epoch(self.swa_start, self.epochs)} of {self.epochs}), which must "
+                              f"start after the warm-up's {self.warmup_epochs:g} epochs: raise swa_start")
         if self.swa_lr > self.lr:
             raise ConfigError(f"swa_lr must not exceed lr, the schedule decays from lr to it (got swa_lr = "
                               f"{self.swa_lr!r}, lr = {self.lr!r})")

@@ -6,7 +6,7 @@ import re
 
 import keras
 
-from keras_softmax.training.averaging import first_averaged_epoch
+from keras_softmax.training.config import first_averaged_epoch
 
 
 #: One-cycle: the warm-up share of the steps, the initial lr as a fraction of the peak, and the

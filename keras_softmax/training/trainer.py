@@ -296,7 +296,7 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         log(averager.describe())
         if config.swa_batchnorm == "recompute" and averager.count:
             recomputing = time.perf_counter()
-            layers, images = recompute_batchnorm_statistics(model, dataset.x_train, batch_size)
+            layers, images = recompute_batchnorm_statistics(model, dataset.x_train, batch_size, seed=config.seed)
             log(f"BatchNorm statistics of the averaged weights recomputed: {layers} layers, one pass over "
                 f"{images:,} training images in training mode "
                 f"({time.perf_counter() - recomputing:.1f}s)")

@@ -22,7 +22,8 @@ import pytest
 
 from keras_softmax.heads import get_head
 from keras_softmax.models.factory import build_model
-from keras_softmax.training.batchnorm import _training_forward, batchnorm_layers, recompute_batchnorm_statistics
+from keras_softmax.training.batchnorm import (_training_forward, batchnorm_layers, recompute_batchnorm_statistics,
+                                              shuffled_batches)
 from keras_softmax.training.config import ConfigError, resolve
 from keras_softmax.training.optim import learning_rate_schedule
 from keras_softmax.training.trainer import train
@@ -41,24 +42,25 @@ def _images(count=100, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3)).astype("uint8")
 
 
-def _keras_reference(model, images, batch_size):
-    """Keras's layer itself: momentum 0 leaves each batch's statistics in it; numpy mean over full batches."""
+def _keras_reference(model, images, batch_size, seed=0):
+    """Keras's layer itself: momentum 0 leaves each batch's statistics in it; numpy mean over the pass's
+    batches (the seeded shuffle, full batches)."""
     layers = batchnorm_layers(model)
     momenta = [layer.momentum for layer in layers]
     sums = [[0.0, 0.0] for _ in layers]
     try:
         for layer in layers:
             layer.momentum = 0.0
-        batches = len(images) // batch_size
-        for b in range(batches):
-            model(images[b * batch_size:(b + 1) * batch_size], training=True)
+        batches = shuffled_batches(len(images), batch_size, seed)
+        for indices in batches:
+            model(images[indices], training=True)
             for total, layer in zip(sums, layers):
                 total[0] = total[0] + np.asarray(layer.moving_mean.numpy(), np.float64)
                 total[1] = total[1] + np.asarray(layer.moving_variance.numpy(), np.float64)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-    return [(mean / batches, variance / batches) for mean, variance in sums]
+    return [(mean / len(batches), variance / len(batches)) for mean, variance in sums]
 
 
 def _moving(model):
@@ -88,7 +90,8 @@ def test_the_first_layer_gets_the_numpy_moments_of_its_input():
     first = batchnorm_layers(model)[0]
     inputs = np.asarray(keras.ops.convert_to_numpy(keras.Model(model.input, first.input)(images, training=False)),
                         np.float64)  # no BatchNormalization before it
-    batches = inputs[:64].reshape(2, 32, *inputs.shape[1:])  # two full batches; images 64-69 left out
+    batches = np.stack([inputs[i] for i in shuffled_batches(70, 32)])  # two full batches; 6 images left out
+    assert batches.shape[:2] == (2, 32)
     assert recompute_batchnorm_statistics(model, images, 32) == (16, 64)
     np.testing.assert_allclose(first.moving_mean.numpy(), batches.mean(axis=(1, 2, 3)).mean(axis=0), rtol=1e-5,
                                atol=1e-6)
@@ -96,6 +99,26 @@ def test_the_first_layer_gets_the_numpy_moments_of_its_input():
                                rtol=1e-5, atol=1e-6)
     assert recompute_batchnorm_statistics(model, images[:10], 32) == (16, 10)  # fewer than a batch: one of them all
     np.testing.assert_allclose(first.moving_mean.numpy(), inputs[:10].mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_batches_are_shuffled_so_a_class_sorted_dataset_gives_the_variance_training_sees():
+    """Class folders load class by class. 64 dark then 64 bright images: unshuffled batches of 32 would
+    each hold one brightness, and the first layer's variance would be the within-group one only. The
+    pass shuffles (seeded), so it sees the mixed batches training sees: its first-layer variance equals
+    numpy's over those batches and is far above the sorted batches'."""
+    rng = np.random.default_rng(1)
+    images = np.concatenate([rng.integers(0, 60, (64, 32, 32, 3)), rng.integers(190, 256, (64, 32, 32, 3))])
+    images = images.astype("uint8")
+    model = _model()
+    first = batchnorm_layers(model)[0]
+    inputs = np.asarray(keras.ops.convert_to_numpy(keras.Model(model.input, first.input)(images, training=False)),
+                        np.float64)
+    sorted_variance = inputs.reshape(4, 32, *inputs.shape[1:]).var(axis=(1, 2, 3)).mean(axis=0)
+    mixed_variance = np.stack([inputs[i] for i in shuffled_batches(128, 32, seed=5)]).var(axis=(1, 2, 3)).mean(axis=0)
+    recompute_batchnorm_statistics(model, images, 32, seed=5)
+    np.testing.assert_allclose(first.moving_variance.numpy(), mixed_variance, rtol=1e-5, atol=1e-6)
+    assert np.mean(first.moving_variance.numpy()) > 1.5 * np.mean(sorted_variance)
+    assert sorted(np.concatenate(shuffled_batches(128, 32, seed=5)).tolist()) == list(range(128))
 
 
 def test_frozen_layers_keep_their_statistics_and_a_model_without_batchnorm_is_left_alone():
@@ -179,6 +202,9 @@ def test_swa_lr_schedule_is_cosine_to_swa_lr_then_flat(warmup_epochs):
     ({"swa_start": 0.8, "swa_lr": 0.05, "schedule": "onecycle"}, "swa_lr holds the cosine schedule at a floor; "
                                                                   "it does not apply to schedule = 'onecycle'"),
     ({"swa_start": 0.8, "swa_lr": 0.3, "lr": 0.2}, "swa_lr must not exceed lr"),
+    ({"epochs": 10, "warmup_epochs": 5, "swa_start": 0.3, "swa_lr": 0.05},
+     "swa_lr holds the rate from the first averaged epoch (epoch 3 of 10), which must start after the warm-up's "
+     "5 epochs: raise swa_start"),
     ({"swa_start": 0.8, "swa_batchnorm": "again"}, "swa_batchnorm must be one of"),
     ({"swa_start": 0.8, "swa_lr": -1}, "swa_lr must be a number >= 0"),
 ])
@@ -205,7 +231,7 @@ def test_a_run_ends_with_the_recomputed_statistics_of_its_averaged_weights(tmp_p
         if "moving_" not in a.path:
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     assert not all(np.allclose(f[0], s[0]) for f, s in zip(final, _moving(averaged.model)))
-    recompute_batchnorm_statistics(run.model, run.dataset.x_train, 32)
+    recompute_batchnorm_statistics(run.model, run.dataset.x_train, 32, seed=TINY["seed"])
     for (mean, variance), (again_mean, again_variance) in zip(final, _moving(run.model)):
         np.testing.assert_allclose(mean, again_mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(variance, again_variance, rtol=1e-5, atol=1e-6)
