@@ -387,6 +387,14 @@ def _parse(path: Path, data: dict) -> StudySpec:
                      provenance=provenance, earlier=earlier, studies=studies)
 
 
+def _results_file(path, table: str, value: str) -> Path:
+    """Another study's ``results.jsonl`` named in ``table`` (already resolved against the spec's folder)."""
+    results = Path(value)
+    if not results.is_file():
+        raise StudyError(f"{path}: {table}: results file not found: {results}")
+    return results
+
+
 def _included(path, raw) -> IncludedStudy:
     unknown = sorted(set(raw) - set(STUDY_KEYS))
     if unknown:
@@ -396,9 +404,7 @@ def _included(path, raw) -> IncludedStudy:
             raise StudyError(f"{path}: studies: {key} must be a string (got {raw.get(key)!r})")
     if "text" in raw and not isinstance(raw["text"], str):
         raise StudyError(f"{path}: studies: text must be a string (got {raw['text']!r})")
-    results = Path(raw["results"])
-    if not results.is_file():
-        raise StudyError(f"{path}: studies: results file not found: {results}")
+    results = _results_file(path, "studies", raw["results"])
     if _read(Path(raw["spec"]), seen=()).get("studies"):  # (checked before parsing it: no cycle can start)
         raise StudyError(f"{path}: studies: {Path(raw['spec']).name} sets in studies of its own; only one level "
                          "is shown")
@@ -415,9 +421,7 @@ def _earlier(path, raw) -> Earlier | None:
         raise StudyError(f"{path}: earlier: unknown key {unknown[0]!r}; it holds {', '.join(EARLIER_KEYS)}")
     if not isinstance(raw.get("results"), str):
         raise StudyError(f"{path}: earlier: results must be the path of the earlier study's results.jsonl")
-    results = Path(raw["results"])
-    if not results.is_file():
-        raise StudyError(f"{path}: earlier: results file not found: {results}")
+    results = _results_file(path, "earlier", raw["results"])
     for key in ("label", "title", "text"):
         if key in raw and not isinstance(raw[key], str):
             raise StudyError(f"{path}: earlier: {key} must be a string (got {raw[key]!r})")

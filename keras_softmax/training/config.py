@@ -231,10 +231,10 @@ class TrainConfig:
         if self.swa_lr and self.schedule != "cosine":
             raise ConfigError(f"swa_lr holds the cosine schedule at a floor; it does not apply to schedule = "
                               f"{self.schedule!r} (use schedule = \"cosine\" or swa_lr = 0)")
-        if self.swa_lr and self.swa_start and first_averaged_epoch(self.swa_start, self.epochs) - 1 < self.warmup_epochs:
-            raise ConfigError(f"swa_lr holds the rate from the first averaged epoch (epoch "
-                              f"{first_averaged_epoch(self.swa_start, self.epochs)} of {self.epochs}), which must "
-                              f"start after the warm-up's {self.warmup_epochs:g} epochs: raise swa_start")
+        first = first_averaged_epoch(self.swa_start, self.epochs)
+        if self.swa_lr and first is not None and first - 1 < self.warmup_epochs:
+            raise ConfigError(f"swa_lr holds the rate from the first averaged epoch (epoch {first} of {self.epochs}), "
+                              f"which must start after the warm-up's {self.warmup_epochs:g} epochs: raise swa_start")
         if self.swa_lr > self.lr:
             raise ConfigError(f"swa_lr must not exceed lr, the schedule decays from lr to it (got swa_lr = "
                               f"{self.swa_lr!r}, lr = {self.lr!r})")
