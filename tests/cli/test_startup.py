@@ -96,3 +96,61 @@ def test_an_internal_error_is_one_line_pointing_at_the_log(cache_dir, tmp_path):
     lines = process.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: internal error (RuntimeError: kaboom)")
     assert "Traceback" in (cache_dir / "logs" / "last-command.log").read_text()
+
+
+# The console script after a command: atexit functions yes, the interpreter's teardown no (2026-12-04).
+# ``Teardown`` is a module global of __main__, so only the teardown collects it; its __del__ leaves a mark.
+EXIT_PROBE = """
+import atexit, sys, threading, time
+from pathlib import Path
+
+marks = Path(sys.argv[1])
+
+class Teardown:
+    def __del__(self):
+        (marks / "teardown").write_text("ran")
+
+teardown = Teardown()
+atexit.register(lambda: (marks / "atexit").write_text("ran"))
+print("buffered output, flushed before the exit", end="")
+if sys.argv[2] == "thread":
+    threading.Thread(target=time.sleep, args=(0.5,)).start()  # not a daemon: the interpreter waits for it
+from keras_softmax_cli import main
+sys.argv = ["keras-softmax", *sys.argv[3:]]
+main()
+"""
+
+
+def _exit_probe(tmp_path, cache_dir, *args, thread=False):
+    process = _run([str(tmp_path), "thread" if thread else "-", *args], cache_dir, code=EXIT_PROBE)
+    marks = sorted(p.name for p in tmp_path.iterdir())
+    return process, marks
+
+
+def test_a_command_that_succeeded_runs_the_atexit_functions_and_skips_the_teardown(cache_dir, tmp_path):
+    """The interpreter's finalization took 1.5-2.3 s of a fresh GPU machine's first minute after training."""
+    process, marks = _exit_probe(tmp_path, cache_dir, "--version")
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.startswith("buffered output, flushed before the exit")
+    assert "version" in process.stdout
+    assert marks == ["atexit"]
+
+
+def test_a_failed_command_or_a_live_thread_leaves_the_exit_to_the_interpreter(cache_dir, tmp_path):
+    process, marks = _exit_probe(tmp_path, cache_dir, "train", "--epoch", "3")
+    assert process.returncode == 2
+    assert marks == ["atexit", "teardown"]
+    for mark in marks:
+        (tmp_path / mark).unlink()
+    process, marks = _exit_probe(tmp_path, cache_dir, "--version", thread=True)
+    assert process.returncode == 0, process.stderr
+    assert marks == ["atexit", "teardown"]
+
+
+def test_called_from_python_with_arguments_main_raises_system_exit(cache_dir, tmp_path):
+    code = EXIT_PROBE.replace("main()", "try:\n    main(sys.argv[1:])\nexcept SystemExit as done:\n"
+                                        "    print(f' came back with {done.code}')")
+    process = _run([str(tmp_path), "-", "--version"], cache_dir, code=code)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.rstrip().endswith("came back with 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atexit", "teardown"]
