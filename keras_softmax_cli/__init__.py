@@ -12,6 +12,7 @@ its one-line errors always reach the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -128,11 +129,18 @@ def main(argv: list[str] | None = None, *, exit_fast: bool | None = None) -> Non
     not given, or ``exit_fast=True``) a command that succeeded ends the process at once instead
     (:func:`leave_after_success`); called from Python with ``argv``, control comes back.
     """
-    exit_fast = argv is None if exit_fast is None else exit_fast
-    try:
+    with leaving_after_success(argv is None if exit_fast is None else exit_fast):
         _main(argv)
+
+
+@contextlib.contextmanager
+def leaving_after_success(enabled: bool = True):
+    """Around a click command run in standalone mode (which ends with ``SystemExit``): on status 0,
+    :func:`leave_after_success`; any other status, or ``enabled=False``, exits as usual."""
+    try:
+        yield
     except SystemExit as done:
-        if exit_fast and done.code in (0, None):
+        if enabled and done.code in (0, None):
             leave_after_success()
         raise
 

@@ -33,8 +33,10 @@ def die_with_parent() -> None:
 def main() -> None:
     die_with_parent()
     from keras_softmax.cli import main as cli
+    from keras_softmax_cli import leaving_after_success
 
-    cli(args=sys.argv[1:], prog_name="keras-softmax")
+    with leaving_after_success():  # a finished run's slot is free ~2 s sooner (no interpreter teardown)
+        cli(args=sys.argv[1:], prog_name="keras-softmax")
 
 
 if __name__ == "__main__":
