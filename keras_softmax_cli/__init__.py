@@ -91,7 +91,7 @@ def leave_after_success() -> None:
 
     After a command that imported Keras and its backend, the interpreter's finalization (clearing
     every module, destroying the backend's clients) took 1.5-2.3 s of a fresh H200's first minute and
-    ~1.2 s on a 2-core CPU (bench/RESULTS.md §5). This does what a normal exit does first and then
+    ~2 s on a 2-core CPU (bench/RESULTS.md §5). This does what a normal exit does first and then
     skips the rest: the ``atexit`` functions run (logging's flush, the libraries' own clean-up), the
     streams are flushed, and ``os._exit(0)`` ends the process. The run directory's files are complete
     by then: each is written and closed (atomically) before the command returns.
