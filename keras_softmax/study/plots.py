@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, PercentFormatter
 
 from keras_softmax.io import atomic_path
 
@@ -191,6 +191,13 @@ def plot_forest(items: list[dict], path, *, margin: float | None = None, title: 
     if span > 10 * linear:  # a few huge differences beside small ones: linear near 0, logarithmic beyond
         ax.set_xscale("symlog", linthresh=linear)
         unit += f"; symmetric log scale beyond ±{linear:.2g}"
+        # Plain numbers at 1-2-5 steps (matplotlib's default labels here are powers of ten, "−10^1").
+        low, high = ax.get_xlim()
+        steps = [m * 10 ** e for e in range(0, 4) for m in (1, 2, 5)]
+        ax.set_xticks(sorted({0.0, *(v for v in steps if v <= high), *(-v for v in steps if -v >= low)}))
+        ax.set_xlim(low, high)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:+g}" if v else "0"))
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(f"Δ ({unit}): first − second", fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
     ax.tick_params(axis="x", labelsize=7)

@@ -403,15 +403,23 @@ class _Study:
                       "same quantity for every head); `val_loss` is each head's own training objective "
                       "(label-smoothed, Fenchel–Young, sampled), which cannot be compared across heads, so it "
                       "is not plotted.", ""]
+        # As in the tables, no NLL where the probability floor decides it (exact zeros, mismatched wiring):
+        # such a curve would show the floor's −log 1e-12 times an error rate, not the model's NLL.
+        floored = [n for n in names if any(_floor_decides_nll(r) for r in self.by_name.get(n, []))]
         for key, label, percent in (("val_nll", "validation NLL (unsmoothed)", False),
                                     ("val_accuracy", "validation top-1", True)):
-            series = {name: [self.history(r["run_dir"], key) for r in self.by_name.get(name, [])] for name in names}
+            shown = [n for n in names if n not in floored] if key == "val_nll" else list(names)
+            series = {name: [self.history(r["run_dir"], key) for r in self.by_name.get(name, [])] for name in shown}
             if not any(any(v is not None for v in run) for runs in series.values() for run in runs):
                 continue
             path, rel = self.figure(f"{stem}-{key}.png")
-            plots.plot_curve_panels(series, path, ylabel=label, percent=percent, reference=reference,
+            plots.plot_curve_panels(series, path, ylabel=label, percent=percent,
+                                    reference=reference if reference in shown else None,
                                     title=f"{title}: {label}, mean over seeds (band: min to max)")
             lines += [f"![{_md(title)}: {label}]({rel})", ""]
+            if key == "val_nll" and floored:
+                lines += ["Not in the NLL figure, as in the tables (the 1e-12 probability floor decides their NLL): "
+                          + ", ".join(f"`{n}`" for n in floored) + ".", ""]
         return lines
 
     def confused(self, names, stem: str, top: int = 15) -> list[str]:

@@ -553,3 +553,48 @@ def test_a_study_set_into_another_may_not_set_in_studies_itself(tmp_path):
     (tmp_path / "c.toml").write_text('heads = ["softmax"]\nseeds = [0]\n[[studies]]\nspec = "b.toml"\ntitle = "t"\n')
     with pytest.raises(SpecError, match="studies: results must be a string"):
         load_spec(tmp_path / "c.toml")
+
+
+def test_the_nll_curves_leave_out_the_heads_whose_nll_the_floor_decides(synthetic, monkeypatch):
+    """As the tables do: sparsemax's NLL is −log 1e-12 times its rate of exact zeros, not a model's NLL."""
+    spec_path, out, spec, planner, planned = synthetic
+    for run_dir in (out / "runs").iterdir():
+        run = RunDirectory(run_dir)
+        rows = [dict(row, val_nll=1.0 + 0.1 * row["epoch"]) for row in run.read_history()]
+        run.write_history(rows)
+    drawn = {}
+    real = plots.plot_curve_panels
+
+    def spy(series, path, **kwargs):
+        drawn[path.name] = (sorted(series), kwargs.get("reference"))
+        return real(series, path, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_curve_panels", spy)
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    assert drawn["heads-val_nll.png"] == (["log_softmax", "softmax"], "log_softmax")
+    assert drawn["heads-val_accuracy.png"] == (["log_softmax", "softmax", "sparsemax"], "log_softmax")
+    heads = text.split("## Heads")[1].split("\n## ")[0]
+    assert "Not in the NLL figure, as in the tables (the 1e-12 probability floor decides their NLL): `sparsemax`." \
+        in heads
+    assert "validation NLL (unsmoothed)](plots/heads-val_nll.png)" in heads
+
+
+def test_a_forest_plot_on_a_symmetric_log_scale_labels_its_ticks_as_plain_numbers(tmp_path):
+    items = [{"label": f"row {d}", "difference": d, "low": d - 1, "high": d + 1} for d in (-53.0, -5.6, 0.4, 1.7)]
+    captured = {}
+    real = plots._save
+
+    def keep(fig, path):
+        captured["axes"] = fig.axes[0]
+        return real(fig, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "_save", keep)
+        plots.plot_forest(items, tmp_path / "forest.png", margin=1.12)
+    ax = captured["axes"]
+    assert ax.get_xscale() == "symlog"
+    labels = [ax.xaxis.get_major_formatter()(v, i) for i, v in enumerate(ax.get_xticks())]
+    low, high = ax.get_xlim()
+    assert low <= -54 and 2.7 <= high < 10  # every interval inside, no decade added for a tick
+    assert labels == ["-50", "-20", "-10", "-5", "-2", "-1", "0", "+1", "+2"] + (["+5"] if high >= 5 else [])
