@@ -270,3 +270,36 @@ def test_the_strong_recipe_spec_plans_six_heads_on_three_seeds_at_the_strong_pre
         assert (config.epochs, config.augment_policy, config.cutmix, config.batch_size, config.lr) == (
             preset.epochs, preset.augment_policy, preset.cutmix, preset.batch_size, preset.lr)
         assert config.seed in (0, 1, 2) and config.head in spec.heads
+
+
+def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_recorded_preset_runs(tmp_path):
+    """zoo/studies/cifar100-strong-recipe.toml (issue 24 item 1): the preset and three candidates on seeds
+    0-2; the preset's runs are the recorded ones (same configs), so only the candidates train."""
+    import importlib.util
+    from pathlib import Path
+
+    from keras_softmax.study.runner import _differences, run_state
+    from keras_softmax.training.config import resolve
+
+    root = Path(__file__).resolve().parents[2]
+    spec = load_spec(root / "zoo" / "studies" / "cifar100-strong-recipe.toml")
+    dataset = ".data/cifar100-train-jpg.tar.gz"  # as the recorded runs name it
+    runs = Planner(spec, dataset=dataset).plan()
+    assert len({r.run_id for r in runs}) == 12
+    preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict()
+    changed = {"log_softmax": {}, "log_softmax-cutmix0.25": {"cutmix": 0.25},
+               "log_softmax-wd2.5e-3": {"weight_decay": 2.5e-3}, "log_softmax-ls0.2": {"label_smoothing": 0.2}}
+    for run in runs:
+        config = run.config.to_dict()
+        differs = {k: v for k, v in config.items() if preset.get(k) != v and k not in ("seed", "dataset")}
+        assert differs == changed[run.name], run.run_id
+    loader = importlib.util.spec_from_file_location("study_records", root / "zoo" / "study_records.py")
+    records = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(records)
+    records.unpack(root / "zoo" / "results" / "cifar100-strong-recipe-records", tmp_path)
+    for run in runs:
+        path = tmp_path / "runs" / run.run_id
+        if run.name == "log_softmax":
+            assert run_state(path) == "finished" and _differences(run, path) == []
+        else:
+            assert run_state(path) == "new"
