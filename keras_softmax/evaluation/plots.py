@@ -121,8 +121,8 @@ def has_curve_data(history: dict, key: str) -> bool:
 def plot_confusion_matrix(confusion, class_names, path, normalize: bool = True) -> Path:
     """Confusion matrix heat map (rows = true class, columns = predicted), readable up to ~100+ classes.
 
-    The figure grows with the number of classes (up to 20×20 inches at 100 dpi); tick labels shrink and
-    the x labels are rotated 90°. With ``normalize=True`` each row is divided by the class support, so the
+    The figure grows with the number of classes (a matrix of up to 17.5 inches a side at 100 dpi, plus
+    margins measured from the longest class name); tick labels shrink and the x labels are rotated 90°. With ``normalize=True`` each row is divided by the class support, so the
     colour is the fraction of that class predicted as each column (the diagonal is per-class recall) on a
     square-root colour scale that keeps small confusions visible. Cells carry numbers only up to 30 classes.
 
@@ -154,36 +154,46 @@ def plot_confusion_matrix(confusion, class_names, path, normalize: bool = True) 
         norm = mcolors.PowerNorm(gamma=0.5, vmin=0.0, vmax=max(1.0, float(cm.max())))
         bar_label = "count (sqrt colour scale)"
 
-    side = float(np.clip(3.0 + 0.17 * c, 6.0, 20.0))
-    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
-    ax = fig.add_subplot()
+    # The matrix is a square of `side` inches; font sizes follow the cell size in points.
+    side = float(np.clip(0.5 + 0.17 * c, 3.5, 17.5))
+    cell_points = 72.0 * side / c
+    tick_size = float(np.clip(0.7 * cell_points, 4.0, 10.0))
+    kind = "row-normalised" if normalize else "counts"
+    title = f"Confusion matrix ({kind}), {c} classes, accuracy {100 * accuracy:.2f}%"
+    title_size = max(10.0, tick_size + 2)
+    # A fixed layout from the labels' measured sizes instead of a layout engine, which draws the whole
+    # figure once more only to measure it: at 100 classes that was ~0.4 s of ~1.5 s.
+    margins = _confusion_margins(names, tick_size, title, title_size)
+    left, bottom, top, right = margins["left"], margins["bottom"], margins["top"], margins["right"]
+    width = max(left + side + right, margins["title"] + 0.3)
+    left += (width - (left + side + right)) / 2  # a title wider than the matrix: centre the matrix under it
+    height = bottom + side + top
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
     image = ax.imshow(shown, cmap="Blues", norm=norm, interpolation="nearest", aspect="equal")
-    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    cax = fig.add_axes(((left + side + _BAR_GAP) / width, bottom / height, _BAR_WIDTH / width, side / height))
+    colorbar = fig.colorbar(image, cax=cax)
     colorbar.set_label(bar_label)
     if normalize:
         colorbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
 
-    # Font size from the cell size in points (the axes take roughly side - 2.5 inches).
-    cell_points = 72.0 * max(side - 2.5, 1.0) / c
-    tick_size = float(np.clip(0.7 * cell_points, 4.0, 10.0))
     ticks = np.arange(c)
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)
     ax.set_xticklabels(names, rotation=90, fontsize=tick_size)
     ax.set_yticklabels(names, fontsize=tick_size)
-    ax.tick_params(length=2 if c > _ANNOTATE_MAX_CLASSES else 3.5)
+    ax.tick_params(length=_TICK_LENGTH)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    # Thin cell borders help the eye follow a row across a large matrix.
-    ax.set_xticks(ticks - 0.5, minor=True)
-    ax.set_yticks(ticks - 0.5, minor=True)
-    ax.grid(which="minor", color="white", linewidth=0.3 if c > _ANNOTATE_MAX_CLASSES else 0.8)
-    ax.tick_params(which="minor", length=0)
+    # Thin cell borders help the eye follow a row across a large matrix (lines, not minor ticks: 2c tick
+    # objects cost more to lay out than the whole image).
+    borders = ticks[1:] - 0.5
+    line = 0.3 if c > _ANNOTATE_MAX_CLASSES else 0.8
+    ax.hlines(borders, -0.5, c - 0.5, colors="white", linewidth=line)
+    ax.vlines(borders, -0.5, c - 0.5, colors="white", linewidth=line)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    kind = "row-normalised" if normalize else "counts"
-    ax.set_title(f"Confusion matrix ({kind}), {c} classes, accuracy {100 * accuracy:.2f}%",
-                 fontsize=max(10.0, tick_size + 2))
+    fig.text(0.5, 1 - 0.12 / height, title, fontsize=title_size, ha="center", va="top")  # centred on the figure
 
     if c <= _ANNOTATE_MAX_CLASSES:
         cell_font = float(np.clip(0.45 * cell_points, 5.0, 10.0))
@@ -197,6 +207,27 @@ def plot_confusion_matrix(confusion, class_names, path, normalize: bool = True) 
                 ax.text(j, i, text, ha="center", va="center", fontsize=cell_font,
                         color="white" if dark else "black")
     return _save(fig, path)
+
+
+_TICK_LENGTH = 2.0  # points
+_BAR_GAP, _BAR_WIDTH, _BAR_LABELS = 0.25, 0.25, 1.0  # inches: gap, colour bar, its tick labels and label
+_LABEL_PAD = 0.35  # inches: an axis label's line and the padding around tick labels
+
+
+def _confusion_margins(names, tick_size: float, title: str, title_size: float) -> dict:
+    """Inches each side of the confusion matrix needs, from the rendered sizes of its longest labels."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = RendererAgg(1, 1, 72)  # at 72 dpi one pixel is one point
+    def extent(text, size):
+        w, h, _ = renderer.get_text_width_height_descent(text, FontProperties(size=size), ismath=False)
+        return w / 72.0, h / 72.0
+
+    label = max((extent(n, tick_size)[0] for n in names), default=0.0) + (_TICK_LENGTH + 4) / 72.0
+    title_width, title_height = extent(title, title_size)
+    return {"left": 0.1 + _LABEL_PAD + label, "bottom": 0.1 + _LABEL_PAD + label,
+            "top": 0.3 + 1.5 * title_height, "right": _BAR_GAP + _BAR_WIDTH + _BAR_LABELS, "title": title_width}
 
 
 def _bin_value(b, key):

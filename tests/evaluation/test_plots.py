@@ -169,7 +169,7 @@ def test_confusion_matrix_shows_rows_as_true_classes(tmp_path, figures):
     assert texts[(0, 1)] == "17" and texts[(1, 0)] == "33" and texts[(2, 2)] == "100"
     assert (0, 2) not in texts  # an empty cell carries no number
     assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "predicted class"
-    assert f"accuracy {100 * 12 / 16:.2f}%" in ax.get_title()
+    assert f"accuracy {100 * 12 / 16:.2f}%" in " ".join(t.get_text() for t in figures[0].texts)  # the title
 
 
 def test_reliability_bars_are_the_bins_accuracy_and_title_the_ece(tmp_path, figures):
@@ -223,3 +223,37 @@ def test_comparison_legend_covers_no_bar_label():
     for ax in fig.axes:
         for bar in ax.patches:
             assert not legend_box.overlaps(bar.get_window_extent(renderer))
+
+
+@pytest.mark.parametrize("c, name", [(3, "{i}"), (10, "digit {i}"), (100, "a_rather_long_class_name_{i:03d}")])
+def test_confusion_matrix_every_label_and_the_title_lie_inside_the_figure(tmp_path, monkeypatch, c, name):
+    """The matrix is laid out from the labels' measured sizes (no layout engine): nothing may be cut."""
+    from keras_softmax.evaluation import plots
+
+    figures = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), real(fig, path))[1])
+    rng = np.random.default_rng(c)
+    cm = rng.integers(0, 5, size=(c, c)) + np.eye(c, dtype=int) * 40
+    plot_confusion_matrix(cm, [name.format(i=i) for i in range(c)], tmp_path / "cm.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for ax in fig.axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label,
+                                            ax.yaxis.label) if t.get_text()] + list(fig.texts)
+    assert len(texts) >= 2 * c + 3
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert (extent.x0 >= box.x0 - 0.5 and extent.x1 <= box.x1 + 0.5 and extent.y0 >= box.y0 - 0.5
+                and extent.y1 <= box.y1 + 0.5), (text.get_text(), extent, box)
+    # The matrix's cells are square, and the labels do not overlap it.
+    ax = fig.axes[0]
+    matrix = ax.get_window_extent(renderer)
+    assert abs(matrix.width - matrix.height) <= 2
+    assert all(t.get_window_extent(renderer).x1 <= matrix.x0 for t in ax.get_yticklabels())
+    assert all(t.get_window_extent(renderer).y0 >= 0 and t.get_window_extent(renderer).y1 <= matrix.y0
+               for t in ax.get_xticklabels())
