@@ -24,14 +24,22 @@ import numpy as np
 
 from keras_softmax import environment
 from keras_softmax.data import even_batch_size, load_dataset
-from keras_softmax.evaluation.evaluate import RestrictedModel, evaluate_model, match_classes
-from keras_softmax.evaluation.report import read_report, write_report
 from keras_softmax.export import ExportError, save_keras, save_run_model
 from keras_softmax.heads import get_head
 from keras_softmax.training import distribute
 from keras_softmax.training.config import TrainConfig, resolve
 from keras_softmax.training.rundir import RunDirectory, RunDirError
 from keras_softmax.training.trainer import TrainedRun, head_params_for, train
+
+
+def import_evaluation() -> None:
+    """Import what a run needs only after training: the evaluation and the report, with scikit-learn,
+    scipy and matplotlib (~1 s on the 2-core CPU, more from a fresh machine's cold disk). ``run_job``
+    does it while the steps compile ahead (``train(while_compiling=...)``), otherwise where it is used;
+    the command line keeps Keras from importing scikit-learn and matplotlib before the first compile
+    (``keras_softmax_cli.import_without``)."""
+    import keras_softmax.evaluation.evaluate  # noqa: F401
+    import keras_softmax.evaluation.report  # noqa: F401
 
 
 def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite: bool = False,
@@ -47,7 +55,10 @@ def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite:
     others save their final ``model.keras`` in their own directory (see ``distribute.process_out``)
     and return ``{"process_id": k, "model": path}``.
     """
-    trained = train(config, out, resume=resume, overwrite=overwrite, log=log)
+    trained = train(config, out, resume=resume, overwrite=overwrite, log=log, while_compiling=import_evaluation)
+    from keras_softmax.evaluation.evaluate import evaluate_model
+    from keras_softmax.evaluation.report import write_report
+
     config, run_dir = trained.config, trained.run_dir
     model = distribute.local_copy(trained.model, trained.placement)
     if not trained.placement.is_chief:
@@ -124,6 +135,9 @@ def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta
     ``calibration``: a temperature fit and measured on ``split`` (GUIDE §9; the run's own
     ``report.json`` always has one for the validation split). Returns ``(report, directory)``.
     """
+    from keras_softmax.evaluation.evaluate import RestrictedModel, evaluate_model, match_classes
+    from keras_softmax.evaluation.report import read_report, write_report
+
     run = RunDirectory(run_dir)
     if not run.config.is_file():
         raise RunDirError(f"{run.path} is not a run directory (config.toml is missing)")

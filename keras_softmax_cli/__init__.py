@@ -13,6 +13,7 @@ its one-line errors always reach the terminal.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import importlib.util
 import os
 import sys
@@ -75,6 +76,54 @@ def quiet_library_logs() -> Path | None:
     _terminal = os.fdopen(terminal_fd, "w", buffering=1, encoding=encoding, errors="backslashreplace")
     sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
     return path
+
+
+#: Optional packages Keras imports when it is imported, for features the command line does not use
+#: through Keras: scikit-learn for ``keras.wrappers``, matplotlib's pyplot for ``keras.visualization``.
+KERAS_OPTIONAL_IMPORTS = ("sklearn", "matplotlib")
+
+
+class _Deferred(importlib.abc.MetaPathFinder):
+    """An import finder that refuses ``names`` (and their submodules) while it is installed."""
+
+    def __init__(self, names):
+        self.names = tuple(names)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in self.names:
+            raise ImportError(f"{fullname}: deferred while Keras is imported", name=fullname)
+        return None
+
+
+def import_without(module: str, deferred=KERAS_OPTIONAL_IMPORTS):
+    """Import ``module`` (e.g. ``keras``) while the packages ``deferred`` cannot be imported; return it.
+
+    ``import keras`` imports scikit-learn and matplotlib.pyplot when they are installed, inside
+    ``try: ... except ImportError``, for its scikit-learn wrappers and its image-gallery plots. The
+    command line uses neither, and those imports sat on the first minute's critical path, before
+    the backend starts and anything can compile: ~1 s of ``import keras``'s ~2.8 s on the 2-core
+    development CPU (bench/RESULTS.md section 5). So the command imports Keras with them refused;
+    the package's own uses (metrics, plots) import them normally later, and a run imports them in the
+    background during training (:class:`keras_softmax.training.ahead.ImportsAhead`). In the command's
+    process ``keras.wrappers`` and ``keras.visualization`` then say that their package is missing.
+
+    Packages already imported are not affected. If ``module`` needs a deferred package after all (a
+    later Keras that imports one unguarded), its half-imported modules are dropped and it is imported
+    again as usual.
+    """
+    if module in sys.modules:
+        return sys.modules[module]
+    finder = _Deferred(name for name in deferred if name not in sys.modules)
+    sys.meta_path.insert(0, finder)
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pass
+    finally:
+        sys.meta_path.remove(finder)
+    for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
+        del sys.modules[name]
+    return importlib.import_module(module)
 
 
 def _split_verbose(argv: list[str]) -> tuple[list[str], bool]:
@@ -155,6 +204,8 @@ def _main(argv: list[str] | None) -> None:
     verbose = verbose or os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
     only_help = not argv or any(a in ("--help", "-h", "--version") for a in argv)  # no library: nothing to hide
     log = None if verbose or only_help else quiet_library_logs()
+    if not only_help:
+        import_without("keras")  # the library imports Keras first thing; without its optional imports
     from keras_softmax_cli.commands import main as group
 
     try:

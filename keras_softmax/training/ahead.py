@@ -94,6 +94,10 @@ class Compiling:
         """Queue ``compile_program()`` (e.g. a lowered program's ``.compile``) behind the others."""
         self._futures[name] = self._pool.submit(compile_program)
 
+    def done(self) -> bool:
+        """Whether every program queued so far has finished compiling (or failed)."""
+        return all(future.done() for future in self._futures.values())
+
     def wait(self) -> str:
         """Wait for every program; one line saying what was compiled (or why not) and how long it took."""
         failed = []

@@ -133,7 +133,7 @@ def training_loss(config: TrainConfig, head):
 
 
 def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: bool = False,
-          log=print) -> TrainedRun:
+          log=print, while_compiling=None) -> TrainedRun:
     """Train ``config`` into run directory ``out`` (config.toml, history.csv, checkpoints/).
 
     With ``resume``, continue the unfinished run in ``out`` from its last checkpoint using the
@@ -148,14 +148,21 @@ def train(config: TrainConfig | None, out, *, resume: bool = False, overwrite: b
 
     With ``devices`` > 1 the model is built, compiled and trained inside the data-parallel
     distribution (:mod:`keras_softmax.training.distribute`); with 1, exactly as without it.
+
+    ``while_compiling``: a function called once, in this thread, when the model and the data are
+    ready but the programs compiled ahead (``autotune_ahead``, ``compile_ahead``) are not yet, just
+    before the run waits for them: work for a wait that is otherwise idle (on a fresh GPU machine
+    the convolutions' autotuning outlasts the data and the model by ~15 s). Not called when nothing
+    compiles ahead or it has finished.
     """
     environment.configure_xla()  # before the first device query
     placement = distribute.plan_for(config, out, resume=resume)
     with distribute.scope(placement):
-        return _train(config, out, resume=resume, overwrite=overwrite, log=log, placement=placement)
+        return _train(config, out, resume=resume, overwrite=overwrite, log=log, placement=placement,
+                      while_compiling=while_compiling)
 
 
-def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
+def _train(config, out, *, resume, overwrite, log, placement, while_compiling=None) -> TrainedRun:
     run_dir = RunDirectory(distribute.process_out(out, placement))
     if resume:
         state = run_dir.prepare(resume=True, overwrite=False)
@@ -253,6 +260,8 @@ def _train(config, out, *, resume, overwrite, log, placement) -> TrainedRun:
         log(f"resuming {run_dir.path} after epoch {initial_epoch}/{config.epochs}")
 
     if compiling is not None:  # fit's compilations start once every convolution is tuned, not beside it
+        if while_compiling is not None and not compiling.done():
+            while_compiling()
         compiled = compiling.wait()
     log(f"training {config.head} on {dataset.name}: {num_train:,} train / {len(dataset.y_val):,} val images, "
         f"{dataset.num_classes} classes, {model.count_params():,} parameters, backend "

@@ -154,3 +154,45 @@ def test_called_from_python_with_arguments_main_raises_system_exit(cache_dir, tm
     assert process.returncode == 0, process.stderr
     assert process.stdout.rstrip().endswith("came back with 0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atexit", "teardown"]
+
+
+LEAN_IMPORT = """
+import json, sys
+from keras_softmax_cli import import_without
+keras = import_without("keras")
+first = sorted(m for m in ("sklearn", "matplotlib") if m in sys.modules)
+value = float(keras.ops.sum(keras.ops.ones((2, 3))))  # Keras works
+from sklearn.metrics import precision_recall_fscore_support  # and both import as usual afterwards
+from matplotlib.figure import Figure
+print(json.dumps({"imported_with_keras": first, "value": value, "sklearn": "sklearn" in sys.modules,
+                  "blockers": [type(f).__name__ for f in sys.meta_path if type(f).__name__ == "_Deferred"]}))
+"""
+
+LEAN_FALLBACK = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from keras_softmax_cli import import_without
+module = import_without("needs_dep", deferred=("plain_dep",))
+print(json.dumps({"value": module.VALUE, "dep": "plain_dep" in sys.modules}))
+"""
+
+
+def test_keras_is_imported_without_scikit_learn_and_matplotlib_which_import_as_usual_afterwards(cache_dir):
+    """Keras imports both, guarded, for keras.wrappers and keras.visualization: ~1 s before the first
+    compile that the command line does not need (it imports them later, while the steps compile)."""
+    process = subprocess.run([sys.executable, "-c", LEAN_IMPORT], cwd=ROOT, capture_output=True, text=True,
+                             env=subprocess_env(cache_dir), timeout=120)
+    assert process.returncode == 0, process.stderr[-2000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result == {"imported_with_keras": [], "value": 6.0, "sklearn": True, "blockers": []}
+
+
+def test_a_module_that_needs_a_deferred_package_is_imported_again_as_usual(cache_dir, tmp_path):
+    (tmp_path / "plain_dep.py").write_text("VALUE = 7\n")
+    (tmp_path / "needs_dep").mkdir()
+    (tmp_path / "needs_dep" / "__init__.py").write_text("from needs_dep.part import VALUE\n")
+    (tmp_path / "needs_dep" / "part.py").write_text("import plain_dep\nVALUE = plain_dep.VALUE\n")  # unguarded
+    process = subprocess.run([sys.executable, "-c", LEAN_FALLBACK, str(tmp_path)], cwd=ROOT, capture_output=True,
+                             text=True, env=subprocess_env(cache_dir), timeout=120)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert json.loads(process.stdout.strip().splitlines()[-1]) == {"value": 7, "dep": True}

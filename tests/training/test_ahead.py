@@ -161,3 +161,36 @@ def test_warmed_convolutions_are_the_models_own(tmp_path, settings):
     assert {step: len(model) for step, (model, _) in found.items()} == {"train step": 31, "test step": 11}
     for step, (model_convolutions, warm_convolutions) in found.items():
         assert model_convolutions == warm_convolutions, step
+
+
+_WHILE_COMPILING = textwrap.dedent("""
+    import json, sys, time
+    from keras_softmax.training import ahead
+    from keras_softmax.training.config import resolve
+    from keras_softmax.training.trainer import train
+
+    add = ahead.Compiling.add
+    def slow_add(self, name, compile_program):  # a compile that outlasts the data and the model, as on a GPU
+        add(self, name, lambda: (time.sleep(1.0), compile_program())[1])
+    ahead.Compiling.add = slow_add
+    calls = {}
+    for compile_ahead in (True, False):
+        seen = []
+        config = resolve(None, {"dataset": "digits", "limit": 200, "epochs": 1, "widths": [4, 4, 8, 8],
+                                "batch_size": 50, "seed": 0, "compile_ahead": compile_ahead})
+        train(config, f"{sys.argv[1]}/{compile_ahead}", log=lambda line: None,
+              while_compiling=lambda: seen.append(ahead.compiling_in_background()))
+        calls[str(compile_ahead)] = seen
+    print(json.dumps(calls))
+""")
+
+
+@pytest.mark.slow
+def test_while_compiling_runs_once_in_the_wait_for_the_programs_compiled_ahead(tmp_path):
+    """train(while_compiling=f) calls f while the steps still compile ahead, and not when nothing does."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_SOFTMAX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    process = subprocess.run([sys.executable, "-c", _WHILE_COMPILING, str(tmp_path)], capture_output=True, text=True,
+                             env=env, cwd=tmp_path, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    calls = json.loads(process.stdout.strip().splitlines()[-1])
+    assert calls == {"True": [True], "False": []}
