@@ -37,7 +37,7 @@ def import_evaluation() -> None:
     scipy and matplotlib (~1 s on the 2-core CPU, more from a fresh machine's cold disk). ``run_job``
     does it while the steps compile ahead (``train(while_compiling=...)``), otherwise where it is used;
     the command line keeps Keras from importing scikit-learn and matplotlib before the first compile
-    (``keras_softmax_cli.import_without``)."""
+    (``keras_softmax_cli.defer_imports``)."""
     import keras_softmax.evaluation.evaluate  # noqa: F401
     import keras_softmax.evaluation.report  # noqa: F401
 

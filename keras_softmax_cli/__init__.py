@@ -95,34 +95,76 @@ class _Deferred(importlib.abc.MetaPathFinder):
         return None
 
 
-def import_without(module: str, deferred=KERAS_OPTIONAL_IMPORTS):
-    """Import ``module`` (e.g. ``keras``) while the packages ``deferred`` cannot be imported; return it.
+class _LoaderWithout(importlib.abc.Loader):
+    """A module's own loader, executing it while :class:`_Deferred` refuses ``deferred``."""
+
+    def __init__(self, loader, deferred):
+        self.loader, self.deferred = loader, tuple(deferred)
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ...: the module's own loader's
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        finder = _Deferred(name for name in self.deferred if name not in sys.modules)
+        sys.meta_path.insert(0, finder)
+        try:
+            self.loader.exec_module(module)
+            return
+        except ImportError:
+            pass  # it needs a deferred package after all: execute it again, refusing nothing
+        finally:
+            sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n.startswith(module.__name__ + ".")]:
+            del sys.modules[name]
+        self.loader.exec_module(module)
+
+
+class _ImportedWithout(importlib.abc.MetaPathFinder):
+    """Once: when ``module`` is imported, its loader runs it with ``deferred`` refused (:func:`defer_imports`)."""
+
+    def __init__(self, module: str, deferred):
+        self.module, self.deferred = module, tuple(deferred)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.module:
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _LoaderWithout(spec.loader, self.deferred)
+        return spec
+
+
+def defer_imports(module: str = "keras", deferred=KERAS_OPTIONAL_IMPORTS) -> None:
+    """When ``module`` (e.g. ``keras``) is first imported, import it while the packages ``deferred``
+    cannot be imported.
 
     ``import keras`` imports scikit-learn and matplotlib.pyplot when they are installed, inside
     ``try: ... except ImportError``, for its scikit-learn wrappers and its image-gallery plots. The
     command line uses neither, and those imports sat on the first minute's critical path, before
-    the backend starts and anything can compile: ~1 s of ``import keras``'s ~2.8 s on the 2-core
-    development CPU (bench/RESULTS.md section 5). So the command imports Keras with them refused;
-    the package's own uses (metrics, plots) import them normally later, and a run imports them in the
-    background during training (:class:`keras_softmax.training.ahead.ImportsAhead`). In the command's
-    process ``keras.wrappers`` and ``keras.visualization`` then say that their package is missing.
+    the backend starts and anything can compile: ~0.9 s of ``import keras``'s ~2.5 s on the 2-core
+    development CPU (bench/RESULTS.md section 5). So a command imports Keras, when it first needs it
+    (a mistyped option still imports nothing), with them refused; the package's own uses (metrics,
+    plots) import them as usual later, a run while its steps compile ahead
+    (:func:`keras_softmax.job.import_evaluation`). In the command's process ``keras.wrappers`` and
+    ``keras.visualization`` then say that their package is missing.
 
-    Packages already imported are not affected. If ``module`` needs a deferred package after all (a
-    later Keras that imports one unguarded), its half-imported modules are dropped and it is imported
-    again as usual.
+    Packages already imported are not affected, nor is a ``module`` already imported. If ``module``
+    needs a deferred package after all (a later Keras that imports one unguarded), its half-imported
+    submodules are dropped and it is executed again as usual.
     """
-    if module in sys.modules:
-        return sys.modules[module]
-    finder = _Deferred(name for name in deferred if name not in sys.modules)
-    sys.meta_path.insert(0, finder)
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        pass
-    finally:
-        sys.meta_path.remove(finder)
-    for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
-        del sys.modules[name]
+    if module not in sys.modules and not any(isinstance(f, _ImportedWithout) and f.module == module
+                                             for f in sys.meta_path):
+        sys.meta_path.insert(0, _ImportedWithout(module, deferred))
+
+
+def import_without(module: str, deferred=KERAS_OPTIONAL_IMPORTS):
+    """``import module`` at once, as :func:`defer_imports` arranges it; the module."""
+    defer_imports(module, deferred)
     return importlib.import_module(module)
 
 
@@ -205,7 +247,7 @@ def _main(argv: list[str] | None) -> None:
     only_help = not argv or any(a in ("--help", "-h", "--version") for a in argv)  # no library: nothing to hide
     log = None if verbose or only_help else quiet_library_logs()
     if not only_help:
-        import_without("keras")  # the library imports Keras first thing; without its optional imports
+        defer_imports("keras")  # Keras without scikit-learn and matplotlib, whenever a command imports it
     from keras_softmax_cli.commands import main as group
 
     try:
