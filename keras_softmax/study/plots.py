@@ -223,8 +223,9 @@ def plot_grid_heatmaps(grids: dict, path, *, row_label: str, column_label: str, 
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 if np.isfinite(values[i, j]):
+                    shade = (values[i, j] - low) / max(high - low, 1e-9)  # 0 = viridis's dark end
                     ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7,
-                            color="white" if values[i, j] < (low + high) / 2 else "black")
+                            color="white" if shade < 0.5 else "black")
         point = (chosen or {}).get(head)
         if point is not None:
             i, j = point

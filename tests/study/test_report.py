@@ -598,3 +598,16 @@ def test_a_forest_plot_on_a_symmetric_log_scale_labels_its_ticks_as_plain_number
     low, high = ax.get_xlim()
     assert low <= -54 and 2.7 <= high < 10  # every interval inside, no decade added for a tick
     assert labels == ["-50", "-20", "-10", "-5", "-2", "-1", "0", "+1", "+2"] + (["+5"] if high >= 5 else [])
+
+
+def test_a_grid_heatmap_writes_light_numbers_on_dark_cells_even_with_one_value(tmp_path, monkeypatch):
+    """Early in a study a head's grid holds one mean: its colour is the dark end, so its number is white."""
+    figures = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), real(fig, path))[1])
+    grids = {"one": [[None, 0.667], [None, None]], "two": [[0.60, 0.70], [0.65, None]]}
+    plots.plot_grid_heatmaps(grids, tmp_path / "grid.png", row_label="lr", column_label="ls", rows=[0.1, 0.2],
+                             columns=[0, 0.1], chosen={"two": (0, 1)})
+    colours = {(ax.get_title(), t.get_text()): t.get_color() for ax in figures[0].axes for t in ax.texts}
+    assert colours == {("one", "66.7"): "white", ("two", "60.0"): "white", ("two", "70.0"): "black",
+                       ("two", "65.0"): "black"}
