@@ -122,9 +122,10 @@ def plot_confusion_matrix(confusion, class_names, path, normalize: bool = True) 
     """Confusion matrix heat map (rows = true class, columns = predicted), readable up to ~100+ classes.
 
     The figure grows with the number of classes (a matrix of up to 17.5 inches a side at 100 dpi, plus
-    margins measured from the longest class name); tick labels shrink and the x labels are rotated 90°. With ``normalize=True`` each row is divided by the class support, so the
-    colour is the fraction of that class predicted as each column (the diagonal is per-class recall) on a
-    square-root colour scale that keeps small confusions visible. Cells carry numbers only up to 30 classes.
+    margins measured from the longest class name); tick labels shrink and the x labels are rotated 90°.
+    With ``normalize=True`` each row is divided by the class support, so the colour is the fraction of
+    that class predicted as each column (the diagonal is per-class recall) on a square-root colour scale
+    that keeps small confusions visible. Cells carry numbers only up to 30 classes.
 
     Args:
         confusion: C×C counts (list of lists or array).
@@ -220,6 +221,7 @@ def _confusion_margins(names, tick_size: float, title: str, title_size: float) -
     from matplotlib.font_manager import FontProperties
 
     renderer = RendererAgg(1, 1, 72)  # at 72 dpi one pixel is one point
+
     def extent(text, size):
         w, h, _ = renderer.get_text_width_height_descent(text, FontProperties(size=size), ismath=False)
         return w / 72.0, h / 72.0

@@ -188,7 +188,8 @@ _WHILE_COMPILING = textwrap.dedent("""
 @pytest.mark.slow
 def test_while_compiling_runs_once_in_the_wait_for_the_programs_compiled_ahead(tmp_path):
     """train(while_compiling=f) calls f while the steps still compile ahead, and not when nothing does."""
-    env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_SOFTMAX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_SOFTMAX_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": str(ROOT)}
     process = subprocess.run([sys.executable, "-c", _WHILE_COMPILING, str(tmp_path)], capture_output=True, text=True,
                              env=env, cwd=tmp_path, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
