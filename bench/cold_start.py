@@ -3,11 +3,13 @@
     python bench/cold_start.py --label cold --cache /tmp/fresh-cache --log OUT/cold.log -- \
         --config zoo/presets/cifar100-log_softmax-fast.toml --dataset PATH --out runs/cold
 
-Runs ``keras-softmax train ARGS`` in a subprocess with ``JAX_LOG_COMPILES=1`` (JAX then logs every
-compilation and its duration) and ``KERAS_SOFTMAX_CACHE`` pointed at ``--cache`` (an empty folder
-means a cold start: no compiled programs, no decoded JPEGs). Each line of the child's output is
-written to ``--log`` prefixed by the seconds since the child started. The last line printed is a
-JSON summary: wall seconds, the seconds spent compiling per function, and the first and steady epoch.
+Runs ``keras-softmax train ARGS`` in a subprocess (``python -m keras_softmax_cli``, the console
+script's entry point; the rows of 2026-12-04 and before ran ``python -m keras_softmax.cli``) with
+``JAX_LOG_COMPILES=1`` (JAX then logs every compilation and its duration) and ``KERAS_SOFTMAX_CACHE``
+pointed at ``--cache`` (an empty folder means a cold start: no compiled programs, no decoded JPEGs).
+Each line of the child's output is written to ``--log`` prefixed by the seconds since the child
+started. The last line printed is a JSON summary: wall seconds, the seconds spent compiling per
+function, and the first and steady epoch.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def main() -> None:
     accuracy = None
     start = time.perf_counter()
     with open(args.log, "w") as log, subprocess.Popen(
-        [sys.executable, "-m", "keras_softmax.cli", "train", *train_args], env=env,
+        # The console script's entry point (``-m keras_softmax.cli`` would import the package, and Keras
+        # with it, before the entry point could defer Keras's optional imports).
+        [sys.executable, "-m", "keras_softmax_cli", "train", *train_args], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     ) as child:
         for line in child.stdout:
