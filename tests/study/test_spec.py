@@ -272,7 +272,8 @@ def test_the_strong_recipe_spec_plans_six_heads_on_three_seeds_at_the_strong_pre
         assert config.seed in (0, 1, 2) and config.head in spec.heads
 
 
-def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_recorded_preset_runs(tmp_path):
+def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_recorded_preset_runs(tmp_path,
+                                                                                                  monkeypatch):
     """zoo/studies/cifar100-strong-recipe.toml (issue 24 item 1): the preset and three candidates on seeds
     0-2; the preset's runs are the recorded ones (same configs), so only the candidates train."""
     import importlib.util
@@ -283,7 +284,10 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
 
     root = Path(__file__).resolve().parents[2]
     spec = load_spec(root / "zoo" / "studies" / "cifar100-strong-recipe.toml")
-    dataset = ".data/cifar100-train-jpg.tar.gz"  # as the recorded runs name it
+    dataset = ".data/cifar100-train-jpg.tar.gz"  # as the recorded runs name it; planning checks that it exists
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".data").mkdir()
+    (tmp_path / dataset).write_bytes(b"")
     runs = Planner(spec, dataset=dataset).plan()
     assert len({r.run_id for r in runs}) == 12
     preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict()
@@ -296,9 +300,9 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
     loader = importlib.util.spec_from_file_location("study_records", root / "zoo" / "study_records.py")
     records = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(records)
-    records.unpack(root / "zoo" / "results" / "cifar100-strong-recipe-records", tmp_path)
+    records.unpack(root / "zoo" / "results" / "cifar100-strong-recipe-records", tmp_path / "study")
     for run in runs:
-        path = tmp_path / "runs" / run.run_id
+        path = tmp_path / "study" / "runs" / run.run_id
         if run.name == "log_softmax":
             assert run_state(path) == "finished" and _differences(run, path) == []
         else:
