@@ -162,12 +162,6 @@ def defer_imports(module: str = "keras", deferred=KERAS_OPTIONAL_IMPORTS) -> Non
         sys.meta_path.insert(0, _ImportedWithout(module, deferred))
 
 
-def import_without(module: str, deferred=KERAS_OPTIONAL_IMPORTS):
-    """``import module`` at once, as :func:`defer_imports` arranges it; the module."""
-    defer_imports(module, deferred)
-    return importlib.import_module(module)
-
-
 def _split_verbose(argv: list[str]) -> tuple[list[str], bool]:
     """``--verbose`` may stand anywhere before ``--``; it is a global option, given to the group."""
     end = argv.index("--") if "--" in argv else len(argv)

@@ -158,8 +158,9 @@ def test_called_from_python_with_arguments_main_raises_system_exit(cache_dir, tm
 
 LEAN_IMPORT = """
 import json, sys
-from keras_softmax_cli import import_without
-keras = import_without("keras")
+from keras_softmax_cli import defer_imports
+defer_imports("keras")
+import keras
 first = sorted(m for m in ("sklearn", "matplotlib") if m in sys.modules)
 value = float(keras.ops.sum(keras.ops.ones((2, 3))))  # Keras works
 from sklearn.metrics import precision_recall_fscore_support  # and both import as usual afterwards
@@ -171,8 +172,9 @@ print(json.dumps({"imported_with_keras": first, "value": value, "sklearn": "skle
 LEAN_FALLBACK = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from keras_softmax_cli import import_without
-module = import_without("needs_dep", deferred=("plain_dep",))
+from keras_softmax_cli import defer_imports
+defer_imports("needs_dep", deferred=("plain_dep",))
+import needs_dep as module
 print(json.dumps({"value": module.VALUE, "dep": "plain_dep" in sys.modules}))
 """
 
