@@ -11,8 +11,8 @@ The study directory::
       runs/<run>/test.json  its test-split figures (with --test-dataset; see .testsplit)
       STUDY.md, plots/  the report
 
-Each run trains in its own process, ``keras-softmax train`` (through :mod:`.child`): Keras's global
-state (dtype policy, seeds, compiled functions) stays per run, and a process sees exactly one GPU
+Each run trains in its own process, ``keras-softmax train`` (through :mod:`keras_softmax_cli.child`):
+Keras's global state (dtype policy, seeds, compiled functions) stays per run, and a process sees exactly one GPU
 (``CUDA_VISIBLE_DEVICES``). A run directory with ``report.json`` is finished and never trained again;
 one with ``config.toml`` but no report is continued with ``train --resume`` (from its last checkpoint,
 or from the start when it has none); one without ``config.toml`` never got past loading and is
@@ -60,8 +60,8 @@ from keras_softmax.training.config import ConfigError, parse_head_param, resolve
 __all__ = ["StudyOutcome", "run_study", "visible_gpus"]
 
 _RELAY = ("epoch ", "resuming ", "done:", "Error", "note:")
-#: The study's process id, for :func:`keras_softmax.study.child.die_with_parent` (not imported here:
-#: ``python -m keras_softmax.study.child`` must be the first import of that module).
+#: The study's process id, for :func:`keras_softmax_cli.child.die_with_parent` (the child's module,
+#: outside this package so that it starts without importing Keras).
 PARENT_ENV = "KERAS_SOFTMAX_STUDY_PARENT"
 
 
@@ -286,9 +286,9 @@ class _Runner:
     def command(self, planned: PlannedRun, state: str) -> list[str]:
         run_dir = (self.out / "runs" / planned.run_id).resolve()
         if state == "score":
-            return [sys.executable, "-m", "keras_softmax.study.testsplit", str(run_dir),
+            return [sys.executable, "-m", "keras_softmax_cli.child", "score", str(run_dir),
                     str(Path(self.test_dataset).expanduser().resolve())]
-        base = [sys.executable, "-m", "keras_softmax.study.child", "train"]
+        base = [sys.executable, "-m", "keras_softmax_cli.child", "train"]
         if state == "resume":
             return base + ["--resume", "--out", str(run_dir)]
         config = (self.out / "configs" / f"{planned.run_id}.toml").resolve()

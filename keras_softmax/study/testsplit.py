@@ -145,9 +145,8 @@ def score_run(run_dir, test_dataset) -> dict:
 
 
 def main(argv=None) -> None:
-    from keras_softmax.study.child import die_with_parent
-
-    die_with_parent()
+    """Score one run: ``python -m keras_softmax.study.testsplit RUN_DIR TEST_DATASET`` (a study's own
+    scoring process is ``python -m keras_softmax_cli.child score ...``, which also dies with the study)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
         raise SystemExit("usage: python -m keras_softmax.study.testsplit RUN_DIR TEST_DATASET")
@@ -157,7 +156,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from keras_softmax_cli import leave_after_success
-
     main()
-    leave_after_success()  # scored: end without the interpreter's teardown (~2 s)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -312,9 +314,34 @@ def test_a_finished_run_records_its_placement_in_the_study_and_in_its_own_direct
 
 
 def test_the_child_and_the_runner_agree_on_the_parent_variable():
-    from keras_softmax.study import child
+    from keras_softmax_cli import child
 
     assert child.PARENT_ENV == runner.PARENT_ENV
+
+
+@pytest.mark.parametrize("state", ["train", "score"])
+def test_a_study_child_whose_study_is_gone_ends_before_importing_keras(tmp_path, state):
+    """The child asks for its death signal first (a study killed outright takes its runs with it) and
+    trains with Keras imported as the console script does. ``python -m keras_softmax.study.child``, its
+    old command, imported the package, and Keras with it, before its first line ran."""
+    test_run = runner._Runner(tmp_path, [runner.Slot(0, None)], print, test_dataset=str(tmp_path))
+    command = test_run.command(types.SimpleNamespace(run_id="softmax-seed0"), state)
+    env = test_run.environment(runner.Slot(0, None))
+    env[runner.PARENT_ENV] = "1"  # not this child's parent: as if the study had died before the child started
+    process = subprocess.run([command[0], "-X", "importtime", *command[1:]], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert process.returncode == 1, process.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in process.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "keras_softmax_cli" in imported  # the log is the child's
+    assert not imported & {"keras", "keras_softmax", "jax", "tensorflow", "numpy"}, sorted(imported)
+
+
+def test_the_child_names_its_tasks_when_given_another():
+    from keras_softmax_cli import child
+
+    with pytest.raises(SystemExit, match="train ARGS... [|] score RUN_DIR TEST_DATASET"):
+        child.main(["evaluate"])
 
 
 def test_a_spent_budget_starts_no_run_and_leaves_the_rest_for_the_next_invocation(tmp_path):

@@ -71,7 +71,7 @@ def test_only_finished_runs_with_a_model_and_no_test_figures_are_scored(study, t
     assert [(p.run_id, state) for p, state in jobs] == [("softmax-seed0", "score"), ("log_softmax-seed0", "score")]
     slot = runner.Slot(0, None)
     command = runner._Runner(out, [slot], print, test_dataset=str(tmp_path)).command(jobs[0][0], "score")
-    assert command[1:3] == ["-m", "keras_softmax.study.testsplit"] and command[-1] == str(tmp_path.resolve())
+    assert command[1:4] == ["-m", "keras_softmax_cli.child", "score"] and command[-1] == str(tmp_path.resolve())
     with pytest.raises(StudyError, match="--test-dataset not found"):
         run_study(spec_path, out, report_only=True, test_dataset=str(tmp_path / "none"), log=lambda line: None)
 
