@@ -29,11 +29,21 @@ LABELS = ("fine", "coarse")
 
 
 def first_averaged_epoch(swa_start: float, epochs: int) -> int | None:
-    """The first epoch (1-based) whose end is averaged: ceil(swa_start · epochs); None when off."""
+    """The first epoch (1-based) whose end is averaged: ceil(swa_start · epochs); None when off.
+
+    The same epoch is where ``sam_start`` switches SAM on (its first step), so that with
+    ``swa_start = sam_start`` SAM and the averaging cover the same epochs.
+    """
     if not swa_start:
         return None
     # (- 1e-9: 0.7 * 10 is 7.000000000000001 in floating point, and must give epoch 7)
     return min(epochs, max(1, math.ceil(swa_start * epochs - 1e-9)))
+
+
+def first_sam_step(config: "TrainConfig", steps_per_epoch: int) -> int:
+    """The first optimizer step (0-based) that takes the SAM gradient: that of epoch ceil(sam_start · epochs)."""
+    first = first_averaged_epoch(config.sam_start, config.epochs)
+    return 0 if first is None else (first - 1) * steps_per_epoch
 
 
 class ConfigError(ValueError):
@@ -153,6 +163,11 @@ class TrainConfig:
     weight_decay: float = setting(5e-3, number(0))
     schedule: str = setting("cosine", choice(*SCHEDULES))
     warmup_epochs: float = setting(1.0, number(0))
+    # Sharpness-aware minimization (keras_softmax.training.sharpness_aware; JAX only): each step's gradient
+    # is taken at the weights moved by rho along the normalised gradient; twice the cost of a step. 0: off.
+    sam_rho: float = setting(0.0, number(0, words="a number >= 0 (0: off)"))
+    # SAM only from the start of epoch ceil(sam_start * epochs) on, the plain step before (0: every step).
+    sam_start: float = setting(0.0, number(0, 1, high_open=True, words="a number in [0, 1) (0: from the first step)"))
     # Clip the gradient to this global L2 norm (all variables together) before each step; 0: off.
     global_clipnorm: float = setting(0.0, number(0, words="a number >= 0 (0: no clipping)"))
     label_smoothing: float = setting(0.0, number(0, 1, high_open=True))
@@ -228,6 +243,9 @@ class TrainConfig:
             option = "swa_lr" if self.swa_lr else "swa_batchnorm"
             raise ConfigError(f"{option} = {getattr(self, option)!r} belongs to weight averaging, which is off: "
                               "set swa_start too (e.g. --set swa_start=0.8)")
+        if self.sam_start and not self.sam_rho:
+            raise ConfigError(f"sam_start = {self.sam_start!r} belongs to sharpness-aware minimization, which is off: "
+                              "set sam_rho too (e.g. --set sam_rho=0.05)")
         if self.swa_lr and self.schedule != "cosine":
             raise ConfigError(f"swa_lr holds the cosine schedule at a floor; it does not apply to schedule = "
                               f"{self.schedule!r} (use schedule = \"cosine\" or swa_lr = 0)")

@@ -22,13 +22,13 @@ from keras_softmax.heads.registry import complete_params, head_spec
 from keras_softmax.mismatch import mismatched_loss
 from keras_softmax.models import SparseRowsModel, build_model
 from keras_softmax.models.augment import CIFAR100_MEAN, CIFAR100_STD
-from keras_softmax.training import distribute
+from keras_softmax.training import distribute, sharpness_aware
 from keras_softmax.training.ahead import (BackgroundLoad, Compiling, ConvolutionWarmup, can_compile_ahead,
                                           can_warm_convolutions, lower_steps)
 from keras_softmax.training.averaging import WeightAverage
 from keras_softmax.training.batchnorm import recompute_batchnorm_statistics
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
-from keras_softmax.training.config import ConfigError, TrainConfig, resolve, to_toml
+from keras_softmax.training.config import ConfigError, TrainConfig, first_sam_step, resolve, to_toml
 from keras_softmax.training.metrics import training_metrics
 from keras_softmax.training.optim import make_optimizer
 from keras_softmax.training.rundir import RunDirectory, RunDirError
@@ -73,6 +73,9 @@ def check_head_options(config: TrainConfig) -> None:
     spec = head_spec(config.head)
     if not spec.owns_projection:
         return
+    if config.sam_rho and hasattr(spec.layer_class, "row_variables"):
+        raise ConfigError(f"sam_rho is not available with the {config.head} head: its class rows train sparsely, "
+                          "in a train step of its own (set sam_rho = 0)")
     if config.cutmix:
         raise ConfigError(f"the {config.head} head trains on integer labels: cutmix must be 0 (got {config.cutmix!r})")
     if config.loss != "matched":
@@ -175,6 +178,8 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
         raise ConfigError("ema is not available on the JAX backend with an accelerator: Keras 3.15's "
                           "optimizer EMA leaves deleted arrays behind after fit (set ema = 0; swa_start averages "
                           "the weights on every backend)")
+    if config.sam_rho and sharpness_aware.backend_reason():
+        raise ConfigError(sharpness_aware.backend_reason())
     if config.swa_start and placement.num_processes > 1:
         raise ConfigError("swa_start is not available with several processes: the average is read and set "
                           "through each process's numpy copies, untested across hosts (set swa_start = 0)")
@@ -217,6 +222,8 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
+    if config.sam_rho:
+        sharpness_aware.install(model, config.sam_rho, first_sam_step(config, steps_per_epoch))
     val_batch_size = even_batch_size(outline.num_val, batch_size)
     if val_batch_size % placement.devices:  # a whole share per device (the tail is padded: batch_options)
         val_batch_size = batch_size

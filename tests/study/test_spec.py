@@ -274,7 +274,7 @@ def test_the_strong_recipe_spec_plans_six_heads_on_three_seeds_at_the_strong_pre
 
 def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_recorded_preset_runs(tmp_path,
                                                                                                   monkeypatch):
-    """zoo/studies/cifar100-strong-recipe.toml (issue 24 item 1): the preset and three candidates on seeds
+    """zoo/studies/cifar100-strong-recipe.toml (issue 24 item 1): the preset and four candidates on seeds
     0-2; the preset's runs are the recorded ones (same configs), so only the candidates train."""
     import importlib.util
     from pathlib import Path
@@ -289,10 +289,11 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
     (tmp_path / ".data").mkdir()
     (tmp_path / dataset).write_bytes(b"")
     runs = Planner(spec, dataset=dataset).plan()
-    assert len({r.run_id for r in runs}) == 12
+    assert len({r.run_id for r in runs}) == 15
     preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict()
     changed = {"log_softmax": {}, "log_softmax-cutmix0.25": {"cutmix": 0.25},
-               "log_softmax-wd2.5e-3": {"weight_decay": 2.5e-3}, "log_softmax-ls0.2": {"label_smoothing": 0.2}}
+               "log_softmax-wd2.5e-3": {"weight_decay": 2.5e-3}, "log_softmax-ls0.2": {"label_smoothing": 0.2},
+               "log_softmax-sam0.05-late": {"sam_rho": 0.05, "sam_start": 0.75}}
     for run in runs:
         config = run.config.to_dict()
         differs = {k: v for k, v in config.items() if preset.get(k) != v and k not in ("seed", "dataset")}
