@@ -223,7 +223,8 @@ class _Runner:
                         return
                     if code == 0 and state == "score":
                         self.scored += 1
-                        self.log(f"[{index}/{total}] scored {planned.run_id} on the test split")
+                        self.log(f"[{index}/{total}] scored {planned.run_id} on the test split in "
+                                 f"{format_duration(wall)}")
                     elif code == 0:
                         self.walls.append(wall)
                         self.trained += 1
@@ -239,13 +240,16 @@ class _Runner:
                         continue
                 # Scored now, on the slot that trained it: the weights exist only until the machine is
                 # given back, and the time budget (start_until) must not leave a finished run unscored.
+                began = time.perf_counter()
                 code, reason = self.train(planned, "score", slot)
+                wall = time.perf_counter() - began
                 with self.lock:
                     if self.stopping:
                         return
                     if code == 0:
                         self.scored += 1
-                        self.log(f"[{index}/{total}] scored {planned.run_id} on the test split")
+                        self.log(f"[{index}/{total}] scored {planned.run_id} on the test split in "
+                                 f"{format_duration(wall)}")
                     else:
                         self.failed.append((planned.run_id, f"test-split scoring: {reason}"))
                         self.log(f"[{index}/{total}] FAILED scoring {planned.run_id} (exit {code}): {reason}; "

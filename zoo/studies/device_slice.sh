@@ -29,5 +29,5 @@ rm -rf /tmp/rec && mkdir -p /tmp/rec
 python3 zoo/study_records.py pack --scored-only "$RUNS" /tmp/rec > "$OUT/pack.log" 2>&1
 tar czf "$OUT/rec.tgz" -C /tmp/rec .
 mkdir -p "$JC" && tar czf "$OUT/jaxcache.tgz" -C "$JC" .
-grep -c "on the test split$" "$OUT/study.log" | sed 's/^/scored this slice: /'
+grep -c "scored .* on the test split" "$OUT/study.log" | sed 's/^/scored this slice: /'
 tail -4 "$OUT/study.log"
