@@ -40,10 +40,10 @@ def first_averaged_epoch(swa_start: float, epochs: int) -> int | None:
     return min(epochs, max(1, math.ceil(swa_start * epochs - 1e-9)))
 
 
-def first_sam_step(config: "TrainConfig", steps_per_epoch: int) -> int:
-    """The first optimizer step (0-based) that takes the SAM gradient: that of epoch ceil(sam_start · epochs)."""
+def first_sam_epoch(config: "TrainConfig") -> int:
+    """The first epoch (0-based, as Keras counts) that trains with SAM: epoch ceil(sam_start · epochs) (1-based)."""
     first = first_averaged_epoch(config.sam_start, config.epochs)
-    return 0 if first is None else (first - 1) * steps_per_epoch
+    return 0 if first is None else first - 1
 
 
 class ConfigError(ValueError):
@@ -166,7 +166,7 @@ class TrainConfig:
     # Sharpness-aware minimization (keras_softmax.training.sharpness_aware; JAX only): each step's gradient
     # is taken at the weights moved by rho along the normalised gradient; twice the cost of a step. 0: off.
     sam_rho: float = setting(0.0, number(0, words="a number >= 0 (0: off)"))
-    # SAM only from the start of epoch ceil(sam_start * epochs) on, the plain step before (0: every step).
+    # SAM only from the start of epoch ceil(sam_start * epochs) on, the plain step before (0: every epoch).
     sam_start: float = setting(0.0, number(0, 1, high_open=True, words="a number in [0, 1) (0: from the first step)"))
     # Clip the gradient to this global L2 norm (all variables together) before each step; 0: off.
     global_clipnorm: float = setting(0.0, number(0, words="a number >= 0 (0: no clipping)"))

@@ -28,7 +28,7 @@ from keras_softmax.training.ahead import (BackgroundLoad, Compiling, Convolution
 from keras_softmax.training.averaging import WeightAverage
 from keras_softmax.training.batchnorm import recompute_batchnorm_statistics
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
-from keras_softmax.training.config import ConfigError, TrainConfig, first_sam_step, resolve, to_toml
+from keras_softmax.training.config import ConfigError, TrainConfig, first_sam_epoch, resolve, to_toml
 from keras_softmax.training.metrics import training_metrics
 from keras_softmax.training.optim import make_optimizer
 from keras_softmax.training.rundir import RunDirectory, RunDirError
@@ -222,8 +222,8 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
-    if config.sam_rho:
-        sharpness_aware.install(model, config.sam_rho, first_sam_step(config, steps_per_epoch))
+    if config.sam_rho and not first_sam_epoch(config):
+        sharpness_aware.install(model, config.sam_rho)  # every step: the program compiled ahead is SAM's
     val_batch_size = even_batch_size(outline.num_val, batch_size)
     if val_batch_size % placement.devices:  # a whole share per device (the tail is padded: batch_options)
         val_batch_size = batch_size
@@ -286,6 +286,8 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
     fit_started = time.perf_counter()
     # The averager before the recorder: a checkpoint keeps the average up to its own epoch.
     callbacks = [EpochSeeds(), *([averager] if averager is not None else []), recorder]
+    if config.sam_rho and first_sam_epoch(config):  # SAM from a later epoch: a second program from there
+        callbacks.insert(0, sharpness_aware.SharpnessAwareFrom(config.sam_rho, first_sam_epoch(config)))
     if environment.on_cpu():
         callbacks.append(StepProgress(batch_size, log=log, recorder=recorder))
     if initial_epoch < config.epochs:

@@ -1,8 +1,9 @@
 """sam_rho: sharpness-aware minimization (issue 24), on JAX.
 
-One step is checked against a closed form: softmax regression, whose gradient is xᵀ(p − y)/n, with
-Gaussian noise on the input that both passes must share (the reference reproduces the draw from the
-layer's random state before the step). With BatchNorm the step must leave exactly the plain step's
+Three epochs of one step each are checked against a closed form: softmax regression, whose gradient is
+xᵀ(p − y)/n, with Gaussian noise on the input that both passes of a step must share (the reference
+draws it from the layer's random state, threaded from step to step as the model does), with SAM on
+every step, on none, and from ``sam_start``'s epoch on (the callback that switches ``fit``). With BatchNorm the step must leave exactly the plain step's
 moving statistics and random state (both from the first pass, at the unperturbed weights), and a
 tiny command-line run trains with it, compiled ahead. On another backend, and with the sampled head,
 the setting is refused before any work.
@@ -20,7 +21,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from keras_softmax.training.config import ConfigError, first_sam_step, resolve
+from keras_softmax.training.config import ConfigError, first_sam_epoch, resolve
 from keras_softmax.training.trainer import check_head_options, train
 
 from .test_trainer import TINY, _quiet
@@ -58,29 +59,33 @@ _ON_JAX = textwrap.dedent("""
             _, gw, gb = grads(w + rho * gw / norm, b + rho * gb / norm)
         return loss, w - lr * gw, b - lr * gb
 
-    def steps(rules, start_step):
-        # len(rules) steps with install's start_step, against the closed form with SAM where rules[i]
+    def epochs(rules, first_epoch):
+        # len(rules) one-step epochs of fit, SAM from first_epoch (install, or the callback), against the
+        # closed form with SAM where rules[i]; the noise draws threaded from the layer's random state
         model = regression()
-        if any(rules):
-            sharpness_aware.install(model, rho, start_step)
+        callbacks = []
+        if first_epoch == 0:
+            sharpness_aware.install(model, rho)
+        elif first_epoch < len(rules):
+            callbacks.append(sharpness_aware.SharpnessAwareFrom(rho, first_epoch))
         noise, dense = model.layers
         w, b = (np.asarray(v, np.float64) for v in dense.get_weights())
         plain_w, plain_b = w, b
+        seed_state = [v.value for v in noise.non_trainable_variables]
         for sam in rules:
-            # the draw this step makes, from the noise layer's random state before the step
-            xn = np.asarray(noise.stateless_call([], [v.value for v in noise.non_trainable_variables], x,
-                                                 training=True)[0], np.float64)
-            loss = model.train_on_batch(x, y)
+            xn, seed_state = noise.stateless_call([], seed_state, x, training=True)
+            xn = np.asarray(xn, np.float64)
             want_loss, w, b = numpy_step(xn, w, b, sam)
             _, plain_w, plain_b = numpy_step(xn, plain_w, plain_b, False)
+        history = model.fit(x, y, batch_size=n, epochs=len(rules), shuffle=False, verbose=0, callbacks=callbacks)
         got_w, got_b = dense.get_weights()
         return {"error": float(max(np.abs(got_w - w).max(), np.abs(got_b - b).max())),
-                "loss_error": float(abs(loss - want_loss)),
+                "loss_error": float(abs(history.history["loss"][-1] - want_loss)),
                 "from_plain": float(max(np.abs(got_w - plain_w).max(), np.abs(got_b - plain_b).max())),
                 "noise": float(np.abs(xn - x).mean())}
 
-    result = {"plain": steps([False] * 3, 0), "sam": steps([True] * 3, 0), "late": steps([False, False, True], 2),
-              "later": steps([False] * 3, 3)}
+    result = {"plain": epochs([False] * 3, 3), "sam": epochs([True] * 3, 0), "late": epochs([False, False, True], 2),
+              "late2": epochs([False, True, True], 1)}
 
     # BatchNorm and augmentation: the statistics and random state are the plain step's, the weights are not
     from keras_softmax import build_model, get_head
@@ -125,11 +130,11 @@ def test_a_sam_step_matches_its_closed_form_and_trains_from_the_command_line(tmp
                              env=env, cwd=tmp_path, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])
-    for rule in ("plain", "sam", "late", "later"):  # every schedule of SAM steps against the closed form
+    for rule in ("plain", "sam", "late", "late2"):  # every schedule of SAM steps against the closed form
         assert result[rule]["error"] < 2e-5 and result[rule]["loss_error"] < 2e-5 and result[rule]["noise"] > 0.1, result
     # ... and far from the plain steps where it took a SAM step: the test can tell them apart
-    assert result["sam"]["from_plain"] > 1e-3 and result["late"]["from_plain"] > 1e-3, result
-    assert result["later"]["from_plain"] < 2e-5, result  # SAM from step 3: three plain steps
+    assert min(result[rule]["from_plain"] for rule in ("sam", "late", "late2")) > 1e-3, result
+    assert result["plain"]["from_plain"] < 2e-5, result
     batchnorm = result["batchnorm"]
     assert batchnorm["count"] > 10 and batchnorm["non_trainable"] == 0.0 and batchnorm["trainable"] > 1e-4, batchnorm
     assert result["cli"]["code"] == 0, result["cli"]["output"]
@@ -143,14 +148,14 @@ def test_sam_rho_is_a_non_negative_number():
         resolve(None, {"sam_rho": -0.1})
 
 
-def test_sam_start_belongs_to_sam_and_starts_at_the_first_step_of_its_epoch():
+def test_sam_start_belongs_to_sam_and_starts_with_its_epoch():
     with pytest.raises(ConfigError, match=r"sam_start = 0.75 belongs to sharpness-aware minimization, which is off: "
                                           r"set sam_rho too"):
         resolve(None, {"sam_start": 0.75})
-    assert first_sam_step(resolve(None, {"sam_rho": 0.05}), 97) == 0
+    assert first_sam_epoch(resolve(None, {"sam_rho": 0.05})) == 0
     config = resolve(None, {"sam_rho": 0.05, "sam_start": 0.75, "epochs": 300})
-    assert first_sam_step(config, 97) == 224 * 97  # epoch 225 of 300, SWA's first averaged epoch at 0.75
-    assert first_sam_step(resolve(None, {"sam_rho": 0.05, "sam_start": 0.7, "epochs": 10}), 8) == 6 * 8
+    assert first_sam_epoch(config) == 224  # epoch 225 of 300 (Keras's 224), SWA's first averaged epoch at 0.75
+    assert first_sam_epoch(resolve(None, {"sam_rho": 0.05, "sam_start": 0.7, "epochs": 10})) == 6
 
 
 def test_sam_with_the_sampled_head_is_refused_before_any_work():
