@@ -159,7 +159,9 @@ def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta
         model = RestrictedModel(model, columns, head.output_kind)
         data = dataclasses.replace(data, fine_to_coarse=None)
     tta = config.tta_flip if tta_flip is None else tta_flip
-    report = evaluate_model(model, head, data, split, batch_size=config.batch_size, tta_flip=tta, calibrate=calibrate)
+    # a batch that divides the split where one is near: one compiled program for the whole split
+    batch_size = even_batch_size(len(data.split(split)[1]), config.batch_size)
+    report = evaluate_model(model, head, data, split, batch_size=batch_size, tta_flip=tta, calibrate=calibrate)
     if subset:
         report["classes_scored"] = {"dataset": len(columns), "model": len(run_names),
                                     "rule": "matched by name; the model's probabilities restricted to these "

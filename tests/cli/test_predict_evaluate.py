@@ -90,6 +90,19 @@ def test_evaluate_val_reproduces_the_training_report(shared_run):
     assert f"report: {where / 'report.md'}" in result.stdout
 
 
+def test_evaluate_predicts_with_a_batch_that_divides_the_split(shared_run, monkeypatch):
+    """270 training images at the run's batch 32 would end in a batch of 14, a second compiled program
+    (seconds on a GPU); 30 divides them."""
+    from keras_softmax.evaluation import evaluate
+
+    sizes = []
+    original = evaluate.predict_probabilities
+    monkeypatch.setattr(evaluate, "predict_probabilities",
+                        lambda *args, **kwargs: sizes.append(kwargs["batch_size"]) or original(*args, **kwargs))
+    assert_ok(invoke("evaluate", shared_run.path, "--split", "train"))
+    assert sizes == [30]
+
+
 def test_compare_two_runs(shared_run, tmp_path):
     # A second run of the same name elsewhere: the labels take the parent folder to tell them apart.
     other = tmp_path / "other" / shared_run.path.name

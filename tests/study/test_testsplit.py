@@ -4,6 +4,7 @@ and the spec rules that keep every choice on validation (tuned seeds the grid ne
 from __future__ import annotations
 
 import json
+import shutil
 import re
 import textwrap
 
@@ -198,7 +199,7 @@ def test_the_recorded_specs_rest_every_verdict_on_five_seeds():
 
 
 @pytest.mark.slow
-def test_a_study_scores_each_finished_run_once_on_the_test_split(tmp_path, cache_dir):
+def test_a_study_scores_each_finished_run_once_on_the_test_split(tmp_path, cache_dir, monkeypatch):
     """End to end on a tiny class-folder dataset: train, score on its test tree, report; a second
     invocation neither trains nor scores again."""
     from cli.helpers import run_cli
@@ -233,3 +234,17 @@ def test_a_study_scores_each_finished_run_once_on_the_test_split(tmp_path, cache
     assert _cells(text, "softmax")[0][3] == f"{100 * test['accuracy']:.2f}"
     again = run_cli(*args, cwd=tmp_path, cache_dir=cache_dir, timeout=600)
     assert again.returncode == 0 and "scoring" not in again.stdout and "training" not in again.stdout
+
+    # Scoring predicts with a batch that divides the test images (18 at batch 16 would end in a batch
+    # of 2, a second compiled program: seconds on a GPU), and gives the same figures.
+    from keras_softmax.evaluation import evaluate
+    from keras_softmax.study.testsplit import score_run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs" / "softmax-seed0", copy)
+    (copy / "test.json").unlink()
+    sizes = []
+    original = evaluate.predict_probabilities
+    monkeypatch.setattr(evaluate, "predict_probabilities",
+                        lambda *args, **kwargs: sizes.append(kwargs["batch_size"]) or original(*args, **kwargs))
+    assert score_run(copy, test_tree)["accuracy"] == test["accuracy"] and sizes == [9]
