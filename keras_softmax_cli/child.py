@@ -1,7 +1,13 @@
-"""A study's subprocesses: ``python -m keras_softmax_cli.child train ARGS`` and ``... score RUN_DIR TEST_DATASET``.
+"""A study's subprocesses: ``python -m keras_softmax_cli.child TASK ...``.
 
-``train ARGS`` is ``keras-softmax train ARGS``; ``score`` scores a finished run on the test split
-(:func:`keras_softmax.study.testsplit.main`). Before anything else each first asks Linux to kill it
+- ``train ARGS``: ``keras-softmax train ARGS``;
+- ``score RUN_DIR TEST_DATASET``: score a finished run once on the test split
+  (:func:`keras_softmax.study.testsplit.main`);
+- ``train-and-score TEST_DATASET RUN_DIR ARGS``: ``train ARGS`` (into ``RUN_DIR``), then, once it has
+  finished, ``score`` in the same process. That saves a second process's start, imports and
+  backend (the study scores every run it trains, right after it). If that scoring fails, the process
+  still ends with the training's status 0 and says so in a ``note:`` line, and the study, finding no
+  ``test.json``, scores the run in a process of its own. Before anything else each first asks Linux to kill it
 when the study process dies (``PR_SET_PDEATHSIG``), so that a study killed outright (SIGKILL, a
 device's time limit) never leaves a run training on behind it, racing the restarted study for the
 same run directory.
@@ -23,7 +29,10 @@ import sys
 #: not imported from there because that would import Keras first.
 PARENT_ENV = "KERAS_SOFTMAX_STUDY_PARENT"
 _PR_SET_PDEATHSIG = 1
-USAGE = "usage: python -m keras_softmax_cli.child train ARGS... | score RUN_DIR TEST_DATASET"
+USAGE = ("usage: python -m keras_softmax_cli.child train ARGS... | score RUN_DIR TEST_DATASET | "
+         "train-and-score TEST_DATASET RUN_DIR ARGS...")
+#: The line a ``train-and-score`` process prints after scoring: the study reads the seconds from it.
+SCORED = "done: scored on the test split in the training process in {seconds:.1f}s"
 
 
 def die_with_parent() -> None:
@@ -58,8 +67,36 @@ def main(argv: list[str] | None = None) -> None:
 
         score(args)
         leave_after_success()
+    elif task == "train-and-score" and len(args) >= 2:
+        test_dataset, run_dir, args = args[0], args[1], args[2:]
+        defer_imports("keras")
+        from keras_softmax_cli.commands import main as group
+
+        try:
+            group.main(args=["train", *args], prog_name="keras-softmax")
+        except SystemExit as done:  # click's standalone mode ends every command with SystemExit
+            if done.code not in (0, None):
+                raise
+        score_after_training(run_dir, test_dataset)
+        leave_after_success()
     else:
         raise SystemExit(USAGE)
+
+
+def score_after_training(run_dir: str, test_dataset: str) -> None:
+    """Score the run just trained; a failure is a ``note:`` (the study then scores it on its own)."""
+    import time
+
+    began = time.perf_counter()
+    try:
+        from keras_softmax.study.testsplit import main as score
+
+        score([run_dir, test_dataset])
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the training succeeded; say why scoring did not
+        print(f"note: scoring on the test split in the training process failed ({error}); the study scores "
+              "the run in a process of its own", flush=True)
+        return
+    print(SCORED.format(seconds=time.perf_counter() - began), flush=True)
 
 
 if __name__ == "__main__":

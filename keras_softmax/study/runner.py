@@ -26,8 +26,9 @@ per device whatever ``runs_per_device``, so that their epoch times are a head's 
 never imports a backend's device runtime, so it holds no GPU memory.
 
 With ``test_dataset`` (``--test-dataset``), each run is scored on that test split once, as soon as
-it has trained, on the slot that trained it, in a process of its own (:mod:`.testsplit`); after the
-invocation's training, every finished run that has its ``model.keras`` and no ``test.json`` yet (one
+it has trained, by its training process (``keras_softmax_cli.child train-and-score``: no second
+process to start, import and connect to the GPU), or, if that scoring failed, in a process of its own
+on the same slot (:mod:`.testsplit`); after the invocation's training, every finished run that has its ``model.keras`` and no ``test.json`` yet (one
 trained without ``--test-dataset``) is scored too. A time budget never skips scoring: a run's weights
 do not outlive its machine, and it stops only new runs from starting. Timing runs are not scored. Nothing is chosen by a test
 figure: the tuning reads validation figures only.
@@ -40,6 +41,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -51,7 +53,7 @@ from pathlib import Path
 
 from keras_softmax import io
 from keras_softmax.study.results import (
-    PLACEMENTS, RUN_PLACEMENT, best_points, collect, read_placements, write_results,
+    PLACEMENTS, RUN_PLACEMENT, TEST_FILE, best_points, collect, read_placements, write_results,
 )
 from keras_softmax.study.spec import PlannedRun, Planner, StudyError, load_spec
 from keras_softmax.training.callbacks import format_duration
@@ -60,6 +62,8 @@ from keras_softmax.training.config import ConfigError, parse_head_param, resolve
 __all__ = ["StudyOutcome", "run_study", "visible_gpus"]
 
 _RELAY = ("epoch ", "resuming ", "done:", "Error", "note:")
+#: keras_softmax_cli.child.SCORED, as the study reads it (not imported: that module is the child's).
+_SCORED = re.compile(r"done: scored on the test split in the training process in ([0-9.]+)s$")
 #: The study's process id, for :func:`keras_softmax_cli.child.die_with_parent` (the child's module,
 #: outside this package so that it starts without importing Keras).
 PARENT_ENV = "KERAS_SOFTMAX_STUDY_PARENT"
@@ -183,6 +187,7 @@ class _Runner:
         self.failed: list[tuple[str, str]] = []
         self.trained = 0
         self.scored = 0
+        self.scoring_seconds: dict[str, float] = {}  # run -> seconds its training process spent scoring it
 
     def eta(self, remaining: int) -> str:
         walls = self.walls or self.prior
@@ -217,6 +222,7 @@ class _Runner:
                 began = time.perf_counter()
                 code, reason = self.train(planned, state, slot)
                 wall = time.perf_counter() - began
+                scoring = self.scoring_seconds.pop(planned.run_id, None)  # scored in the training process
                 with self.lock:
                     done[0] += 1
                     if self.stopping:
@@ -226,11 +232,17 @@ class _Runner:
                         self.log(f"[{index}/{total}] scored {planned.run_id} on the test split in "
                                  f"{format_duration(wall)}")
                     elif code == 0:
+                        training = wall - (scoring or 0.0)
                         self.walls.append(wall)
                         self.trained += 1
                         self.record_placement(planned.run_id, slot)
-                        self.log(f"[{index}/{total}] finished {planned.run_id} in {format_duration(wall)}"
+                        self.log(f"[{index}/{total}] finished {planned.run_id} in {format_duration(training)}"
                                  f"{self._accuracy(planned)}; {self.eta(total - done[0])}")
+                        if scoring is not None and (self.out / "runs" / planned.run_id / TEST_FILE).is_file():
+                            self.scored += 1
+                            self.log(f"[{index}/{total}] scored {planned.run_id} on the test split in "
+                                     f"{format_duration(scoring)} (in its training process)")
+                            continue
                     else:
                         self.failed.append((planned.run_id, reason))
                         self.log(f"[{index}/{total}] FAILED {planned.run_id} (exit {code}): {reason}; "
@@ -293,6 +305,9 @@ class _Runner:
             return [sys.executable, "-m", "keras_softmax_cli.child", "score", str(run_dir),
                     str(Path(self.test_dataset).expanduser().resolve())]
         base = [sys.executable, "-m", "keras_softmax_cli.child", "train"]
+        if self.scores(planned):  # scored right after training, in the same process
+            base = [sys.executable, "-m", "keras_softmax_cli.child", "train-and-score",
+                    str(Path(self.test_dataset).expanduser().resolve()), str(run_dir)]
         if state == "resume":
             return base + ["--resume", "--out", str(run_dir)]
         config = (self.out / "configs" / f"{planned.run_id}.toml").resolve()
@@ -335,7 +350,10 @@ class _Runner:
                     text = line.rstrip()
                     if text.startswith("Error"):
                         last_error = text
-                    if text.startswith(_RELAY):
+                    scored = _SCORED.match(text)
+                    if scored:  # the study says it itself, once the process has ended
+                        self.scoring_seconds[planned.run_id] = float(scored.group(1))
+                    elif text.startswith(_RELAY):
                         with self.lock:
                             self.log(f"    {planned.run_id} | {text}")
                 code = process.wait()
@@ -418,8 +436,6 @@ def _prior_walls(planned_runs, out: Path) -> list[float]:
 
 def _to_score(planned_runs, out: Path) -> list[tuple[PlannedRun, str]]:
     """The distinct finished runs (not timing runs) with a model and no test figures yet."""
-    from keras_softmax.study.results import TEST_FILE
-
     jobs, seen = [], set()
     for planned in planned_runs:
         run = out / "runs" / planned.run_id

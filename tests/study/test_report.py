@@ -325,7 +325,8 @@ def test_a_study_child_whose_study_is_gone_ends_before_importing_keras(tmp_path,
     trains with Keras imported as the console script does. ``python -m keras_softmax.study.child``, its
     old command, imported the package, and Keras with it, before its first line ran."""
     test_run = runner._Runner(tmp_path, [runner.Slot(0, None)], print, test_dataset=str(tmp_path))
-    command = test_run.command(types.SimpleNamespace(run_id="softmax-seed0"), state)
+    command = test_run.command(types.SimpleNamespace(run_id="softmax-seed0", kind="head"), state)
+    assert command[3] == {"train": "train-and-score", "score": "score"}[state]  # the study scores what it trains
     env = test_run.environment(runner.Slot(0, None))
     env[runner.PARENT_ENV] = "1"  # not this child's parent: as if the study had died before the child started
     process = subprocess.run([command[0], "-X", "importtime", *command[1:]], env=env, capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import textwrap
 
 import pytest
@@ -302,9 +303,13 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
     records = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(records)
     records.unpack(root / "zoo" / "results" / "cifar100-strong-recipe-records", tmp_path / "study")
-    for run in runs:
+    recorded = {Path(json.loads(line)["path"]).parts[1] for f in (root / "zoo" / "results" /
+                "cifar100-strong-recipe-records").glob("*.jsonl") for line in f.read_text().splitlines()
+                if json.loads(line)["path"].startswith("runs/")}
+    assert {"log_softmax-sam0.05-late-seed0", "log_softmax-cutmix0.25-seed1"} <= recorded
+    for run in runs:  # the preset's and the candidates' recorded runs are finished with the spec's settings
         path = tmp_path / "study" / "runs" / run.run_id
-        if run.name == "log_softmax":
-            assert run_state(path) == "finished" and _differences(run, path) == []
+        if run.name == "log_softmax" or run.run_id in recorded:
+            assert run_state(path) == "finished" and _differences(run, path) == [], run.run_id
         else:
             assert run_state(path) == "new"

@@ -111,6 +111,42 @@ def test_a_run_is_scored_as_soon_as_it_trains_even_after_the_time_budget_is_spen
     assert not runner._Runner(tmp_path, slots, lambda line: None).scores(Planned("run-a"))
 
 
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_run_its_training_process_scored_is_not_scored_again(tmp_path, in_process):
+    """The study trains with ``train-and-score``: when that process scored the run (its ``done: scored``
+    line, and test.json), no scoring process follows; when its scoring failed, one does."""
+    class Planned:
+        kind, run_id = "head", "run-a"
+
+    calls, lines = [], []
+    study = runner._Runner(tmp_path, runner.make_slots(1), lines.append, test_dataset=str(tmp_path))
+
+    def train(planned, state, slot):
+        calls.append(state)
+        if state == "train" and in_process:
+            (tmp_path / "runs" / "run-a").mkdir(parents=True)
+            write_json(tmp_path / "runs" / "run-a" / "test.json", {"accuracy": 0.5})
+            study.scoring_seconds["run-a"] = 4.0  # as train() reads it from the child's output
+        return 0, ""
+
+    study.train = train
+    study.record_placement = lambda run_id, slot: None
+    study.execute([(Planned(), "train")])
+    assert calls == (["train"] if in_process else ["train", "score"]) and study.scored == 1
+    if in_process:
+        assert "[1/1] scored run-a on the test split in 4s (in its training process)" in lines
+
+
+def test_the_child_reads_as_the_study_expects_and_a_failed_scoring_is_a_note(tmp_path, capsys):
+    from keras_softmax_cli import child
+
+    assert runner._SCORED.match(child.SCORED.format(seconds=12.34)).group(1) == "12.3"
+    child.score_after_training(str(tmp_path / "no-run"), str(tmp_path / "no-test"))  # returns: training succeeded
+    out = capsys.readouterr().out
+    assert out.startswith("note: scoring on the test split in the training process failed (") and "no-run" in out
+    assert "the study scores the run in a process of its own" in out
+
+
 def test_finished_unscored_runs_are_scored_whatever_the_budget(study, tmp_path, monkeypatch):
     # Runs trained earlier without --test-dataset still have their weights: a spent budget must not skip them.
     spec_path, out, planned = study
@@ -223,7 +259,9 @@ def test_a_study_scores_each_finished_run_once_on_the_test_split(tmp_path, cache
     args = ("study", spec, "--out", out, "--dataset", tmp_path / "data", "--test-dataset", test_tree)
     result = run_cli(*args, cwd=tmp_path, cache_dir=cache_dir, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert re.search(r"\[1/1\] scored softmax-seed0 on the test split in \d+s", result.stdout)  # as soon as it trained
+    # as soon as it trained, by its training process
+    assert re.search(r"\[1/1\] scored softmax-seed0 on the test split in \d+s \(in its training process\)",
+                     result.stdout), result.stdout
     assert "test split: scoring" not in result.stdout  # so nothing is left for the sweep at the end
     test = json.loads((out / "runs" / "softmax-seed0" / "test.json").read_text())
     assert test["num_examples"] == 18 and test["split"] == "test" and 0 <= test["accuracy"] <= 1
