@@ -12,11 +12,11 @@ The study directory::
       STUDY.md, plots/  the report
 
 Each run trains in its own process, ``keras-softmax train`` (through :mod:`keras_softmax_cli.child`):
-Keras's global state (dtype policy, seeds, compiled functions) stays per run, and a process sees exactly one GPU
-(``CUDA_VISIBLE_DEVICES``). A run directory with ``report.json`` is finished and never trained again;
-one with ``config.toml`` but no report is continued with ``train --resume`` (from its last checkpoint,
-or from the start when it has none); one without ``config.toml`` never got past loading and is
-replaced. A finished run whose settings differ from the spec's is an error, not silently kept or
+Keras's global state (dtype policy, seeds, compiled functions) stays per run, and a process sees
+exactly one GPU (``CUDA_VISIBLE_DEVICES``). A run directory with ``report.json`` is finished and never
+trained again; one with ``config.toml`` but no report is continued with ``train --resume`` (from its
+last checkpoint, or from the start when it has none); one without ``config.toml`` never got past
+loading and is replaced. A finished run whose settings differ from the spec's is an error, not silently kept or
 retrained. A run that fails is recorded and the others go on; the study then exits non-zero.
 
 With several devices, ``devices`` worker slots each take the next run; slot ``i`` runs on GPU ``i``
@@ -28,10 +28,11 @@ never imports a backend's device runtime, so it holds no GPU memory.
 With ``test_dataset`` (``--test-dataset``), each run is scored on that test split once, as soon as
 it has trained, by its training process (``keras_softmax_cli.child train-and-score``: no second
 process to start, import and connect to the GPU), or, if that scoring failed, in a process of its own
-on the same slot (:mod:`.testsplit`); after the invocation's training, every finished run that has its ``model.keras`` and no ``test.json`` yet (one
-trained without ``--test-dataset``) is scored too. A time budget never skips scoring: a run's weights
-do not outlive its machine, and it stops only new runs from starting. Timing runs are not scored. Nothing is chosen by a test
-figure: the tuning reads validation figures only.
+on the same slot (:mod:`.testsplit`). After the invocation's training, every finished run that has
+its ``model.keras`` and no ``test.json`` yet (one trained without ``--test-dataset``) is scored too.
+A time budget never skips scoring: a run's weights do not outlive its machine, and it stops only new
+runs from starting. Timing runs are not scored. Nothing is chosen by a test figure: the tuning reads
+validation figures only.
 """
 
 from __future__ import annotations

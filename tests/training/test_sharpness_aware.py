@@ -3,9 +3,9 @@
 Three epochs of one step each are checked against a closed form: softmax regression, whose gradient is
 xᵀ(p − y)/n, with Gaussian noise on the input that both passes of a step must share (the reference
 draws it from the layer's random state, threaded from step to step as the model does), with SAM on
-every step, on none, and from ``sam_start``'s epoch on (the callback that switches ``fit``). With BatchNorm the step must leave exactly the plain step's
-moving statistics and random state (both from the first pass, at the unperturbed weights), and a
-tiny command-line run trains with it, compiled ahead. On another backend, and with the sampled head,
+every step, on none, and from ``sam_start``'s epoch on (the callback that switches ``fit``). With
+BatchNorm the step must leave exactly the plain step's moving statistics and random state (both from
+the first pass, at the unperturbed weights), and a tiny command-line run trains with it, compiled ahead. On another backend, and with the sampled head,
 the setting is refused before any work.
 """
 
@@ -125,13 +125,15 @@ _ON_JAX = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_a_sam_step_matches_its_closed_form_and_trains_from_the_command_line(tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT), "KERAS_SOFTMAX_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT),
+           "KERAS_SOFTMAX_CACHE": str(tmp_path / "cache")}
     process = subprocess.run([sys.executable, "-c", _ON_JAX, str(tmp_path / "run")], capture_output=True, text=True,
                              env=env, cwd=tmp_path, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])
     for rule in ("plain", "sam", "late", "late2"):  # every schedule of SAM steps against the closed form
-        assert result[rule]["error"] < 2e-5 and result[rule]["loss_error"] < 2e-5 and result[rule]["noise"] > 0.1, result
+        figures = result[rule]
+        assert figures["error"] < 2e-5 and figures["loss_error"] < 2e-5 and figures["noise"] > 0.1, result
     # ... and far from the plain steps where it took a SAM step: the test can tell them apart
     assert min(result[rule]["from_plain"] for rule in ("sam", "late", "late2")) > 1e-3, result
     assert result["plain"]["from_plain"] < 2e-5, result
