@@ -46,6 +46,10 @@ def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite:
             log=print) -> dict:
     """Train ``config`` into ``out``, evaluate on the validation split, export, write the report.
 
+    A run with no validation split (``val_split = 0``: every training image trained on, the settings
+    chosen on a validation split before) is evaluated on its dataset's test split instead, without a
+    temperature fit (a temperature is fit on validation only).
+
     With ``resume``, continue the unfinished run in ``out`` (``config`` may be None). Returns the
     report (``report.json``'s content). Raises the package's user errors (``RunDirError``,
     ``DatasetError``, ``ConfigError``) before any work where it can.
@@ -67,17 +71,19 @@ def run_job(config: TrainConfig | None, out, *, resume: bool = False, overwrite:
         log(f"process {trained.placement.process_id}: trained; its weights are in {run_dir.model_keras}, "
             f"the report is process 0's")
         return {"process_id": trained.placement.process_id, "model": str(run_dir.model_keras)}
-    log("evaluating on the validation split")
-    report = evaluate_model(model, trained.head, trained.dataset, "val",
-                            batch_size=even_batch_size(len(trained.dataset.y_val), trained.batch_size),
-                            tta_flip=config.tta_flip, calibrate=True)
+    split = "val" if len(trained.dataset.y_val) else "test"
+    log("evaluating on the validation split" if split == "val" else
+        "evaluating on the test split (val_split = 0: every training image was trained on)")
+    report = evaluate_model(model, trained.head, trained.dataset, split,
+                            batch_size=even_batch_size(len(trained.dataset.split(split)[1]), trained.batch_size),
+                            tta_flip=config.tta_flip, calibrate=split == "val")
     save_run_model(model, trained.head, trained.dataset, run_dir, log=log)
     report.update(run_summary(trained))
     report["wall_seconds"] = time.perf_counter() - trained.started
     history = {k: [r.get(k) for r in trained.history] for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
     report = write_report(run_dir.path, report, history=history, class_names=trained.dataset.class_names)
     run_dir.drop_checkpoint_weights()
-    log(f"done: val accuracy {100 * report['accuracy']:.2f}% (top-5 {100 * report['top5_accuracy']:.2f}%) "
+    log(f"done: {split} accuracy {100 * report['accuracy']:.2f}% (top-5 {100 * report['top5_accuracy']:.2f}%) "
         f"after {report['wall_seconds']:.1f}s; report: {Path(run_dir.path) / 'report.md'}")
     return report
 

@@ -111,7 +111,9 @@ def _default_out(head: str, dataset: str) -> Path:
 @click.option("--seed", type=click.IntRange(min=0))
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
               help="Dtype policy. Default auto: mixed_bfloat16 on GPUs/TPUs with native bf16, else float32.")
-@click.option("--val-split", type=float, help="Validation fraction (<1) or image count (>=1). Default 0.1.")
+@click.option("--val-split", type=float, help="Validation fraction (<1) or image count (>=1). Default 0.1. "
+              "0: none, every training image trains (settings chosen on a validation split before) and the "
+              "report is on the dataset's test split.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML preset (e.g. zoo/presets/*.toml).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any other setting of the config, e.g. weight_decay=1e-4 (repeatable).")

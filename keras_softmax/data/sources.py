@@ -88,6 +88,9 @@ class Dataset:
         if name == "train":
             return self.x_train, self.y_train
         if name == "val":
+            if not len(self.y_val):
+                raise DatasetError(f"no validation split in {self.name} (val_split = 0: every training image "
+                                   "trains); use --split test")
             return self.x_val, self.y_val
         if name == "test":
             if self.x_test is None:
@@ -144,7 +147,8 @@ def load_dataset(source, *, val_split: float | int = 0.1, seed: int = 0, limit: 
             class folders (``train/<class>/*.jpg``, optional ``test/<class>/...``, or the class
             folders directly), or of a ``.tar.gz`` of such a tree. Class ``i`` is the i-th folder
             name in sorted order. Decoded folders are cached as ``.npz`` files in ``cache_dir``.
-        val_split: a fraction in (0, 1) of the training images, or an integer count >= 1.
+        val_split: a fraction in (0, 1) of the training images, an integer count >= 1, or 0: no
+            validation split (every training image trains; choose settings on a split first).
         seed: seeds the ``limit`` subset and the validation split; the same seed gives the same split.
         limit: keep only this many training images (a seeded, stratified subset) before splitting.
         cache_dir: where decoded class folders (and tensorflow-datasets downloads) are kept; default
@@ -219,8 +223,8 @@ def to_coarse(data: Dataset) -> Dataset:
 
 def _check_split_args(val_split, seed, limit):
     if isinstance(val_split, bool) or not isinstance(val_split, numbers.Real) or not (
-            (isinstance(val_split, numbers.Integral) and val_split >= 1) or 0 < val_split < 1):
-        raise DatasetError(f"val_split must be a fraction in (0, 1) or an integer count >= 1 "
+            (isinstance(val_split, numbers.Integral) and val_split >= 1) or 0 <= val_split < 1):
+        raise DatasetError(f"val_split must be 0, a fraction in (0, 1) or an integer count >= 1 "
                            f"(got {val_split!r})")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise DatasetError(f"seed must be an integer >= 0 (got {seed!r})")
@@ -232,6 +236,8 @@ def _check_split_args(val_split, seed, limit):
 def _split_sizes(pool_size: int, val_split, limit, name) -> tuple[int, int]:
     """``(train, val)`` image counts of a pool of ``pool_size`` training images after the split."""
     size = limit if limit is not None and limit < pool_size else pool_size
+    if val_split == 0:  # no validation split
+        return size, 0
     num_val = int(val_split) if isinstance(val_split, numbers.Integral) else max(1, round(val_split * size))
     if num_val >= size:
         raise DatasetError(f"val_split={val_split!r} leaves no training images ({size} images in {name})")
@@ -246,6 +252,8 @@ def _hold_out(pool: Dataset, val_split, seed, limit) -> Dataset:
         keep = _stratified_sample(y, limit, rng)
         x, y = x[keep], y[keep]
     _, num_val = _split_sizes(len(y), val_split, limit, pool.name)
+    if num_val == 0:  # val_split = 0: every image trains
+        return dataclasses.replace(pool, x_train=x, y_train=y, x_val=x[:0], y_val=y[:0])
     val = _stratified_sample(y, num_val, rng)
     train = np.setdiff1d(np.arange(len(y)), val, assume_unique=True)
     return dataclasses.replace(pool, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val])

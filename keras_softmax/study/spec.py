@@ -702,6 +702,9 @@ class Planner:
             config = resolve(self.spec.base, merged)
         except ConfigError as error:
             raise StudyError(f"{self.spec.path}, {what}: {error}") from None
+        if config.val_split == 0:
+            raise StudyError(f"{self.spec.path}, {what}: val_split = 0 holds out no validation images, and a "
+                             "study chooses and compares on them: set a validation split (e.g. val_split = 5000)")
         if not self.check_data:
             return config
         if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():

@@ -119,7 +119,7 @@ def can_compile_ahead(model) -> bool:
             and not model.run_eagerly and keras.distribution.distribution() is None)
 
 
-def lower_steps(model, train_batch, val_batch) -> dict:
+def lower_steps(model, train_batch, val_batch, *, validates: bool = True) -> dict:
     """``model``'s JAX train and test steps lowered for batches like these, as ``fit`` would compile them.
 
     Check :func:`can_compile_ahead` first.
@@ -128,7 +128,8 @@ def lower_steps(model, train_batch, val_batch) -> dict:
     (``(images, targets)`` numpy arrays; only their shapes and dtypes are used). ``model`` must be
     compiled; its optimizer and metric variables are built here as ``fit`` would build them.
     Lowering traces the steps in this thread (Keras keeps its scopes per thread). Returns
-    ``{"train step": lowered, "test step": lowered}``.
+    ``{"train step": lowered, "test step": lowered}``; without ``validates`` (a run with no validation
+    split, whose ``fit`` never runs a test step) the train step alone.
     """
     import jax
 
@@ -144,12 +145,12 @@ def lower_steps(model, train_batch, val_batch) -> dict:
     test_state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
                                       metrics_variables=True, purge_model_variables=False)
     # The same functions and donation as Keras's make_train_function / make_test_function.
-    return {
-        "train step": jax.jit(model.train_step, donate_argnums=0).lower(abstract(train_state),
-                                                                        abstract(tuple(train_batch))),
-        "test step": jax.jit(model.test_step, donate_argnums=0).lower(abstract(test_state),
-                                                                      abstract(tuple(val_batch))),
-    }
+    steps = {"train step": jax.jit(model.train_step, donate_argnums=0).lower(abstract(train_state),
+                                                                             abstract(tuple(train_batch)))}
+    if validates:
+        steps["test step"] = jax.jit(model.test_step, donate_argnums=0).lower(abstract(test_state),
+                                                                              abstract(tuple(val_batch)))
+    return steps
 
 
 def can_warm_convolutions(placement) -> bool:

@@ -134,8 +134,9 @@ def setting(default, rule: Rule):
 
 
 DEVICES = Rule('a positive integer or "all"', lambda v: (_is_int(v) and v >= 1) or v == "all")
-VAL_SPLIT = Rule("a fraction in (0, 1) or a whole number of images >= 1",
-                 lambda v: _is_number(v) and ((0 < v < 1) or (_is_int(v) and v >= 1)
+# 0: no validation split; the run trains on every training image and reports on the dataset's test split
+VAL_SPLIT = Rule("0 (train on every training image), a fraction in (0, 1) or a whole number of images >= 1",
+                 lambda v: _is_number(v) and ((0 <= v < 1) or (_is_int(v) and v >= 1)
                                               or (isinstance(v, float) and v >= 1 and v == int(v))))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_softmax import environment, io
 from keras_softmax.data import Dataset, even_batch_size, load_dataset, make_batches
-from keras_softmax.data.sources import IMAGE_SHAPE, outline_of
+from keras_softmax.data.sources import IMAGE_SHAPE, DatasetError, outline_of
 from keras_softmax.data.pipeline import steps_per_epoch as batches_per_epoch
 from keras_softmax.heads import HeadWithLoss, get_head, unpaired_params
 from keras_softmax.heads import projection
@@ -236,13 +236,17 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
             make_batches(np.zeros((size, *outline.image_shape), np.uint8), np.zeros(size, np.int32), size,
                          shuffle=training, seed=config.seed, drop_remainder=training,
                          cutmix=config.cutmix if training else 0.0, num_classes=outline.num_classes)[0]
-            for size, training in ((batch_size, True), (val_batch_size, False))))
+            for size, training in ((batch_size, True), (val_batch_size, False))), validates=outline.num_val > 0)
         compiling = compiling or Compiling()
         for name, program in steps.items():
             compiling.add(name, program.compile)
-    elif warming is not None:
+    elif warming is not None and outline.num_val:
         warming.add_eval_batch(val_batch_size)
     dataset = loading.result()
+    if not len(dataset.y_val) and dataset.y_test is None:  # before the directory is claimed: nothing lost
+        raise DatasetError(f"val_split = 0 trains on every training image of {dataset.name} and leaves no "
+                           "held-out images to report on: give a dataset with a test split (a folder or "
+                           ".tar.gz holding train/ and test/), or hold out a validation split")
     data_seconds = time.perf_counter() - started
     if not resume:
         # Only now, with the data and model known good, is the directory claimed; the config is
@@ -250,7 +254,7 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
         state = run_dir.prepare(resume=False, overwrite=overwrite)
         io.write_text(run_dir.config, to_toml(config))
     val_batches = make_batches(dataset.x_val, dataset.y_val, val_batch_size, shuffle=False,
-                               **distribute.batch_options(placement, training=False))
+                               **distribute.batch_options(placement, training=False)) if len(dataset.y_val) else None
 
     initial_epoch, history = 0, []
     averager = WeightAverage.for_config(config)  # None when swa_start = 0
@@ -270,7 +274,8 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
         if while_compiling is not None and not compiling.done():
             while_compiling()
         compiled = compiling.wait()
-    log(f"training {config.head} on {dataset.name}: {num_train:,} train / {len(dataset.y_val):,} val images, "
+    held_out = f"{len(dataset.y_val):,} val" if len(dataset.y_val) else "no val (val_split = 0)"
+    log(f"training {config.head} on {dataset.name}: {num_train:,} train / {held_out} images, "
         f"{dataset.num_classes} classes, {model.count_params():,} parameters, backend "
         f"{keras.backend.backend()}, {config.precision} (data {data_seconds:.1f}s, model {model_seconds:.1f}s, "
         f"ready {time.perf_counter() - started:.1f}s)")

@@ -114,10 +114,25 @@ def test_limit_takes_a_seeded_stratified_subset():
     assert set(ids(other.x_train)) != set(ids(a.x_train))
 
 
-@pytest.mark.parametrize("val_split", [0, 0.0, 1.0, -0.1, 1.5, -3, True, "0.1", None])
+@pytest.mark.parametrize("val_split", [1.0, -0.1, 1.5, -3, True, False, "0.1", None])
 def test_bad_val_split(val_split):
     with pytest.raises(DatasetError, match="val_split must be"):
         load_dataset("digits", val_split=val_split)
+
+
+@pytest.mark.parametrize("val_split", [0, 0.0])
+def test_val_split_zero_trains_on_every_image(val_split):
+    whole = load_dataset("digits", val_split=0.1, limit=None)
+    pool = np.concatenate([whole.x_train, whole.x_val]), np.concatenate([whole.y_train, whole.y_val])
+    data = load_dataset("digits", val_split=val_split, seed=3)
+    assert data.sizes() == {"train": 1797, "val": 0, "test": 0}
+    assert data.x_val.shape == (0, 32, 32, 3) and data.y_val.dtype == np.int32
+    # every image of the pool, each once
+    assert sorted(map(bytes, data.x_train)) == sorted(map(bytes, pool[0]))
+    assert np.bincount(data.y_train).tolist() == np.bincount(pool[1]).tolist()
+    assert load_dataset("digits", val_split=0, limit=100).sizes()["train"] == 100
+    with pytest.raises(DatasetError, match=r"no validation split in digits \(val_split = 0.*use --split test"):
+        data.split("val")
 
 
 def test_val_split_leaving_no_training_images():

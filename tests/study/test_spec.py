@@ -313,3 +313,11 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
             assert run_state(path) == "finished" and _differences(run, path) == [], run.run_id
         else:
             assert run_state(path) == "new"
+
+
+@pytest.mark.parametrize("where", ["val_split = 0\n", "[[variants]]\nname = 'v'\nhead = 'softmax'\nval_split = 0\n"])
+def test_a_study_refuses_runs_without_a_validation_split(tmp_path, where):
+    # a study chooses and compares on the validation split; val_split = 0 (the final fit on every
+    # training image) is for a single run
+    with pytest.raises(StudyError, match=r"val_split = 0 holds out no validation images.*set a validation split"):
+        plan(tmp_path, "heads = ['softmax']\nseeds = [0]\nepochs = 1\n" + where)

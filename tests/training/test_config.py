@@ -59,7 +59,8 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     ({"precision": "float16"}, "precision must be one of"),
     ({"label_smoothing": 1.0}, "label_smoothing"),
     ({"widths": [1, 2, 3]}, "widths must be four"),
-    ({"val_split": 0}, "val_split"),
+    ({"val_split": -1}, "val_split"),
+    ({"val_split": 1.5}, "val_split"),
 ])
 def test_invalid_values_name_the_setting(overrides, message):
     with pytest.raises(ConfigError, match=message):
