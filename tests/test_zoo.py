@@ -2,6 +2,7 @@
 matches its run records."""
 
 import argparse
+import dataclasses
 import importlib.util
 import subprocess
 import threading
@@ -28,6 +29,13 @@ def test_two_gpu_preset_scales_the_one_gpu_recipe():
     one, two = (resolve(ROOT / "zoo" / "presets" / f"cifar100-log_softmax-72{s}.toml") for s in ("", "-2gpu"))
     assert (two.devices, two.batch_size // two.devices) == (2, one.batch_size)  # same batch per device
     assert two.lr / one.lr == two.batch_size / one.batch_size  # linear scaling rule
+
+
+def test_the_full_training_set_preset_is_the_strong_recipe_without_validation():
+    # the refit must train exactly what was chosen on validation: every other setting the same
+    strong, refit = (resolve(ROOT / "zoo" / "presets" / f"cifar100-log_softmax-strong{s}.toml") for s in ("", "-all"))
+    assert strong.val_split == 5000 and refit.val_split == 0
+    assert dataclasses.replace(refit, val_split=strong.val_split) == strong
 
 
 def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
