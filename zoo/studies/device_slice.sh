@@ -10,8 +10,8 @@
 # returns at most 8 files per call, so the records come back as one archive, $OUT/rec.tgz: unpack it
 # over the records folder and commit. Another spec: SPEC, RECORDS and RUNS, e.g. the strong-recipe study
 #   SPEC=zoo/studies/cifar100-strong.toml RECORDS=zoo/results/cifar100-strong-records RUNS=runs/strong RPD=1 BUDGET=270 LIMIT=575
-# (its runs take 212-263 s alone, scoring 16-18 s more in a process of its own on 2026-12-05, less since the training
-# process scores its run; two side by side take as long as one after the other. BUDGET=270
+# (its runs take 212-263 s alone, and the training process scores its run on the test split in 3-4 s more, measured
+# 2026-12-05; two side by side take as long as one after the other. BUDGET=270
 # starts a second run only if the first was done by then: a run started later would not finish within LIMIT.)
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
