@@ -83,15 +83,28 @@ def quiet_library_logs() -> Path | None:
 KERAS_OPTIONAL_IMPORTS = ("sklearn", "matplotlib")
 
 
-class _Deferred(importlib.abc.MetaPathFinder):
-    """An import finder that refuses ``names`` (and their submodules) while it is installed."""
+def _importer_package() -> str:
+    """The top-level package of the code that asked for the import being looked up now (the first
+    frame outside Python's import machinery), or "" if there is none."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
+                                 or frame.f_globals.get("__name__", "").split(".")[0] == "importlib"):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "").split(".")[0] if frame is not None else ""
 
-    def __init__(self, names):
-        self.names = tuple(names)
+
+class _Deferred(importlib.abc.MetaPathFinder):
+    """An import finder that refuses ``names`` (and their submodules) to the code of ``importer``
+    (a top-level package) while it is installed; any other package's lookups go on as usual."""
+
+    def __init__(self, names, importer: str):
+        self.names, self.importer = tuple(names), importer
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".")[0] in self.names:
-            raise ImportError(f"{fullname}: deferred while Keras is imported", name=fullname)
+        # Only the importer's own imports: another package imported meanwhile (PyTorch's dynamo, imported
+        # by Keras's torch backend, probes scikit-learn with importlib.util.find_spec) must not fail.
+        if fullname.split(".")[0] in self.names and _importer_package() == self.importer:
+            raise ImportError(f"{fullname}: deferred while {self.importer} is imported", name=fullname)
         return None
 
 
@@ -108,7 +121,8 @@ class _LoaderWithout(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
-        finder = _Deferred(name for name in self.deferred if name not in sys.modules)
+        finder = _Deferred((name for name in self.deferred if name not in sys.modules),
+                           importer=module.__name__.split(".")[0])
         sys.meta_path.insert(0, finder)
         try:
             self.loader.exec_module(module)

@@ -198,3 +198,56 @@ def test_a_module_that_needs_a_deferred_package_is_imported_again_as_usual(cache
                              text=True, env=subprocess_env(cache_dir), timeout=120)
     assert process.returncode == 0, process.stderr[-2000:]
     assert json.loads(process.stdout.strip().splitlines()[-1]) == {"value": 7, "dep": True}
+
+
+OTHER_PACKAGE_PROBES = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from keras_softmax_cli import defer_imports
+defer_imports("lib_under_test", deferred=("plain_dep",))
+import lib_under_test
+import helper_pkg, registry
+print(json.dumps({"lib_saw_dep": lib_under_test.HAS_DEP, "helper_found": helper_pkg.FOUND,
+                  "helper_imported": helper_pkg.IMPORTED, "dep": "plain_dep" in sys.modules,
+                  "helper_runs": registry.RUNS}))
+"""
+
+
+def test_only_the_deferring_packages_own_imports_are_refused(cache_dir, tmp_path):
+    """Keras's torch backend imports PyTorch's dynamo, which probes scikit-learn with
+    importlib.util.find_spec and imports it; refusing that probe too broke every jit-compiled
+    torch run of the command line (``convert_frame`` half-imported)."""
+    (tmp_path / "plain_dep.py").write_text("VALUE = 7\n")
+    (tmp_path / "registry.py").write_text("RUNS = 0\n")  # state that outlives a failed import, as C extensions'
+    (tmp_path / "helper_pkg.py").write_text(
+        "import registry\nregistry.RUNS += 1\n"
+        "import importlib.util\nFOUND = importlib.util.find_spec('plain_dep') is not None\n"
+        "import plain_dep\nIMPORTED = plain_dep.VALUE\n")  # unguarded, as PyTorch's probe is
+    (tmp_path / "lib_under_test.py").write_text(
+        "import helper_pkg\ntry:\n    import plain_dep\n    HAS_DEP = True\nexcept ImportError:\n    HAS_DEP = False\n")
+    process = subprocess.run([sys.executable, "-c", OTHER_PACKAGE_PROBES, str(tmp_path)], cwd=ROOT,
+                             capture_output=True, text=True, env=subprocess_env(cache_dir), timeout=120)
+    assert process.returncode == 0, process.stderr[-2000:]
+    # the helper, imported by the library meanwhile, found and imported the package at its first and only
+    # execution (not failed half-way and run again); since it was then imported, the library's own guarded
+    # import found it too (nothing is refused once imported)
+    assert json.loads(process.stdout.strip().splitlines()[-1]) == {
+        "lib_saw_dep": True, "helper_found": True, "helper_imported": 7, "dep": True, "helper_runs": 1}
+
+
+TORCH_COMPILED_FIT = """
+from keras_softmax_cli import defer_imports
+defer_imports("keras")
+import keras, numpy as np
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+model.compile("sgd", "mse", jit_compile=True)  # torch.compile: PyTorch's dynamo
+model.fit(np.zeros((8, 4)), np.zeros((8, 3)), epochs=1, verbose=0)
+print("fit")
+"""
+
+
+def test_a_jit_compiled_torch_fit_works_after_the_deferred_import(cache_dir):
+    pytest.importorskip("torch")
+    process = subprocess.run([sys.executable, "-c", TORCH_COMPILED_FIT], cwd=ROOT, capture_output=True, text=True,
+                             env={**subprocess_env(cache_dir), "KERAS_BACKEND": "torch"}, timeout=300)
+    assert process.returncode == 0 and process.stdout.strip().endswith("fit"), process.stderr[-3000:]
