@@ -36,8 +36,8 @@ from keras_softmax.evaluation.metrics import _check_inputs, expected_calibration
 from keras_softmax.floors import PROBABILITY_FLOOR  # one definition: training's val_nll uses it too
 
 __all__ = [
-    "NOT_APPLICABLE", "NUM_BINS", "PROBABILITY_FLOOR", "calibrate", "fit_temperature", "negative_log_likelihood",
-    "scale", "temperature_applicable",
+    "NOT_APPLICABLE", "NUM_BINS", "PROBABILITY_FLOOR", "apply_temperature", "calibrate", "fit_temperature",
+    "negative_log_likelihood", "scale", "temperature_applicable",
 ]
 
 NUM_BINS = 15
@@ -48,23 +48,37 @@ _SPARSE = ("its output has exact zeros (log p = -inf outside the support), so so
            "move probability onto them: a temperature is not a calibration map of this head")
 _BOUNDED = ("its scores are bounded ({scores}), so its output is not a softmax of free logits and a "
             "temperature on log p would be a different head, not a calibration of this one")
+_DROP_LOWEST = ("the lowest logits of every row are masked to exact zeros (drop_lowest = {fraction:g}), so "
+                "softmax(log p / T) cannot move probability onto them: a temperature is not a calibration map "
+                "of this head")
 #: Heads whose output is not a softmax-family distribution: why a temperature is not meaningful.
 NOT_APPLICABLE = {
     "sparsemax": _SPARSE,
     "entmax15": _SPARSE,
+    "entmax_alpha": _SPARSE,  # alpha > 1 always (alpha -> 1 only approaches softmax)
     "exp_sin": _BOUNDED.format(scores="p ∝ exp(sin z), sin z in [-1, 1]"),
     "normal_cdf": _BOUNDED.format(scores="p ∝ exp(Φ(z)), Φ(z) in [0, 1]"),
 }
 
 
-def temperature_applicable(head: str) -> tuple[bool, str | None]:
-    """``(True, None)`` for softmax-family heads, else ``(False, reason)``."""
+def temperature_applicable(head: str, drop_lowest: float = 0.0) -> tuple[bool, str | None]:
+    """``(True, None)`` for softmax-family heads, else ``(False, reason)``: not for the heads of
+    :data:`NOT_APPLICABLE`, nor for any head whose ``drop_lowest`` masks logits to exact zeros. One rule
+    for a run's own report and for a study's tables."""
     reason = NOT_APPLICABLE.get(head)
+    if reason is None and float(drop_lowest or 0) > 0:
+        reason = _DROP_LOWEST.format(fraction=float(drop_lowest))
     return reason is None, reason
 
 
 def _log(probs: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(probs, PROBABILITY_FLOOR))
+
+
+def apply_temperature(probs, temperature: float) -> np.ndarray:
+    """``softmax(log max(p, floor) / T)``: the map a fitted ``T`` stands for, with the same floor as the fit
+    (another floor is another map: at T = 6 a floor of 1e-45 instead of 1e-12 moves ECE by points)."""
+    return scale(_log(np.asarray(probs, dtype=np.float64)), temperature)
 
 
 def scale(log_probs, temperature: float) -> np.ndarray:
@@ -97,13 +111,15 @@ def fit_temperature(y_true, probs) -> float:
     return float(np.exp(result.x))
 
 
-def calibrate(y_true, probs, *, head: str | None = None, num_bins: int = NUM_BINS, seed: int = 0) -> dict:
+def calibrate(y_true, probs, *, head: str | None = None, drop_lowest: float = 0.0, num_bins: int = NUM_BINS,
+              seed: int = 0) -> dict:
     """Temperature-scale ``probs`` against ``y_true``; the figures before and after.
 
     Args:
         y_true: integer labels ``(N,)`` (the validation split).
         probs: the head's probabilities ``(N, C)`` (``exp()`` of a log head's output).
         head: the head's registry name; heads in :data:`NOT_APPLICABLE` get no temperature.
+        drop_lowest: the head's ``drop_lowest``; > 0 (exact zeros) gets no temperature either.
         num_bins: ECE bins.
         seed: seeds the halving of the cross-fitted figures.
 
@@ -114,14 +130,14 @@ def calibrate(y_true, probs, *, head: str | None = None, num_bins: int = NUM_BIN
         ``nll_after_crossfit``, ``ece_after_crossfit`` (2-fold cross-fitted), ``crossfit_temperatures``,
         ``num_bins``, ``num_examples`` and ``reliability_after`` (the bins after scaling).
     """
-    ok, reason = temperature_applicable(head) if head is not None else (True, None)
+    ok, reason = temperature_applicable(head, drop_lowest) if head is not None else (True, None)
     y, p = _check_inputs(y_true, probs)
     if not ok:
         return {"applicable": False, "reason": f"{head}: {reason}", "nll_before": negative_log_likelihood(y, p),
                 "ece_before": expected_calibration_error(y, p, num_bins), "num_bins": int(num_bins),
                 "num_examples": int(len(y))}
     temperature = fit_temperature(y, p)
-    after = scale(_log(p), temperature)
+    after = apply_temperature(p, temperature)
 
     # 2-fold cross-fitting: each half is scaled with the temperature fit on the other half.
     order = np.random.default_rng(seed).permutation(len(y))
@@ -132,7 +148,7 @@ def calibrate(y_true, probs, *, head: str | None = None, num_bins: int = NUM_BIN
         for fit_on, apply_to in (halves, halves[::-1]):
             t = fit_temperature(y[fit_on], p[fit_on])
             temperatures.append(t)
-            crossfit[apply_to] = scale(_log(p[apply_to]), t)
+            crossfit[apply_to] = apply_temperature(p[apply_to], t)
     else:  # a single example: nothing to cross-fit with
         crossfit, temperatures = after, [temperature]
 

@@ -55,7 +55,8 @@ def evaluate_model(model, head, dataset, split: str = "val", *, batch_size: int 
     if dataset.fine_to_coarse is not None:
         metrics.update(coarse_metrics(labels, probabilities, dataset.fine_to_coarse))
     if calibrate:
-        metrics["calibration"] = calibrate_temperature(labels, probabilities, head=head.name)
+        metrics["calibration"] = calibrate_temperature(labels, probabilities, head=head.name,
+                                                       drop_lowest=head.params.get("drop_lowest", 0.0))
     return metrics
 
 

@@ -6,6 +6,7 @@ from scipy.special import softmax
 
 from keras_softmax.evaluation.calibration import (
     NOT_APPLICABLE,
+    apply_temperature,
     calibrate,
     fit_temperature,
     negative_log_likelihood,
@@ -58,7 +59,7 @@ def test_nll_after_never_exceeds_before_even_when_already_calibrated():
     assert result["temperature"] == pytest.approx(1.0, abs=0.1)
 
 
-@pytest.mark.parametrize("head", ["sparsemax", "entmax15", "exp_sin", "normal_cdf"])
+@pytest.mark.parametrize("head", ["sparsemax", "entmax15", "entmax_alpha", "exp_sin", "normal_cdf"])
 def test_heads_without_a_meaningful_temperature_say_why(head):
     y, probs = _sample(1.0, n=100)
     result = calibrate(y, probs, head=head)
@@ -89,3 +90,27 @@ def test_coarse_metrics_sum_probabilities_within_superclasses():
     assert metrics["coarse_accuracy"] == 1.0
     assert metrics["coarse_accuracy_mapped"] == 0.5
     assert metrics["fine_to_coarse"] == [0, 0, 1]
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3])
+def test_no_temperature_where_drop_lowest_masks_logits_to_exact_zeros(fraction):
+    # Regression (audit of 2026-12-05): a run's own report fit T = 0.82 for softmax with drop_lowest = 0.1
+    # (and T = 2.35 for entmax_alpha, ECE 9.0 % -> 31.9 %), which the study's tables call not applicable.
+    y, probs = _sample(2.0, n=500)
+    result = calibrate(y, probs, head="softmax", drop_lowest=fraction)
+    assert result["applicable"] is False and f"drop_lowest = {fraction:g}" in result["reason"]
+    assert calibrate(y, probs, head="softmax", drop_lowest=0.0)["applicable"]
+
+
+def test_the_temperature_is_applied_with_the_floor_it_was_fit_with():
+    """The map a fitted T stands for: softmax(log max(p, 1e-12) / T). On float32-underflowed zeros another
+    floor is another map (1e-45 at T = 6: log p / T = -17.3 instead of -4.6)."""
+    y, probs = _sample(6.0, n=4000, seed=5)
+    probs = np.where(probs < 1e-13, 0.0, probs)  # exact zeros, as where a float32 softmax underflows
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert (probs == 0).any()
+    temperature = fit_temperature(y, probs)
+    by_hand = softmax(np.log(np.maximum(probs, 1e-12)) / temperature, axis=1)
+    np.testing.assert_allclose(apply_temperature(probs, temperature), by_hand, rtol=1e-12, atol=1e-15)
+    result = calibrate(y, probs, head="softmax")
+    assert result["ece_after"] == pytest.approx(expected_calibration_error(y, by_hand, 15))
