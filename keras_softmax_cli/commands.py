@@ -337,12 +337,13 @@ def compare(run_dirs, plot):
 @click.option("--budget", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Start runs only during this many seconds; the runs in flight finish and the same command "
                    "continues with the rest (for machines lent by the hour).")
-@click.option("--report-only", is_flag=True, help="Train nothing; rebuild results.jsonl and STUDY.md from what exists.")
+@click.option("--report-only", is_flag=True,
+              help="Train nothing; rebuild results.jsonl and STUDY.md from what exists (the data need not be here).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Write the report here instead of OUT/STUDY.md (e.g. zoo/STUDY.md).")
 @click.option("--plots-dir", type=click.Path(file_okay=False),
               help="Write the report's plots here instead of OUT/plots (e.g. docs/study).")
-@click.option("--test-dataset", type=click.Path(exists=True),
+@click.option("--test-dataset", type=click.Path(),  # checked where it is read: a report needs no data
               help="Score every finished run once on this test split (test/<class>/*.jpg or a .tar.gz of it, "
                    "e.g. ../shared/data/cifar100-test-jpg.tar.gz); nothing is chosen by it.")
 @friendly_errors

@@ -8,6 +8,7 @@ Small PNGs (about 80 dpi) built with matplotlib's object API, written atomically
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -28,9 +29,12 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 def wrap(title: str, width_inches: float, fontsize: float = 10) -> str:
     """``title`` broken into lines that fit a figure ``width_inches`` wide at ``fontsize`` points
-    (about 0.55 em per character)."""
+    (about 0.55 em per character), never between a number and its unit ("95 %") nor at a hyphen."""
     chars = max(20, int(width_inches * 72 / (0.62 * fontsize)))
-    return "\n".join(textwrap.wrap(title, chars)) if title else title
+    if not title:
+        return title
+    kept = re.sub(r"(\d) (%|pp|s\b)", "\\1\u00a0\\2", title)  # a no-break space: textwrap does not break there
+    return "\n".join(textwrap.wrap(kept, chars, break_on_hyphens=False))
 
 
 def _save(fig: Figure, path) -> Path:
@@ -120,7 +124,8 @@ def _curve(ax, runs, color, style, label):
 
 def plot_curve_panels(series: dict, path, *, ylabel: str, percent: bool = False, title: str = "",
                       per_panel: int = 4, ylim=None, reference: str | None = None) -> Path:
-    """Curves in panels of at most ``per_panel`` names (shared axes, panels filled evenly), each line its
+    """Curves in panels of at most ``per_panel`` names (a shared x axis, each panel its own y range,
+    panels filled evenly), each line its
     own colour and dash, so that a reader can tell them apart: the mean over runs per epoch, band = min
     to max. ``reference`` is drawn in every panel (thin, black) instead of in a panel of its own."""
     names = [n for n, runs in series.items() if any(runs) and n != reference]
@@ -131,7 +136,8 @@ def plot_curve_panels(series: dict, path, *, ylabel: str, percent: bool = False,
     rows, columns = _grid(len(groups), 3 if len(groups) > 4 else 2)
     width, height = (7.5, 4.6) if len(groups) == 1 else (3.6 * columns + 0.6, 2.9 * rows + 0.8)
     fig = Figure(figsize=(width, height), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)).ravel()
+    # Each panel its own y range: one row's spike (an early epoch's NLL of 11) would flatten every other panel.
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=False)).ravel()
     longest = max((len(run) for runs in series.values() for run in runs), default=1)
     for ax, group in zip(axes, groups):
         if has_reference:
@@ -165,7 +171,8 @@ def plot_forest(items: list[dict], path, *, margin: float | None = None, title: 
 
     Args:
         items: dicts with ``label``, ``difference``, ``low``, ``high`` and optionally ``holm_low``,
-            ``holm_high`` and ``verdict`` (already in the plotted unit).
+            ``holm_high``, ``verdict`` (already in the plotted unit) and ``split`` ("test": a blue square,
+            else a red dot).
     """
     n = max(1, len(items))
     fig = Figure(figsize=(7.5, 0.42 * n + 1.3), layout="constrained")
@@ -175,13 +182,20 @@ def plot_forest(items: list[dict], path, *, margin: float | None = None, title: 
         ax.axvspan(-margin, margin, color="tab:green", alpha=0.12, linewidth=0,
                    label=f"equivalence margin ±{margin:.2g} {unit}")
     ax.axvline(0, color="black", linewidth=0.8)
+    shown = set()
     for yi, item in zip(y, items):
         if item.get("holm_low") is not None:
             ax.plot([item["holm_low"], item["holm_high"]], [yi, yi], color="0.65", linewidth=5,
                     solid_capstyle="butt", label="Holm-level interval" if yi == y[0] else None)
         ax.plot([item["low"], item["high"]], [yi, yi], color="black", linewidth=1.6,
                 label="raw 95 % interval" if yi == y[0] else None)
-        ax.plot([item["difference"]], [yi], "o", color="tab:red", markersize=5)
+        test = item.get("split") == "test"
+        label = None
+        if "split" in item and test not in shown:  # one legend entry per split
+            label = "Δ, test" if test else "Δ, validation"
+            shown.add(test)
+        ax.plot([item["difference"]], [yi], "s" if test else "o", color="tab:blue" if test else "tab:red",
+                markersize=5, label=label)
     ax.set_yticks(y)
     ax.set_yticklabels([f"{item['label']}\n{item.get('verdict', '')}".strip() for item in items], fontsize=7)
     ax.set_ylim(-0.7, len(items) - 0.3)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_softmax.cifar100 import COARSE_NAMES, FINE_TO_COARSE
+from keras_softmax.evaluation.calibration import temperature_applicable
 from keras_softmax.io import write_text
 from keras_softmax.study import plots
 from keras_softmax.study.results import read_results
@@ -34,7 +35,8 @@ FLOOR_NLL = 27.631021115928547
 #: The bounds of the temperature search (keras_softmax.evaluation.calibration.TEMPERATURE_BOUNDS).
 TEMPERATURE_BOUNDS = (0.02, 50.0)
 #: Heads whose output has exact zeros: a temperature cannot move probability onto a zero, and the NLL of
-#: a true class at zero is the floor's.
+#: a true class at zero is the floor's. (Whether a temperature applies is decided by
+#: keras_softmax.evaluation.calibration.temperature_applicable, the rule of the runs' own reports.)
 EXACT_ZEROS = {
     "sparsemax": "sparsemax (exact zeros outside its support)",
     "entmax15": "1.5-entmax (exact zeros outside its support)",
@@ -55,7 +57,12 @@ CALIBRATION_COLUMNS = (
     ("ece_after", "ECE after T (%)", 100, 2),
     ("ece_after_crossfit", "ECE after T, cross-fitted (%)", 100, 2),
     ("temperature", "T", 1, 3),
+    ("test_nll", "test NLL", 1, 4),
+    ("test_ece", "test ECE (%)", 100, 2),
+    ("test_ece_val_temperature", "test ECE after the validation T (%)", 100, 2),
 )
+#: The columns that exist only where a temperature applies.
+TEMPERATURE_KEYS = ("ece_after", "ece_after_crossfit", "temperature", "test_ece_val_temperature")
 SPEED_COLUMNS = (
     ("steady_epoch_seconds", "epoch (s)", 1, 3),
     ("images_per_second", "images/s", 1, 0),
@@ -91,6 +98,7 @@ def calibration_status(row: dict) -> tuple[bool, str | None]:
     exact zeros (sparsemax, entmax15, entmax_alpha, any ``drop_lowest`` > 0), nor where the run's own
     report said not (bounded scores)."""
     head, params = row.get("head"), row.get("head_params") or {}
+    applicable, reason = temperature_applicable(head, params.get("drop_lowest") or 0)
     if head in EXACT_ZEROS:
         return False, (f"{head}: {EXACT_ZEROS[head]}: softmax(log p / T) keeps every zero at zero, so a "
                        "temperature cannot move probability onto a class the head ruled out; it is not a "
@@ -99,6 +107,8 @@ def calibration_status(row: dict) -> tuple[bool, str | None]:
         return False, (f"drop_lowest = {params['drop_lowest']}: the lowest logits of every row are masked to "
                        "exact zeros, so a temperature cannot move probability onto them (ECE after T gets "
                        "worse, not better), and its NLL is decided by the 1e-12 floor")
+    if not applicable:
+        return False, f"{head}: {reason}"
     if row.get("calibration_applicable") is False:
         return False, row.get("calibration_reason") or "not applicable"
     return True, None
@@ -136,6 +146,19 @@ def _pp(x, scale=100.0, digits=2, sign=True) -> str:
     return f"{x * scale:+.{digits}f}" if sign else f"{x * scale:.{digits}f}"
 
 
+def _runs_of(n: int, planned: int | None) -> str:
+    return f"{n} of {planned}" if planned is not None else str(n)
+
+
+def _planned_counts(planned) -> tuple[dict, dict]:
+    """``({name: runs planned}, {name: timing runs planned})``: distinct seeds per name."""
+    runs: dict[str, set] = {}
+    timing: dict[str, set] = {}
+    for p in planned:
+        (timing if p.kind == "timing" else runs).setdefault(p.name, set()).add(p.seed)
+    return {n: len(s) for n, s in runs.items()}, {n: len(s) for n, s in timing.items()}
+
+
 def _gpu(device) -> str:
     text = str(device or "–")
     match = re.search(r"(H100|H200|A100|L4|T4|V100)", text)
@@ -156,6 +179,7 @@ class _Study:
             group.setdefault(row["name"], []).append(row)
         self.names = list(dict.fromkeys(p.name for p in planned))
         self.planned = planned
+        self.planned_runs, self.planned_timing = _planned_counts(planned)
         self.compare_to = {p.name: p.compare_to for p in planned if p.compare_to}
         self._reports: dict[str, dict] = {}
         self.notes: dict[str, str] = {}
@@ -214,52 +238,56 @@ class _Study:
         names = {n for pair in pairs for n in pair}
         values = {n: self.values(n, key) for n in names}
         margin = self.margin if metric != "steady_epoch_seconds" else None
-        found = compare_family(values, pairs, alpha=self.alpha, margin=margin)
+        planned = self.planned_timing if metric == "steady_epoch_seconds" else self.planned_runs
+        found = compare_family(values, pairs, alpha=self.alpha, margin=margin,
+                               planned={n: planned[n] for n in names if n in planned})
         for verdict in found:
             self.verdicts.setdefault((verdict.a, verdict.b, metric, split), verdict)
         return found
 
-    def verdict_cell(self, verdict, metric: str = "accuracy") -> str:
+    def verdict_cell(self, verdict, metric: str = "accuracy", split: str = "val") -> str:
+        """The verdict in words; a test comparison without two scored runs a side says how many it has."""
         word = verdict.word
         if word == "untested":
+            if split == "test":
+                return ("not yet scored" if verdict.n_a == verdict.n_b == 0
+                        else f"untested (scored: n = {verdict.n_a} vs {verdict.n_b})")
             return f"untested (n = {verdict.n_a} vs {verdict.n_b})"
         scale, unit = (1, " s") if metric == "steady_epoch_seconds" else (100, " pp")
         if word == "equivalent":
-            return f"**equivalent**: beyond ±{verdict.margin * scale:.2f}{unit} excluded"
-        if word == "inconclusive":
-            return f"inconclusive: beyond ±{verdict.beyond * scale:.2f}{unit} excluded"
-        return f"**{word}**"
+            text = f"**equivalent**: beyond ±{verdict.margin * scale:.2f}{unit} excluded"
+        elif word == "inconclusive":
+            text = f"inconclusive: beyond ±{verdict.beyond * scale:.2f}{unit} excluded"
+        else:
+            text = f"**{word}**"
+        if verdict.provisional:
+            text = (f"*provisional* ({_runs_of(verdict.n_a, verdict.planned_a)} vs "
+                    f"{_runs_of(verdict.n_b, verdict.planned_b)} runs): {text}")
+        return text
 
     def verdict_table(self, pairs, metric: str = "accuracy", primary=None) -> tuple[list[str], list, list]:
-        """The family's table (validation beside test) and its validation and test verdicts."""
+        """The family's table, each comparison on validation and below it on test, and both splits' verdicts."""
         val = self.family(pairs, metric, "val")
         test = self.family(pairs, metric, "test")
         scale, unit = (1, "s") if metric == "steady_epoch_seconds" else (100, "pp")
         digits = 3 if metric == "steady_epoch_seconds" else 2
-        header = ["comparison (first − second)", "n", f"Δ val ({unit})", "raw 95 % CI", "Holm p", "Holm-level CI",
-                  "verdict (validation)", f"Δ test ({unit}) [95 % CI]", "verdict (test)"]
+        header = ["comparison (first − second)", "split", "n", f"Δ ({unit})", "raw 95 % CI", "Holm p",
+                  "Holm-level CI", "verdict"]
         rows = []
         for v, t in zip(val, test):
             label = f"`{_md(v.a)}` − `{_md(v.b)}`" + (" (primary)" if primary == (v.a, v.b) else "")
-            if v.difference is None:
-                cells = [label, f"{v.n_a} vs {v.n_b}", "–", "–", "–", "–", self.verdict_cell(v, metric)]
-            else:
-                d = v.difference
-                cells = [label, f"{v.n_a} vs {v.n_b}", _pp(d.difference, scale, digits),
-                         f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}]",
-                         f"{v.p_holm:.3g}",
-                         f"[{_pp(v.holm_low, scale, digits)}, {_pp(v.holm_high, scale, digits)}] "
-                         f"({100 * v.holm_level:.2f} %)",
-                         self.verdict_cell(v, metric)]
-            if t.difference is None:
-                cells += [f"{NOT_SCORED} (not yet scored)" if t.n_a == t.n_b == 0
-                          else f"{NOT_SCORED} (scored: n = {t.n_a} vs {t.n_b})", NOT_SCORED]
-            else:
-                d = t.difference
-                cells += [f"{_pp(d.difference, scale, digits)} [{_pp(d.low, scale, digits)}, "
-                          f"{_pp(d.high, scale, digits)}]", self.verdict_cell(t, metric)]
-            rows.append(cells)
-        return _table(header, rows), val, test
+            for verdict, split in ((v, "val"), (t, "test")):
+                cells = [label, "validation" if split == "val" else "test", f"{verdict.n_a} vs {verdict.n_b}"]
+                d = verdict.difference
+                if d is None:
+                    cells += ["–", "–", "–", "–"]
+                else:
+                    cells += [_pp(d.difference, scale, digits),
+                              f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}]", f"{verdict.p_holm:.3g}",
+                              f"[{_pp(verdict.holm_low, scale, digits)}, {_pp(verdict.holm_high, scale, digits)}] "
+                              f"({100 * verdict.holm_level:.2f} %)"]
+                rows.append(cells + [self.verdict_cell(verdict, metric, split)])
+        return _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "l"]), val, test
 
     def verdict_block(self, question: str, stem: str, pairs, metric: str = "accuracy", primary=None) -> list[str]:
         """A question's verdicts: its primary comparison, the family's table and its forest plot."""
@@ -270,29 +298,38 @@ class _Study:
         table, val, test = self.verdict_table(pairs, metric, primary)
         index = pairs.index(primary)
         self.headlines.append((question, val[index], test[index], metric))
-        m = len([v for v in val if v.difference is not None])
-        test_word = self.verdict_cell(test[index], metric) if test[index].difference is not None else "not yet scored"
+        untested = len([v for v in val if v.difference is None])
         lines = [f"**Verdicts** on {METRIC_TITLES.get(metric, metric)} — primary comparison `{_md(primary[0])}` − "
                  f"`{_md(primary[1])}`: {self.verdict_cell(val[index], metric)} on validation; test: "
-                 f"{test_word}. "
-                 f"Family: the {len(pairs)} comparison(s) below (Holm over the {m} with two runs or more a side).", "",
-                 *table]
-        lines += self.forest(val, stem, question, metric)
+                 f"{self.verdict_cell(test[index], metric, 'test')}. "
+                 f"Family: the {len(pairs)} comparison(s) below, Holm over all {len(pairs)} on each split"
+                 + (f" (on validation {untested} still untested, each counted with p = 1)" if untested else "")
+                 + ".", "", *table]
+        lines += self.forest(val, stem, question, metric, test)
         return lines
 
-    def forest(self, verdicts, stem: str, question: str, metric: str = "accuracy") -> list[str]:
+    def forest(self, verdicts, stem: str, question: str, metric: str = "accuracy", test=()) -> list[str]:
+        """The family's forest plot: each comparison's validation interval and, below it, its test one."""
         scale = 1 if metric == "steady_epoch_seconds" else 100
-        items = [{"label": f"{v.a} − {v.b}", "difference": scale * v.difference.difference,
-                  "low": scale * v.difference.low, "high": scale * v.difference.high,
-                  "holm_low": scale * v.holm_low, "holm_high": scale * v.holm_high, "verdict": v.word}
-                 for v in verdicts if v.difference is not None]
+        by_pair = {(t.a, t.b): t for t in test}
+        items = []
+        for v in verdicts:
+            for verdict, split in ((v, "validation"), (by_pair.get((v.a, v.b)), "test")):
+                if verdict is None or verdict.difference is None:
+                    continue
+                d = verdict.difference
+                items.append({"label": f"{verdict.a} − {verdict.b} ({split})", "difference": scale * d.difference,
+                              "low": scale * d.low, "high": scale * d.high, "holm_low": scale * verdict.holm_low,
+                              "holm_high": scale * verdict.holm_high, "split": split,
+                              "verdict": ("provisional: " if verdict.provisional else "") + verdict.word})
         if not items:
             return []
         path, rel = self.figure(f"{stem}-forest.png")
         margin = None if metric == "steady_epoch_seconds" or not self.margin else scale * self.margin
+        splits = " and test" if any(item["split"] == "test" for item in items) else ""
         plots.plot_forest(items, path, margin=margin, unit="s" if scale == 1 else "pp",
-                          title=f"{question}: Δ validation {METRIC_TITLES.get(metric, metric)}, raw 95 % and "
-                                "Holm-level intervals")
+                          title=f"{question}: Δ {METRIC_TITLES.get(metric, metric)}, validation{splits}; raw 95 % "
+                                "and Holm-level intervals")
         return [f"![{_md(question)}: forest plot]({rel})", ""]
 
     # ------------------------------------------------------------------------------------------ tables
@@ -305,11 +342,8 @@ class _Study:
         for name in names:
             cells = [f"`{_md(name)}`", str(self.n(name))]
             for key, _, scale, digits in ACCURACY_COLUMNS:
-                text = format_summary(self.values(name, key), scale, digits)
-                if key.startswith("test_"):
-                    count = summarize(self.values(name, key)).n
-                    text = NOT_SCORED if count == 0 else (text if count == self.n(name) else f"{text} (n={count})")
-                cells.append(text)
+                cells.append(self.test_summary(name, key, scale, digits) if key.startswith("test_")
+                             else format_summary(self.values(name, key), scale, digits))
             if reference:
                 if name == reference:
                     cells.append("reference")
@@ -317,6 +351,15 @@ class _Study:
                     cells.append(format_difference(self.values(name, "accuracy"), self.values(reference, "accuracy")))
             rows.append(cells)
         return _table(header, rows)
+
+    def test_summary(self, name: str, key: str, scale: float, digits: int) -> str:
+        """A test column's cell: the summary, "(n=k)" where fewer runs are scored than finished, or "—"."""
+        values = self.values(name, key)
+        count = summarize(values).n
+        if count == 0:
+            return NOT_SCORED
+        text = format_summary(values, scale, digits)
+        return text if count == self.n(name) else f"{text} (n={count})"
 
     def metric_table(self, names, metric: str) -> list[str]:
         title = METRIC_TITLES.get(metric, metric)
@@ -340,10 +383,10 @@ class _Study:
             applicable = all(ok for ok, _ in status) if status else True
             floor = next((why for why in (_floor_decides_nll(r) for r in runs) if why), None)
             for key, _, scale, digits in CALIBRATION_COLUMNS:
-                if key == "nll" and floor:
+                if key in ("nll", "test_nll") and floor:
                     cells.append("floor³")
                     self.floor_notes[floor] = floor
-                elif key in ("ece_after", "ece_after_crossfit", "temperature") and not applicable:
+                elif key in TEMPERATURE_KEYS and not applicable:
                     cells.append("n/a¹")
                     reason = next(why for ok, why in status if not ok)
                     self.notes[reason.split(":")[0]] = reason
@@ -355,6 +398,8 @@ class _Study:
                         text += f" ({at_bound} of {len(temps)} at the bound {max(TEMPERATURE_BOUNDS):g})⁴"
                         self.bound_note = True
                     cells.append(text)
+                elif key.startswith("test_"):
+                    cells.append(self.test_summary(name, key, scale, digits))
                 else:
                     cells.append(format_summary(self.values(name, key), scale, digits))
             timed = self.timings(name, "steady_epoch_seconds")
@@ -481,7 +526,7 @@ class _Study:
         return [f"![epoch time]({rel})", ""]
 
 
-def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: set) -> list[str]:
+def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: set, pending: list) -> list[str]:
     title = spec.description or f"Study {spec.path.stem}"
     seeds = ", ".join(str(s) for s in spec.seeds)
     datasets = sorted({str(r.get("dataset")) for r in study.rows if r.get("dataset")})
@@ -501,13 +546,18 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
         margin = f"**±{100 * study.margin:.2f} points** (given in the spec)"
     else:
         margin = "none given, so no equivalence is claimed"
+    if study.margin and spec.verdicts.note:
+        margin += f" ({_md(spec.verdicts.note)})"
+    waiting = sum(len(seeds) for _, seeds in pending)
     lines = [f"# {_md(title)}", "",
              "Generated by `keras-softmax study` from `results.jsonl` and the run directories; every number and "
              "figure below is recomputed from them (`--report-only` rebuilds this file).", "",
              "```bash", command, "```", "",
              f"- spec: `{spec.path}`; seeds {seeds}; reference `{spec.reference}`",
-             f"- runs: {len(finished_ids)} of {len(planned_ids)} finished"
-             + (f" (see *Not finished* below)" if len(finished_ids) < len(planned_ids) else ""),
+             f"- runs: {len(finished_ids)} of {len(planned_ids)} planned so far finished"
+             + (f" (see *Not finished* below)" if len(finished_ids) < len(planned_ids) else "")
+             + (f"; {waiting} more tuned run(s) are planned once their heads' tuning grids are complete"
+                if waiting else ""),
              f"- test split: {scored} of {finished} finished runs scored"
              + ("" if scored else " — every test column reads " + NOT_SCORED + " (not yet scored)"),
              f"- data: {', '.join(datasets) or '–'}; backend {', '.join(backends) or '–'}; "
@@ -689,30 +739,34 @@ def _tuning_section(spec, study: _Study) -> list[str]:
     reference = f"tuned-{spec.reference}" if spec.reference in tuning.heads else spec.reference
     lines += ["Each head at its best setting:", ""]
     lines += study.accuracy_table(tuned, reference if study.n(reference) else None)
-    lines += study.verdict_block("Tuned heads", "tuned", [(t, reference) for t in tuned if t != reference],
+    # Each family is every tuned head's comparison, whether its tuned rows exist yet or not (Holm's m is the
+    # declared family's, an untested comparison counting with p = 1).
+    every = [f"tuned-{h}" for h in tuning.heads]
+    lines += study.verdict_block("Tuned heads", "tuned", [(t, reference) for t in every if t != reference],
                                  primary=(f"tuned-{spec.primary}", reference) if spec.primary and
                                  f"tuned-{spec.primary}" in tuned and f"tuned-{spec.primary}" != reference else None)
     lines += study.calibration_table(tuned) + study.footnotes()
     heads = [h for h in tuning.heads if study.n(f"tuned-{h}")]
-    shared_pairs = [(h, spec.reference) for h in heads if h != spec.reference]
-    tuned_pairs = [(f"tuned-{h}", reference) for h in heads if f"tuned-{h}" != reference]
+    shared_pairs = [(h, spec.reference) for h in tuning.heads if h != spec.reference]
+    tuned_pairs = [(f"tuned-{h}", reference) for h in tuning.heads if f"tuned-{h}" != reference]
     shared_v = {v.a: v for v in study.family(shared_pairs)}
     tuned_v = {v.a[len("tuned-"):]: v for v in study.family(tuned_pairs)}
     lines += study.verdict_block("Tuned against shared recipe", "tuned-vs-shared",
-                                 [(f"tuned-{h}", h) for h in heads])
+                                 [(f"tuned-{h}", h) for h in tuning.heads])
     header = ["head", "shared recipe top-1 (%)", "tuned top-1 (%)", f"vs `{spec.reference}`, shared",
               f"vs `{spec.reference}`, tuned", "conclusion"]
     rows, changed = [], []
     for head in heads:
         v_shared = shared_v[head].word if head in shared_v else "reference"
         v_tuned = tuned_v[head].word if head in tuned_v else "reference"
+        provisional = any(v.provisional for v in (shared_v.get(head), tuned_v.get(head)) if v is not None)
         if "untested" in (v_shared, v_tuned):
             conclusion = "not known yet (fewer than 2 runs)"
         elif v_shared == v_tuned:
-            conclusion = "same"
+            conclusion = "provisional: same" if provisional else "same"
         else:
-            conclusion = "**changes**"
-            changed.append(f"`{head}`: {v_shared} → {v_tuned}")
+            conclusion = "provisional: **changes**" if provisional else "**changes**"
+            changed.append(f"`{head}`: {v_shared} → {v_tuned}" + (" (provisional)" if provisional else ""))
         rows.append([f"`{head}`", format_summary(study.values(head, "accuracy"), 100, 2),
                      format_summary(study.values(f"tuned-{head}", "accuracy"), 100, 2), v_shared, v_tuned, conclusion])
     lines += [f"Shared recipe against per-head tuning: each head's verdict against `{spec.reference}` (Holm within "
@@ -728,22 +782,30 @@ def _tuning_section(spec, study: _Study) -> list[str]:
 _EXPECT = {"better": "better", "higher": "better", "worse": "worse", "lower": "worse", "equivalent": "equivalent"}
 
 
-def _claim_word(expect: str, word: str) -> str:
+def _claim_word(expect: str, verdict, split: str = "val") -> str:
+    """A verdict read against a claim's direction: supported, contradicted, not shown or not yet measured."""
     expect = _EXPECT.get(expect, expect)
+    word = verdict.word
     if word == "untested":
-        return "not yet measured"
-    if word == "inconclusive":
-        return "not shown (inconclusive)"
-    if word == expect:
-        return "supported"
-    return "contradicted"
+        return "not yet scored" if split == "test" and verdict.n_a == verdict.n_b == 0 else "not yet measured"
+    text = ("not shown (inconclusive)" if word == "inconclusive" else "supported" if word == expect
+            else "contradicted")
+    return f"provisional: {text}" if verdict.provisional else text
+
+
+def _claim_summary(expect: str, verdicts, split: str) -> str:
+    words = [_claim_word(expect, v, split) for v in verdicts]
+    if len(set(words)) == 1:
+        return words[0]
+    return "; ".join(f"{w} for {', '.join(f'`{v.a}`' for v, x in zip(verdicts, words) if x == w)}"
+                     for w in dict.fromkeys(words))
 
 
 def _claims_section(spec, study: _Study, command: str) -> list[str]:
     if not spec.claims:
         return []
-    header = ["the original's claim", "our verdict (validation)", "comparison: Δ [raw 95 % CI], verdict",
-              "test", "command"]
+    header = ["the original's claim", "our verdict (validation)", "our verdict (test)",
+              "comparison: Δ [raw 95 % CI], verdict, per split", "command"]
     rows = []
     for claim in spec.claims:
         if not claim.rows:
@@ -751,37 +813,40 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
                          f"`{_md(claim.command)}`" if claim.command else "–"])
             continue
         pairs = [(r, claim.reference) for r in claim.rows]
-        val, test = [], []
         missing = [p for p in pairs if (p[0], p[1], claim.metric, "val") not in study.verdicts]
         if missing:
             study.family(missing, claim.metric, "val")
             study.family(missing, claim.metric, "test")
-        for a, b in pairs:
-            val.append(study.verdicts[(a, b, claim.metric, "val")])
-            test.append(study.verdicts[(a, b, claim.metric, "test")])
+        val = [study.verdicts[(a, b, claim.metric, "val")] for a, b in pairs]
+        test = [study.verdicts[(a, b, claim.metric, "test")] for a, b in pairs]
         scale, digits, unit = ((1, 3, " s") if claim.metric == "steady_epoch_seconds" else (100, 2, " pp"))
-        words = [_claim_word(claim.expect, v.word) for v in val]
-        summary = words[0] if len(set(words)) == 1 else "; ".join(
-            f"{w} for {', '.join(f'`{v.a}`' for v, x in zip(val, words) if x == w)}" for w in dict.fromkeys(words))
         detail = []
-        for v in val:
-            d = v.difference
-            what = (f"`{_md(v.a)}` − `{_md(v.b)}`: " + (f"{_pp(d.difference, scale, digits)}{unit} "
-                    f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}], {v.word}" if d else
-                    f"untested (n = {v.n_a} vs {v.n_b})"))
-            detail.append(what)
-        tested = [t for t in test if t.difference is not None]
-        test_cell = ("; ".join(_claim_word(claim.expect, t.word) for t in test) if tested
-                     else "– (a speed claim)" if claim.metric == "steady_epoch_seconds" else "not yet scored")
+        for v, t in zip(val, test):
+            parts = []
+            for verdict, split in ((v, "validation"), (t, "test")):
+                d = verdict.difference
+                if d is not None:
+                    parts.append(f"{split} {_pp(d.difference, scale, digits)}{unit} [{_pp(d.low, scale, digits)}, "
+                                 f"{_pp(d.high, scale, digits)}], " + ("provisional " if verdict.provisional else "")
+                                 + verdict.word)
+                elif split == "validation":
+                    parts.append(f"untested (n = {verdict.n_a} vs {verdict.n_b})")
+            detail.append(f"`{_md(v.a)}` − `{_md(v.b)}`: " + "; ".join(parts))
+        if claim.evidence:
+            detail.append(_md(claim.evidence))
+        test_cell = ("– (a speed claim)" if claim.metric == "steady_epoch_seconds"
+                     else _claim_summary(claim.expect, test, "test"))
         runs = ", ".join(f"`{n}`" for n in dict.fromkeys(n for p in pairs for n in p))
         cmd = f"the study command (rows {runs})" + (f"; also `{_md(claim.command)}`" if claim.command else "")
-        rows.append([_md(claim.claim), f"**{summary}**", "<br>".join(detail), test_cell, cmd])
+        rows.append([_md(claim.claim), f"**{_claim_summary(claim.expect, val, 'val')}**", test_cell,
+                     "<br>".join(detail), cmd])
     return ["## The original study's claims", "",
             "Each claim of the study being repeated, our verdict from the comparison that answers it (the "
             "verdicts of the question's family above where it has one, else a family of the claim's own "
-            f"comparisons), and the rows and command behind it. \"supported\"/\"contradicted\": the verdict agrees "
-            "with/opposes the claim's direction (an equivalence opposes a claimed difference); \"not shown\": "
-            "inconclusive at these seeds; \"not yet measured\": a row it needs has fewer than 2 runs. The study "
+            f"comparisons) on validation and on test, and the rows and command behind it. \"supported\"/"
+            "\"contradicted\": the verdict agrees with/opposes the claim's direction (an equivalence opposes a "
+            "claimed difference); \"not shown\": inconclusive at these seeds; \"not yet measured\": a row it "
+            "needs has fewer than 2 runs; \"provisional\": a row has fewer runs than the study plans. The study "
             f"command: `{_md(command)}`.", "", *_table(header, rows, ["l", "l", "l", "l", "l"])]
 
 
@@ -838,9 +903,8 @@ def _earlier_conclusion(before, after) -> str:
     """Whether an earlier verdict holds in this study."""
     if before.difference is None or after.difference is None:
         return "–"
-    if before.word == after.word:
-        return f"holds ({before.word})"
-    return f"**changes**: {before.word} → {after.word}"
+    text = f"holds ({before.word})" if before.word == after.word else f"**changes**: {before.word} → {after.word}"
+    return f"provisional: {text}" if before.provisional or after.provisional else text
 
 
 def _earlier_section(spec, study: _Study, prefix: str = "", level: str = "##") -> list[str]:
@@ -851,17 +915,25 @@ def _earlier_section(spec, study: _Study, prefix: str = "", level: str = "##") -
     if earlier is None or not pairs:
         return []
     rows = [row for row in read_results(earlier.results) if row.get("kind") == "head"]
+    earlier_heads = list(dict.fromkeys(row["name"] for row in rows))
     values = {name: [row.get("test_accuracy") for row in rows if row["name"] == name]
-              for name in {n for pair in pairs for n in pair}}
-    before = compare_family(values, pairs, alpha=study.alpha, margin=study.margin)
+              for name in {*earlier_heads, *(n for pair in pairs for n in pair)}}
+    # The earlier verdicts are that study's own: its heads family (every head of it against the reference),
+    # not a family of the pairs this study happens to share with it.
+    family = [(h, spec.reference) for h in earlier_heads if h != spec.reference]
+    found = {(v.a, v.b): v for v in compare_family(values, family, alpha=study.alpha, margin=study.margin)}
+    before = [found.get(pair) or compare_family(values, [pair], alpha=study.alpha, margin=study.margin)[0]
+              for pair in pairs]
     after = study.family(pairs, "accuracy", "test")
     label = _md(earlier.label)
     lines = [f"{level} {_md(earlier.title)}", ""]
     if earlier.text:
         lines += [earlier.text.strip(), ""]
     lines += [f"Each head − `{_md(spec.reference)}` on test top-1, here and in the {label} study "
-              f"(`{_md(earlier.results.name)}`, its `head` rows), each side one family of the {len(pairs)} "
-              "comparisons below (Holm within it, equivalence margin as above); raw 95 % intervals.", ""]
+              f"(`{_md(earlier.results.name)}`, its `head` rows). The {label} verdicts are that study's own: Holm "
+              f"within its heads family ({len(family)} comparisons, every head of it against "
+              f"`{_md(spec.reference)}`); this study's, within the family of the {len(pairs)} below; the same "
+              "equivalence margin; raw 95 % intervals.", ""]
     header = ["comparison (first − second)", f"n ({label})", f"Δ test, {label} (pp) [95 % CI]",
               f"verdict ({label})", "n (this study)", "Δ test, this study (pp) [95 % CI]", "verdict (this study)",
               f"the {label} verdict"]
@@ -872,11 +944,12 @@ def _earlier_section(spec, study: _Study, prefix: str = "", level: str = "##") -
             d = verdict.difference
             cells += [f"{verdict.n_a} vs {verdict.n_b}",
                       f"{_pp(d.difference)} [{_pp(d.low)}, {_pp(d.high)}]" if d else NOT_SCORED,
-                      study.verdict_cell(verdict) if d else NOT_SCORED]
+                      study.verdict_cell(verdict, split="test")]
             if d:
                 items.append({"label": f"{verdict.a} − {verdict.b} ({where})", "difference": 100 * d.difference,
                               "low": 100 * d.low, "high": 100 * d.high, "holm_low": 100 * verdict.holm_low,
-                              "holm_high": 100 * verdict.holm_high, "verdict": verdict.word})
+                              "holm_high": 100 * verdict.holm_high,
+                              "verdict": ("provisional: " if verdict.provisional else "") + verdict.word})
         table.append(cells + [_earlier_conclusion(b, a)])
     lines += _table(header, table)
     if items:
@@ -941,18 +1014,32 @@ def _headlines(study: _Study) -> list[str]:
     rows = []
     for question, val, test, metric in study.headlines:
         scale, digits, unit = ((1, 3, " s") if metric == "steady_epoch_seconds" else (100, 2, " pp"))
-        d = val.difference
-        rows.append([_md(question), f"`{_md(val.a)}` − `{_md(val.b)}`",
-                     f"{_pp(d.difference, scale, digits)}{unit} [{_pp(d.low, scale, digits)}, "
-                     f"{_pp(d.high, scale, digits)}]" if d else "–",
-                     f"[{_pp(val.holm_low, scale, digits)}, {_pp(val.holm_high, scale, digits)}]" if d else "–",
-                     study.verdict_cell(val, metric),
-                     study.verdict_cell(test, metric) if test.difference is not None else "not yet scored"])
+        for verdict, split in ((val, "val"), (test, "test")):
+            d = verdict.difference
+            rows.append([_md(question) if split == "val" else "", f"`{_md(verdict.a)}` − `{_md(verdict.b)}`",
+                         "validation" if split == "val" else "test",
+                         f"{_pp(d.difference, scale, digits)}{unit} [{_pp(d.low, scale, digits)}, "
+                         f"{_pp(d.high, scale, digits)}]" if d else "–",
+                         f"[{_pp(verdict.holm_low, scale, digits)}, {_pp(verdict.holm_high, scale, digits)}]"
+                         if d else "–",
+                         study.verdict_cell(verdict, metric, split)])
     return ["## Headline verdicts", "",
-            "Each question's primary comparison (validation; the test column fills in as runs are scored). "
-            "Details, families and forest plots in each section.", "",
-            *_table(["question", "primary comparison", "Δ [raw 95 % CI]", "Holm-level CI", "verdict (validation)",
-                     "verdict (test)"], rows, ["l", "l", "r", "r", "l", "l"])]
+            "Each question's primary comparison, on the validation split (which chose everything) and on the test "
+            "split (scored once per finished run, read by no choice). Details, families and forest plots in each "
+            "section.", "",
+            *_table(["question", "primary comparison", "split", "Δ [raw 95 % CI]", "Holm-level CI", "verdict"], rows,
+                    ["l", "l", "l", "r", "r", "l"])]
+
+
+def _pending_tuned(spec, rows) -> list[tuple[str, tuple]]:
+    """``[(tuned name, seeds)]`` of the tuned rows not planned yet (their head's grid is not complete)."""
+    if not spec.tuning:
+        return []
+    from keras_softmax.study.results import best_points
+
+    best = best_points(spec.tuning, rows)
+    seeds = tuple(spec.tuning.tuned_seeds or spec.seeds)
+    return [(f"tuned-{head}", seeds) for head in spec.tuning.heads if head not in best]
 
 
 def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", report_path=None,
@@ -979,16 +1066,17 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
     plots_dir.mkdir(parents=True, exist_ok=True)
     planned_ids = {p.run_id for p in planned}
     finished_ids = {r["run_dir"].split("/", 1)[1] for r in rows}
-    intro = _intro(spec, study, command, planned_ids, finished_ids)
+    pending = _pending_tuned(spec, rows)
+    intro = _intro(spec, study, command, planned_ids, finished_ids, pending)
 
     heads = [h for h in spec.heads if study.n(h)]
     reference = spec.reference if study.n(spec.reference) else None
-    lines = ["## Heads, shared recipe", "", "### Accuracy", ""]
+    lines = [f"## {_md(spec.heads_title)}", "", "### Accuracy", ""]
     lines += study.accuracy_table(heads, reference)
     if reference:
         pairs = [(h, reference) for h in spec.heads if h != reference]
         primary = (spec.primary, reference) if spec.primary and spec.primary != reference else None
-        lines += study.verdict_block("Heads, shared recipe", "heads", pairs, primary=primary)
+        lines += study.verdict_block(spec.heads_title, "heads", pairs, primary=primary)
     lines += ["### Calibration and speed", ""]
     lines += study.calibration_table(heads) + study.footnotes()
     lines += ["### Figures", ""]
@@ -1023,8 +1111,19 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
         else:
             lines += study.accuracy_table(names, section_reference if study.n(section_reference) else None)
         lines += study.verdict_block(section.title, stem, pairs, section.metric, section.primary)
-        lines += ["Calibration and speed:", ""] + study.calibration_table(names) + study.footnotes()
-        lines += study.curves(names, stem, section.title, section_reference if section_reference in names else None)
+        lines += ["Calibration and speed:", ""] + study.calibration_table(names)
+        classes = sorted({row.get("num_classes") for n in names for row in study.by_name[n]} - {None})
+        if len(classes) > 1:
+            lines += [f"These rows' models have {' and '.join(str(c) for c in classes)} classes: NLL and ECE are "
+                      "over each model's own classes, so they do not compare across those counts.", ""]
+        lines += study.footnotes()
+        if section.metric == "accuracy":
+            lines += study.curves(names, stem, section.title,
+                                  section_reference if section_reference in names else None)
+        else:
+            lines += [f"No curves: the question's metric ({METRIC_TITLES.get(section.metric, section.metric)}) is "
+                      "not in the runs' per-epoch histories, and their own validation top-1 and NLL are not that "
+                      "metric.", ""]
         lines += _reproduce(study, names)
 
     in_sections = _section_names(spec)
@@ -1059,16 +1158,21 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
                    f"{r['wall_seconds']:.1f}" if r.get("wall_seconds") is not None else "–"] for r in rows]
     lines += _table(header, table_rows, ["l", "r", "l", "r", "r", "l", "r"])
     missing = planned_ids - finished_ids
-    if missing:
-        by_name: dict[str, list[int]] = {}
-        for p in planned:
-            label = f"timing run of `{_md(p.name)}`" if p.kind == "timing" else f"`{_md(p.name)}`"
-            if p.run_id in missing and p.seed not in by_name.get(label, []):
-                by_name.setdefault(label, []).append(p.seed)
+    by_name: dict[str, list[int]] = {}
+    for p in planned:
+        label = f"timing run of `{_md(p.name)}`" if p.kind == "timing" else f"`{_md(p.name)}`"
+        if p.run_id in missing and p.seed not in by_name.get(label, []):
+            by_name.setdefault(label, []).append(p.seed)
+    if missing or pending:
         lines += ["## Not finished", "",
                   f"{len(missing)} planned run(s) not trained yet, interrupted, or failed (see `logs/<run>.log`); the "
                   "same command continues:", "",
                   *(f"- {name}: seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in sorted(seeds))}"
                     for name, seeds in by_name.items()), ""]
+        if pending:
+            lines += [f"{sum(len(seeds) for _, seeds in pending)} tuned run(s) are not planned yet: each head's "
+                      "best setting is chosen once its tuning grid is complete, and the same command then trains "
+                      "it:", "",
+                      *(f"- `{_md(name)}`: seeds {', '.join(str(s) for s in seeds)}" for name, seeds in pending), ""]
     text = "\n".join(intro + _headlines(study) + lines).rstrip() + "\n"
     return write_text(report_path, text)

@@ -492,12 +492,17 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     out = Path(out)
     overrides = dict(settings) if isinstance(settings, dict) else parse_settings(settings)
     spec = load_spec(spec_path)
-    planner = Planner(spec, dataset=dataset, settings=overrides)
+    # A report reads only results and run directories: the data need not be here (the dataset is still
+    # named, since it is part of each run's settings).
+    planner = Planner(spec, dataset=dataset, settings=overrides, check_data=not report_only)
     planned = planner.plan()
     jobs, finished = _jobs(planned, out)
+    if report_only and not finished:
+        raise StudyError(f"--report-only: {out} holds no finished run of {spec.path.name}, so there is nothing to "
+                         "report (is --out the study's directory?); nothing was written")
     slots = make_slots(devices, runs_per_device) if not report_only else [Slot(0, None)]
     out.mkdir(parents=True, exist_ok=True)
-    if test_dataset is not None and not Path(test_dataset).expanduser().exists():
+    if test_dataset is not None and not report_only and not Path(test_dataset).expanduser().exists():
         raise StudyError(f"--test-dataset not found: {test_dataset}")
     command = study_command(spec_path, out, dataset, overrides, test_dataset)
     invocation = {"spec": str(spec_path), "dataset": dataset, "settings": overrides, "command": command}

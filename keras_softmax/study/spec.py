@@ -4,6 +4,7 @@ A spec names the heads and seeds of a comparison, the shared training recipe, an
 variants, recipes, a per-head tuning grid and report sections::
 
     description = "every head on CIFAR-100, 3 seeds"
+    heads_title = "Heads, shared recipe"      # optional: the heads table's section title (this default)
     base = "../presets/cifar100-heads.toml"   # a train preset, relative to this file (optional)
     heads = ["softmax", "log_softmax"]
     seeds = [0, 1, 2]
@@ -38,6 +39,7 @@ variants, recipes, a per-head tuning grid and report sections::
     alpha = 0.05                              # family-wise, Holm within each family
     repeats = "results/repeats.json"          # the equivalence margin from same-seed repeat noise
     # margin = 1.0                            # ... or a margin in percentage points
+    note = "..."                              # optional: shown beside the margin (where it was measured)
 
     [[claims]]                                # optional: a claim and the comparison that answers it
     claim = "dropping the lowest 10 % of logits adds 2-3 points"
@@ -71,8 +73,9 @@ few epochs of that name's recipe with its device to itself, after every other ru
 report's epoch-time and images/s columns; it counts for no accuracy figure.
 
 ``[earlier]`` puts the heads table's comparisons (each head − ``reference``) of this study beside the
-same comparisons recomputed from an earlier study's ``results.jsonl`` (its ``kind = "head"`` rows, as
-one family over the same pairs), on the test split, and says for each whether the earlier verdict holds.
+same comparisons in an earlier study's ``results.jsonl`` (its ``kind = "head"`` rows, each verdict from
+that study's own heads family: every head of it against ``reference``), on the test split, and says for
+each whether the earlier verdict holds.
 
 ``[[studies]]`` sets another study into this one's report, from its ``results.jsonl`` alone (no run
 directories): its heads' accuracy and calibration tables, its heads' verdicts on validation and test and
@@ -105,11 +108,12 @@ from keras_softmax.heads.registry import head_spec, list_heads
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
-             "sections", "timing", "primary", "verdicts", "claims", "provenance", "earlier", "studies")
+             "sections", "timing", "primary", "verdicts", "claims", "provenance", "earlier", "studies",
+             "heads_title")
 VARIANT_KEYS = ("name", "description", "group", "recipe", "seeds", "compare_to")
 TUNING_KEYS = ("heads", "seeds", "metric", "tuned_seeds")
 SECTION_KEYS = ("title", "text", "rows", "reference", "comparisons", "primary", "metric")
-VERDICT_KEYS = ("alpha", "margin", "repeats")
+VERDICT_KEYS = ("alpha", "margin", "repeats", "note")
 CLAIM_KEYS = ("claim", "rows", "reference", "expect", "evidence", "command", "metric")
 #: Figures a comparison may be on (row keys of results.jsonl; the test split's are ``test_<key>``).
 METRICS = ("accuracy", "top5_accuracy", "f1_macro", "coarse_accuracy", "steady_epoch_seconds")
@@ -177,6 +181,7 @@ class Verdicts:
     alpha: float = 0.05
     margin: float | None = None
     repeats: Path | None = None  # JSON with "pairs": [{"accuracy": [a, b]}, ...] of same-seed repeats
+    note: str = ""  # what the reader should know of the margin here (e.g. where its repeats were measured)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +246,7 @@ class StudySpec:
     provenance: dict = dataclasses.field(default_factory=dict)
     earlier: Earlier | None = None
     studies: tuple = ()  # IncludedStudy, each a section of the report
+    heads_title: str = "Heads, shared recipe"  # the title of the heads table's section
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -370,6 +376,9 @@ def _parse(path: Path, data: dict) -> StudySpec:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise StudyError(f"{path}: description must be a string")
+    heads_title = data.get("heads_title", StudySpec.heads_title)
+    if not isinstance(heads_title, str) or not heads_title.strip():
+        raise StudyError(f"{path}: heads_title must be a non-empty string (got {heads_title!r})")
     timing = _timing(path, data.get("timing"), names)
     primary = data.get("primary")
     if primary is not None and (not isinstance(primary, str) or primary not in known):
@@ -384,7 +393,7 @@ def _parse(path: Path, data: dict) -> StudySpec:
     return StudySpec(path=path, description=description, base=base, settings=settings, heads=tuple(heads),
                      seeds=seeds, reference=reference, recipes=recipes, variants=variants, tuning=tuning,
                      sections=sections, timing=timing, primary=primary, verdicts=verdicts, claims=claims,
-                     provenance=provenance, earlier=earlier, studies=studies)
+                     provenance=provenance, earlier=earlier, studies=studies, heads_title=heads_title)
 
 
 def _results_file(path, table: str, value: str) -> Path:
@@ -447,7 +456,11 @@ def _verdicts(path, raw) -> Verdicts:
             raise StudyError(f"{path}: verdicts: repeats file not found: {repeats}")
     if margin is not None and repeats is not None:
         raise StudyError(f"{path}: verdicts: give margin or repeats, not both")
-    return Verdicts(alpha=float(alpha), margin=None if margin is None else float(margin) / 100, repeats=repeats)
+    note = raw.get("note", "")
+    if not isinstance(note, str):
+        raise StudyError(f"{path}: verdicts: note must be a string (got {note!r})")
+    return Verdicts(alpha=float(alpha), margin=None if margin is None else float(margin) / 100, repeats=repeats,
+                    note=note.strip())
 
 
 def _pair(path, what, value, known) -> tuple:

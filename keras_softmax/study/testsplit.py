@@ -82,7 +82,7 @@ def read_test_images(source, class_names) -> tuple[np.ndarray, np.ndarray]:
 def score_figures(labels, probabilities, *, class_names=None, fine_to_coarse=None,
                  temperature: float | None = None) -> dict:
     """The figures of ``test.json`` from the predicted distributions (rows sum to 1)."""
-    from keras_softmax.evaluation.calibration import negative_log_likelihood, scale
+    from keras_softmax.evaluation.calibration import apply_temperature, negative_log_likelihood
     from keras_softmax.evaluation.evaluate import coarse_metrics
     from keras_softmax.evaluation.metrics import compute_metrics, expected_calibration_error
 
@@ -92,7 +92,7 @@ def score_figures(labels, probabilities, *, class_names=None, fine_to_coarse=Non
     figures["nll"] = float(negative_log_likelihood(labels, probabilities))
     if temperature:
         figures["ece_val_temperature"] = float(expected_calibration_error(
-            labels, scale(np.log(np.maximum(probabilities, 1e-45)), temperature)))
+            labels, apply_temperature(probabilities, temperature)))
     if fine_to_coarse is not None:
         figures.update(coarse_metrics(labels, probabilities, fine_to_coarse))
     figures["num_examples"] = int(len(labels))
@@ -106,6 +106,7 @@ def score_run(run_dir, test_dataset) -> dict:
     from keras_softmax import get_head
     from keras_softmax.data import even_batch_size, load_dataset
     from keras_softmax.data.sources import to_coarse
+    from keras_softmax.evaluation.calibration import temperature_applicable
     from keras_softmax.evaluation.evaluate import predict_probabilities
     from keras_softmax.io import write_json
     from keras_softmax.training.config import resolve
@@ -134,7 +135,9 @@ def score_run(run_dir, test_dataset) -> dict:
                                           tta_flip=config.tta_flip)
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     calibration = report.get("calibration") or {}
-    temperature = calibration.get("temperature") if calibration.get("applicable") else None
+    # a run's report of before the rule counted entmax_alpha and drop_lowest may hold a temperature for them
+    applicable, _ = temperature_applicable(config.head, head.params.get("drop_lowest", 0.0))
+    temperature = calibration.get("temperature") if calibration.get("applicable") and applicable else None
     figures = score_figures(labels, probabilities, class_names=data.class_names, fine_to_coarse=data.fine_to_coarse,
                            temperature=temperature)
     path = Path(test_dataset)

@@ -14,6 +14,12 @@ A comparison's verdict, on the per-seed values of one split:
   comparisons, :func:`~.stats.excluded_beyond`). Holm never needs more than Bonferroni, so x is at least
   the margin whenever the verdict is inconclusive.
 
+The family is every comparison the question declares, run or not: one whose rows have fewer than 2
+runs a side counts in Holm's m with p = 1, the largest it can take, so a verdict drawn while part of the
+family is untested is never less conservative than the complete family's (Holm's adjusted p of a
+comparison only falls when another one's p does). And a verdict whose own rows have fewer runs than
+the study plans (``planned``) is *provisional*: more seeds may change it.
+
 The margin m comes from same-config, same-seed GPU repeats (:func:`margin_from_repeats`): two runs of
 one configuration differ by up to ``1.96 · √2 · σ_repeat`` 95 % of the time, so a difference between
 two heads smaller than that is one that the GPU's own non-determinism produces between two runs.
@@ -57,9 +63,17 @@ class Verdict:
     equivalence: Equivalence | None = None
     p_tost_holm: float | None = None
     beyond: float | None = None  # differences beyond ±beyond are excluded (TOST at alpha / family size)
-    family_size: int = 1
+    family_size: int = 1  # the declared family, untested comparisons included
     alpha: float = 0.05
     margin: float | None = None
+    planned_a: int | None = None  # the runs the study plans for a (None: not known)
+    planned_b: int | None = None
+
+    @property
+    def provisional(self) -> bool:
+        """True when a side has fewer runs than planned: a verdict drawn before the seeds are all in."""
+        sides = ((self.n_a, self.planned_a), (self.n_b, self.planned_b))
+        return self.difference is not None and any(planned is not None and n < planned for n, planned in sides)
 
     @property
     def word(self) -> str:
@@ -85,28 +99,34 @@ class Verdict:
         return "indistinguishable"
 
 
-def compare_family(values: dict, pairs, *, alpha: float = 0.05, margin: float | None = None) -> list[Verdict]:
+def compare_family(values: dict, pairs, *, alpha: float = 0.05, margin: float | None = None,
+                   planned: dict | None = None) -> list[Verdict]:
     """The verdicts of ``pairs`` (``(a, b)``: a − b) on ``values`` (name -> per-seed values), as one
-    family: Holm over the testable pairs' Welch p-values, and over their TOST p-values."""
+    family of ``len(pairs)``: Holm over the pairs' Welch p-values, and over their TOST p-values, an
+    untested pair (fewer than 2 values a side) counting with p = 1. ``planned`` (name -> runs the
+    study plans) marks a verdict on fewer runs than that as provisional."""
     pairs = list(pairs)
+    planned = planned or {}
     diffs = [welch_interval(values.get(a, []), values.get(b, [])) for a, b in pairs]
     testable = [i for i, d in enumerate(diffs) if d is not None]
-    p_holm = holm([diffs[i].p_value for i in testable])
-    levels = holm_levels([diffs[i].p_value for i in testable], alpha)
+    untested = [1.0] * (len(pairs) - len(testable))  # ranked after every tested p (the sort is stable)
+    p_holm = holm([diffs[i].p_value for i in testable] + untested)
+    levels = holm_levels([diffs[i].p_value for i in testable] + untested, alpha)
     equivalences = {i: tost(diffs[i], margin, alpha) for i in testable} if margin else {}
-    p_tost_holm = holm([equivalences[i].p_value for i in testable]) if margin else []
+    p_tost_holm = holm([equivalences[i].p_value for i in testable] + untested) if margin else []
     out = []
     for i, ((a, b), d) in enumerate(zip(pairs, diffs)):
         n_a, n_b = summarize(values.get(a, [])).n, summarize(values.get(b, [])).n
+        common = dict(family_size=len(pairs), alpha=alpha, margin=margin, planned_a=planned.get(a),
+                      planned_b=planned.get(b))
         if d is None:
-            out.append(Verdict(a, b, n_a, n_b, None, family_size=len(testable), alpha=alpha, margin=margin))
+            out.append(Verdict(a, b, n_a, n_b, None, **common))
             continue
         k = testable.index(i)
         low, high = interval_at(d, levels[k])
         out.append(Verdict(a, b, n_a, n_b, d, p_holm=p_holm[k], holm_low=low, holm_high=high, holm_level=levels[k],
                            equivalence=equivalences.get(i), p_tost_holm=p_tost_holm[k] if margin else None,
-                           beyond=excluded_beyond(d, alpha / len(testable)), family_size=len(testable), alpha=alpha,
-                           margin=margin))
+                           beyond=excluded_beyond(d, alpha / len(pairs)), **common))
     return out
 
 

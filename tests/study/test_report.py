@@ -111,7 +111,7 @@ def test_report_only_builds_every_table_from_the_runs(synthetic):
     # The tuning grid is complete: each tuned head gets its best point, whose seed-0 run is the grid run.
     best = best_points(spec.tuning, read_results(out / "results.jsonl"))
     assert best == {"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}}
-    assert "runs: 16 of 16 finished" in text and "## Not finished" not in text
+    assert "runs: 16 of 16 planned so far finished" in text and "## Not finished" not in text
 
     # Accuracy table: mean ± sample std over the 3 seeds, and the Welch interval against log_softmax.
     row = _cells(text, "softmax")[0]
@@ -167,7 +167,7 @@ def test_unfinished_runs_are_listed_and_left_out(synthetic):
     shutil.rmtree(out / "runs" / "tuned-sparsemax-seed2")
     run_study(spec_path, out, report_only=True, log=lambda line: None)
     text = (out / "STUDY.md").read_text()
-    assert "runs: 15 of 16 finished" in text
+    assert "runs: 15 of 16 planned so far finished" in text
     assert "## Not finished" in text and "- `tuned-sparsemax`: seed 2" in text
     assert _cells(text, "tuned-sparsemax")[0][1] == "2"
 
@@ -560,9 +560,9 @@ def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_pa
     assert "Study `strong.toml` (the heads at another recipe): 12 of 12 planned runs in `strong.jsonl`." in section
     row = _cells(section, "sparsemax")[0]  # the accuracy table: test top-1 mean ± std over its 4 seeds
     assert f"{100 * np.mean(NOW['sparsemax']):.2f} ± {100 * np.std(NOW['sparsemax'], ddof=1):.2f}" in row
-    verdict = _cells(section, "sparsemax` − `log_softmax")[0]
+    verdict = next(row for row in _cells(section, "sparsemax` − `log_softmax") if row[1] == "test")
     d, low, high = _welch(NOW["sparsemax"], NOW["log_softmax"])
-    assert f"{100 * d:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]" in verdict
+    assert verdict[3:5] == [f"{100 * d:+.2f}", f"[{100 * low:+.2f}, {100 * high:+.2f}]"]
     assert "### Which 30-epoch conclusions hold" in section and "holds (worse)" in section
     assert "(plots/study-the-heads-near-convergence-heads-forest.png)" in section
     assert "(plots/study-the-heads-near-convergence-earlier-which-30-epoch-conclusions-hold-forest.png)" in section

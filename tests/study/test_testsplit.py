@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_softmax.evaluation.metrics import expected_calibration_error
 from keras_softmax.io import write_json
 from keras_softmax.study import runner
 from keras_softmax.study.results import read_results
@@ -47,6 +48,12 @@ def test_test_figures_by_hand():
     assert figures["accuracy"] == pytest.approx(0.75)  # argmax of a tie is the first class
     assert figures["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.5])))
     assert figures["num_examples"] == 4 and "ece_val_temperature" in figures
+    # the validation T is applied as it was fit: softmax(log max(p, 1e-12) / T) (regression: 1e-45 here)
+    sharp = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    scaled = np.exp(np.log(np.maximum(sharp, 1e-12)) / 6.0)
+    scaled /= scaled.sum(axis=1, keepdims=True)
+    assert score_figures(labels, sharp, temperature=6.0)["ece_val_temperature"] == pytest.approx(
+        expected_calibration_error(labels, scaled))
     coarse = score_figures(np.array([0, 1, 2, 3]), np.eye(4), fine_to_coarse=[0, 0, 1, 1])
     assert coarse["coarse_accuracy"] == 1.0
 
@@ -75,7 +82,9 @@ def test_only_finished_runs_with_a_model_and_no_test_figures_are_scored(study, t
     command = runner._Runner(out, [slot], print, test_dataset=str(tmp_path)).command(jobs[0][0], "score")
     assert command[1:4] == ["-m", "keras_softmax_cli.child", "score"] and command[-1] == str(tmp_path.resolve())
     with pytest.raises(StudyError, match="--test-dataset not found"):
-        run_study(spec_path, out, report_only=True, test_dataset=str(tmp_path / "none"), log=lambda line: None)
+        run_study(spec_path, out, budget=0, test_dataset=str(tmp_path / "none"), log=lambda line: None)
+    # a report reads no data: the test split need not be here
+    run_study(spec_path, out, report_only=True, test_dataset=str(tmp_path / "none"), log=lambda line: None)
 
 
 def test_a_run_is_scored_as_soon_as_it_trains_even_after_the_time_budget_is_spent(tmp_path):
@@ -181,8 +190,9 @@ def test_the_report_carries_test_figures_beside_validation_and_says_where_there_
     assert "test split: 3 of 16 finished runs scored" in text
     assert _cells(text, "softmax")[0][3] == "61.00 ± 1.00"
     assert _cells(text, "log_softmax")[0][3] == "—"
-    verdict = next(line for line in text.splitlines() if line.startswith("| `softmax` − `log_softmax`"))
-    assert "— (scored: n = 3 vs 0)" in verdict
+    verdict = next(line for line in text.splitlines()
+                   if line.startswith("| `softmax` − `log_softmax`") and "| test |" in line)
+    assert "| 3 vs 0 |" in verdict and "untested (scored: n = 3 vs 0)" in verdict
     assert "Validation chooses, test reports" in text
 
 

@@ -110,12 +110,12 @@ def test_family_verdicts():
                            margin=0.0112)
     words = {v.a: v.word for v in found}
     assert words == {"same": "equivalent", "worse": "worse", "noisy": "inconclusive", "one": "untested"}
-    assert all(v.family_size == 3 for v in found)
+    assert all(v.family_size == 4 for v in found)  # the declared family, the untested comparison included
     noisy = next(v for v in found if v.a == "noisy")
     assert noisy.beyond >= 0.0112  # inconclusive: what it excludes is at least the margin
     # Holm within the family: the adjusted p-values are those of holm() on the raw ones
     raw = [v.difference.p_value for v in found if v.difference is not None]
-    assert [v.p_holm for v in found if v.difference is not None] == pytest.approx(holm(raw))
+    assert [v.p_holm for v in found if v.difference is not None] == pytest.approx(holm(raw + [1.0])[:3])
     # without a margin nothing is called equivalent
     assert compare_family(values, [("same", "ref")])[0].word == "inconclusive"
 
@@ -170,3 +170,43 @@ def test_holm_is_invariant_to_the_order_of_the_family():
     p = [0.03, 0.001, 0.2, 0.04]
     for perm in itertools.permutations(range(4)):
         assert [holm([p[i] for i in perm])[perm.index(k)] for k in range(4)] == pytest.approx(holm(p))
+
+
+def test_holm_counts_the_declared_family_untested_comparisons_included():
+    # Regression (audit of 2026-12-05): Holm ran over the comparisons that happened to have runs, so a
+    # question of 3 declared comparisons with 1 run so far called p = 0.03 "better" (m = 1).
+    values = {"ref": [0.660, 0.662, 0.664], "edge": [0.665, 0.667, 0.669], "later": [0.7], "never": []}
+    alone = compare_family(values, [("edge", "ref")])[0]
+    assert 0.0167 < alone.p_holm < 0.05 and alone.word == "better"
+    found = compare_family(values, [("edge", "ref"), ("later", "ref"), ("never", "ref")], margin=0.001)
+    edge = found[0]
+    raw = scipy_stats.ttest_ind(values["edge"], values["ref"], equal_var=False).pvalue
+    assert edge.p_holm == pytest.approx(holm_by_definition([raw, 1.0, 1.0])[0]) == pytest.approx(3 * raw)
+    assert edge.word == "inconclusive" and edge.family_size == 3
+    assert edge.holm_level == pytest.approx(1 - 0.05 / 3)
+    # "beyond ±x": the 1 − 2α/m interval with m = 3 (Bonferroni over the declared family), by scipy
+    d = welch_interval(values["edge"], values["ref"])
+    half = scipy_stats.t.ppf(1 - 0.05 / 3, d.df) * d.se
+    assert edge.beyond == pytest.approx(abs(d.difference) + half)
+    assert [v.word for v in found[1:]] == ["untested", "untested"]
+
+
+def test_counting_an_untested_comparison_with_p_1_is_never_less_conservative():
+    """Whatever p the untested comparisons later get, Holm's adjusted p of a tested one can only fall."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        tested = list(rng.uniform(0, 0.1, 3))
+        bound = holm(tested + [1.0, 1.0])[:3]
+        later = holm_by_definition(tested + list(rng.uniform(0, 1, 2)))[:3]
+        assert all(b >= x - 1e-15 for b, x in zip(bound, later))
+
+
+def test_a_verdict_on_fewer_runs_than_planned_is_provisional():
+    values = {"ref": [0.660, 0.662, 0.664, 0.661, 0.663], "a": [0.70, 0.71, 0.72], "b": [0.7]}
+    planned = {"ref": 5, "a": 5, "b": 5}
+    a, b = compare_family(values, [("a", "ref"), ("b", "ref")], planned=planned)
+    assert a.word == "better" and a.provisional and (a.planned_a, a.planned_b) == (5, 5)
+    assert b.word == "untested" and not b.provisional  # no verdict at all, nothing to mark
+    values["a"] += [0.705, 0.715]
+    assert not compare_family(values, [("a", "ref")], planned=planned)[0].provisional
+    assert not compare_family(values, [("a", "ref")])[0].provisional  # nothing planned: not known

@@ -1,0 +1,218 @@
+"""How the report draws and shows verdicts while a study is partial, and the test split beside
+validation (the audit of 2026-12-05): Holm over the declared family, provisional verdicts, the earlier
+study's own family, test intervals in the headlines, tables and forest plots, the test calibration
+columns, no curves for a question whose metric they do not show, and a report-only run that has
+nothing to report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from keras_softmax.io import write_json
+from keras_softmax.study import plots
+from keras_softmax.study.report import write_study_report
+from keras_softmax.study.results import collect
+from keras_softmax.study.runner import StudyError, run_study
+from keras_softmax.study.spec import Planner, load_spec
+
+from .test_report import EARLIER_SPEC, NOW, SPEC, _cells, fake_run, synthetic  # noqa: F401 (a fixture)
+
+
+def _rows(text: str, a: str, b: str, split: str) -> list[str]:
+    """The first verdict-table row of ``a − b`` on ``split`` ("validation" or "test")."""
+    for line in text.splitlines():
+        if line.startswith(f"| `{a}` − `{b}`"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cells[1] == split:
+                return cells
+    raise AssertionError(f"no {split} row of {a} − {b}")
+
+
+def _score(out, planned, accuracy, **extra):
+    """A test.json for every distinct planned run: ``accuracy(run)`` and ``extra``."""
+    for p in {p.run_id: p for p in planned}.values():
+        write_json(out / "runs" / p.run_id / "test.json", {"accuracy": accuracy(p), **extra})
+
+
+def test_a_verdict_on_fewer_runs_than_planned_is_marked_provisional(synthetic):
+    spec_path, out, *_ = synthetic
+    shutil.rmtree(out / "runs" / "sparsemax-seed2")
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    row = _rows(text, "sparsemax", "log_softmax", "validation")
+    assert row[2] == "2 vs 3" and row[-1].startswith("*provisional* (2 of 3 vs 3 of 3 runs): **worse**")
+    assert not _rows(text, "softmax", "log_softmax", "validation")[-1].startswith("*provisional*")
+
+
+def test_holm_in_the_report_runs_over_the_whole_declared_family(synthetic):
+    spec_path, out, *_ = synthetic
+    for seed in (1, 2):
+        shutil.rmtree(out / "runs" / f"sparsemax-seed{seed}")
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    softmax = [0.70 + 0.01 * s for s in range(3)]
+    log_softmax = [0.69 + 0.01 * s for s in range(3)]
+    raw = stats.ttest_ind(softmax, log_softmax, equal_var=False).pvalue
+    row = _rows(text, "softmax", "log_softmax", "validation")
+    assert row[5] == f"{min(1.0, 2 * raw):.3g}"  # m = 2 although sparsemax − log_softmax is untested
+    assert _rows(text, "sparsemax", "log_softmax", "validation")[-1] == "untested (n = 1 vs 3)"
+    assert "Holm over all 2 on each split (on validation 1 still untested, each counted with p = 1)" in text
+
+
+def test_the_test_split_has_intervals_in_the_headlines_the_tables_and_the_forest_plot(synthetic, monkeypatch):
+    spec_path, out, spec, planner, planned = synthetic
+    test_top1 = {"softmax": 0.60, "log_softmax": 0.62, "sparsemax": 0.55, "softmax-coarse": 0.8}
+
+    def accuracy(p):
+        name = p.name if p.kind in ("head", "variant") else p.config.head
+        return test_top1[name] + 0.004 * p.seed * (1 + (name == "softmax"))
+
+    _score(out, planned, accuracy, nll=1.25, ece=0.05, ece_val_temperature=0.02)
+    forests = {}
+    monkeypatch.setattr(plots, "plot_forest", lambda items, path, **kw: forests.setdefault(path.name, items))
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    a = [test_top1["softmax"] + 0.008 * s for s in range(3)]
+    b = [test_top1["log_softmax"] + 0.004 * s for s in range(3)]
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    d = np.mean(a) - np.mean(b)
+    raw = f"{100 * d:+.2f} pp [{100 * interval.low:+.2f}, {100 * interval.high:+.2f}]"
+    headline = text.split("## Headline verdicts")[1].split("\n## ")[0]
+    test_row = next(line for line in headline.splitlines() if "| test |" in line and "`softmax` − `log_softmax`" in line)
+    assert raw in test_row
+    table_row = _rows(text, "softmax", "log_softmax", "test")
+    assert table_row[3:5] == [f"{100 * d:+.2f}", f"[{100 * interval.low:+.2f}, {100 * interval.high:+.2f}]"]
+    p = {"softmax": stats.ttest_ind(a, b, equal_var=False).pvalue,
+         "sparsemax": stats.ttest_ind([test_top1["sparsemax"] + 0.004 * s for s in range(3)], b,
+                                      equal_var=False).pvalue}
+    adjusted, running = {}, 0.0
+    for rank, name in enumerate(sorted(p, key=p.get)):  # Holm's step-down over the family of 2
+        running = max(running, min(1.0, (2 - rank) * p[name]))
+        adjusted[name] = running
+    assert table_row[5] == f"{adjusted['softmax']:.3g}"
+    items = forests["heads-forest.png"]
+    assert [item["split"] for item in items] == ["validation", "test"] * 2
+    test_item = items[1]
+    assert test_item["label"] == "softmax − log_softmax (test)"
+    assert (test_item["low"], test_item["high"]) == pytest.approx((100 * interval.low, 100 * interval.high))
+    # the test calibration columns, with the same rules as validation's
+    header = next(line for line in text.splitlines() if line.startswith("| run | n | NLL |"))
+    assert "| test NLL | test ECE (%) | test ECE after the validation T (%) |" in header
+    softmax_cal = next(r for r in _cells(text, "softmax") if len(r) > 9 and r[7].startswith("1.2500"))
+    assert softmax_cal[7:10] == ["1.2500 ± 0.0000", "5.00 ± 0.00", "2.00 ± 0.00"]
+    sparsemax_cal = next(r for r in _cells(text, "sparsemax") if "n/a¹" in r)
+    assert sparsemax_cal[7] == "floor³" and sparsemax_cal[9] == "n/a¹"
+
+
+def test_a_question_whose_metric_the_curves_do_not_show_gets_no_curves(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(textwrap.dedent(SPEC).replace(
+        'reference = "softmax"\n[[sections]]', 'reference = "softmax"\nmetric = "coarse_accuracy"\n[[sections]]'))
+    spec = load_spec(spec_path)
+    planned = Planner(spec).plan()
+    out = tmp_path / "study"
+    for run in {p.run_id: p for p in planned}.values():
+        fake_run(out, run)
+    text = write_study_report(spec, planned, collect(planned, out), out).read_text()
+    section = text.split("## A question")[1].split("\n## ")[0]
+    assert "No curves: the question's metric (superclass top-1)" in section
+    assert "a-question-val_accuracy.png" not in section
+    assert "These rows' models have 2 and 4 classes: NLL and ECE are over each model's own classes" in section
+
+
+def test_report_only_refuses_a_directory_with_no_finished_run_and_writes_nothing(synthetic, tmp_path):
+    spec_path, *_ = synthetic
+    report = tmp_path / "STUDY.md"
+    report.write_text("the recorded report")
+    with pytest.raises(StudyError, match=r"--report-only: .*typo holds no finished run of spec.toml"):
+        run_study(spec_path, tmp_path / "typo", report_only=True, report_path=report, log=lambda line: None)
+    assert report.read_text() == "the recorded report" and not (tmp_path / "typo").exists()
+
+
+def test_report_only_reads_no_data(synthetic, tmp_path):
+    """The runs name their dataset, which need not exist for a report (nor the test split)."""
+    spec_path, out, *_ = synthetic
+    run_study(spec_path, out, report_only=True, test_dataset=str(tmp_path / "absent.tar.gz"),
+              log=lambda line: None)
+    assert (out / "STUDY.md").is_file()
+
+
+def test_tuned_runs_not_yet_planned_are_counted_and_listed(synthetic):
+    spec_path, out, *_ = synthetic
+    shutil.rmtree(out / "runs" / "tune-sparsemax-lr0.1-seed0")  # sparsemax's grid is incomplete
+    for seed in range(3):
+        shutil.rmtree(out / "runs" / f"tuned-sparsemax-seed{seed}", ignore_errors=True)
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    assert "3 more tuned run(s) are planned once their heads' tuning grids are complete" in text
+    assert "- `tuned-sparsemax`: seeds 0, 1, 2" in text.split("## Not finished")[1]
+
+
+def test_the_heads_title_and_the_margin_note_come_from_the_spec(synthetic):
+    spec_path, out, *_ = synthetic
+    spec_path.write_text(spec_path.read_text().replace(
+        'description = "synthetic study"\n', 'description = "synthetic study"\nheads_title = "Heads, strong recipe"\n')
+        + '[verdicts]\nmargin = 1.0\nnote = "measured at another recipe"\n')
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    assert "## Heads, strong recipe\n" in text and "## Heads, shared recipe" not in text
+    assert "**±1.00 points** (given in the spec) (measured at another recipe)" in text
+
+
+def test_the_earlier_verdicts_are_that_studys_own_family(tmp_path):
+    """The earlier study compared 4 heads with log_softmax; this one shares 2 of those comparisons. The
+    earlier verdict must be Holm over its own 4, not over the 2 shared (p ≈ 0.02: worse over 2, not over 4)."""
+    (tmp_path / "spec.toml").write_text(textwrap.dedent(EARLIER_SPEC))
+    earlier = {"log_softmax": [0.700, 0.704, 0.698, 0.702, 0.706],
+               "softmax": [0.6942, 0.6982, 0.6922, 0.6962, 0.7002],
+               "sparsemax": [0.690, 0.72, 0.70, 0.68, 0.71],
+               "taylor": [0.69, 0.72, 0.70, 0.68, 0.715], "base2": [0.69, 0.72, 0.705, 0.68, 0.71]}
+    rows = [{"name": name, "kind": "head", "seed": s, "test_accuracy": v}
+            for name, values in earlier.items() for s, v in enumerate(values)]
+    (tmp_path / "earlier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ref = earlier["log_softmax"]
+    p = {h: stats.ttest_ind(earlier[h], ref, equal_var=False).pvalue for h in earlier if h != "log_softmax"}
+    assert p["softmax"] < 0.025 and p["softmax"] * 4 > 0.05 and all(p[h] > 0.2 for h in p if h != "softmax")
+    spec = load_spec(tmp_path / "spec.toml")
+    planned = Planner(spec).plan()
+    out = tmp_path / "study"
+    for run in planned:
+        fake_run(out, run)
+    now = collect(planned, out)
+    for row in now:
+        row["test_accuracy"] = NOW[row["name"]][row["seed"]]
+    text = write_study_report(spec, planned, now, out).read_text()
+    section = text.split("## Which 30-epoch conclusions hold")[1].split("\n## ")[0]
+    softmax = _cells(section, "softmax` − `log_softmax")[0]
+    d = np.mean(earlier["softmax"]) - np.mean(ref)
+    va, vb = np.var(earlier["softmax"], ddof=1) / 5, np.var(ref, ddof=1) / 5
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    beyond = abs(d) + stats.t.ppf(1 - 0.05 / 4, df) * np.sqrt(va + vb)  # Bonferroni over its 4
+    assert softmax[3] == f"inconclusive: beyond ±{100 * beyond:.2f} pp excluded"
+    assert "its heads family (4 comparisons, every head of it against `log_softmax`)" in section
+
+
+def test_a_claim_with_rows_and_evidence_shows_both_and_its_test_verdict(synthetic):
+    spec_path, out, spec, planner, planned = synthetic
+    spec_path.write_text(spec_path.read_text() + textwrap.dedent('''
+        [[claims]]
+        claim = "softmax is numerically unstable"
+        rows = ["softmax"]
+        reference = "log_softmax"
+        expect = "worse"
+        evidence = "The collapse is the wiring"
+        '''))
+    _score(out, planned, lambda p: 0.6 + 0.001 * p.seed - (0.05 if p.config.head == "softmax" else 0.0))
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| softmax is numerically unstable |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "**not shown (inconclusive)**"  # validation: +1.00 pp on 3 seeds, p = 0.29
+    assert cells[2] == "supported"  # test: softmax 5 points below on every seed
+    assert "validation +1.00 pp" in cells[3] and "; test " in cells[3] and "The collapse is the wiring" in cells[3]
