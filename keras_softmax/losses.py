@@ -24,7 +24,9 @@ Composition, the Keras way. Every loss takes ``from_logits`` as Keras's own cros
 Optional ``label_smoothing`` ``eps`` replaces the one-hot target ``y`` by ``q = (1 - eps) y + eps / K``
 over the ``K`` classes the head kept: classes a head masked out (``drop_lowest``: probability exactly
 0, or a log-probability near ``MASKED_LOGIT``) get no smoothing mass, which would otherwise cost
-``eps / N`` times -1e9 on a log head. The Fenchel-Young losses (sparse heads, no masking) spread
+``eps / N`` times -1e9 on a log head. A probability that underflowed to 0 under a head that masks
+nothing (a plain softmax far too sure of itself) keeps its share, floored at ``epsilon``: that
+over-confidence is what smoothing is there to cost. The Fenchel-Young losses (sparse heads, no masking) spread
 ``eps`` over all ``N`` classes.
 """
 
@@ -250,9 +252,12 @@ class ProbabilityCrossEntropy(_LogSpaceLoss):
     def __init__(self, epsilon=1e-7, label_smoothing=0.0, from_logits=False, head=None,
                  name="probability_cross_entropy", **kwargs):
         super().__init__(label_smoothing=label_smoothing, from_logits=from_logits, head=head, name=name, **kwargs)
-        self.epsilon = float(epsilon)
+        try:
+            self.epsilon = float(epsilon) if not isinstance(epsilon, bool) else float("nan")
+        except (TypeError, ValueError):
+            self.epsilon = float("nan")
         if not 0.0 < self.epsilon < 1.0:
-            raise ValueError(f"epsilon must be in (0, 1) (got {epsilon!r})")
+            raise ValueError(f"epsilon must be a number in (0, 1) (got {epsilon!r})")
 
     def check_head(self, layer):
         super().check_head(layer)
@@ -261,15 +266,23 @@ class ProbabilityCrossEntropy(_LogSpaceLoss):
                 self, layer, "a wrong hard sample has p_y = 0 and passes the loss no gradient",
                 "use keras_softmax.get_head('gumbel', hard=True) (i.e. log_straight_through=True), or a "
                 "logits model with ProbabilityCrossEntropy(from_logits=True) and the layer for inference")
+        if getattr(layer, "output_kind", None) == "log_probabilities":
+            raise _composition_error(
+                self, layer, "it outputs log-probabilities (<= 0), which this loss would read as probabilities "
+                "floored at epsilon: a constant loss with no gradient", "use NegativeLogLikelihood()")
 
     def call(self, y_true, y_pred):
         if self.from_logits:
             log_p = self.log_probabilities_of_logits(y_pred)
             return self._cross_entropy(_as_tensor(y_true), log_p, kept=ops.logical_not(log_p <= MASKED_LOG_PROBABILITY))
         p = ops.cast(y_pred, "float32")
-        # kept: not exactly 0 (a NaN stays in, so that it shows in the loss)
-        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon),
-                                   kept=ops.logical_not(p == 0.0))
+        head = getattr(self, "_head", None)
+        if head is not None and not getattr(head, "drop_lowest", 0):
+            # a head that masks nothing: an exact 0 is an underflow, and keeps its smoothing share
+            kept = ops.ones_like(p)
+        else:  # a head that masks (or an untagged output): an exact 0 is a masked class
+            kept = ops.logical_not(p == 0.0)  # a NaN stays in, so that it shows in the loss
+        return self._cross_entropy(_as_tensor(y_true), floored_log(p, self.epsilon), kept=kept)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -294,6 +307,13 @@ class NegativeLogLikelihood(_LogSpaceLoss):
                  **kwargs):
         super().__init__(label_smoothing=label_smoothing, from_logits=from_logits, head=head, name=name, **kwargs)
 
+    def check_head(self, layer):
+        super().check_head(layer)
+        if getattr(layer, "output_kind", None) == "probabilities":
+            raise _composition_error(
+                self, layer, "it outputs probabilities, which this loss would read as log-probabilities "
+                "(it would maximise p_y, not log p_y)", "use ProbabilityCrossEntropy()")
+
     def call(self, y_true, y_pred):
         log_p = self.log_probabilities_of_logits(y_pred) if self.from_logits else ops.cast(y_pred, "float32")
         kept = ops.logical_not(log_p <= MASKED_LOG_PROBABILITY)  # a NaN stays in, to show in the loss
@@ -314,6 +334,9 @@ class MismatchedCrossEntropy(NegativeLogLikelihood):
             raise ValueError("the mismatched loss always treats the head's output as logits: from_logits "
                              "must be False")
         super().__init__(label_smoothing=label_smoothing, name=name, **kwargs)
+
+    def check_head(self, layer):
+        _HeadLoss.check_head(self, layer)  # any head's output, on purpose: it is log-softmaxed as logits
 
     def call(self, y_true, y_pred):
         return super().call(y_true, ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1))

@@ -130,9 +130,13 @@ def entmax15(z, axis: int = -1):
 
     Sorted-threshold algorithm of Peters et al. (2019): for each ``k`` the candidate threshold is
     ``tau_k = mean_k - sqrt(max(0, (1 - k * var_k) / k))`` over the top ``k`` entries of
-    ``x = z / 2``; the support size is the number of ``k`` with ``tau_k <= x_(k)``.
+    ``x = z / 2``; the support size is the number of ``k`` with ``tau_k <= x_(k)``. A ``-inf`` logit
+    (a mask written into the scores) counts as ``MASKED_LOGIT``: probability 0, and finite gradients
+    (``-inf`` itself would make the running mean of squares ``inf`` and every threshold NaN).
     """
-    return along_last_axis(_entmax15, ops.cast(z, "float32"), axis)
+    z = ops.cast(z, "float32")
+    z = ops.where(z == float("-inf"), ops.full_like(z, MASKED_LOGIT), z)
+    return along_last_axis(_entmax15, z, axis)
 
 
 def _entmax15(z):

@@ -33,11 +33,11 @@ OTHER_BACKENDS = [
 SECOND_BACKEND_FILES = {
     "jax": ["test_composition.py", "test_losses.py", "test_projection.py", "test_sparse_rows.py", "test_xla.py",
             "test_serialization.py", "test_axis_and_mask.py", "test_low_precision.py", "test_entmax_alpha.py",
-            "test_gumbel.py"],
+            "test_gumbel.py", "test_edges.py"],
     "torch": ["test_composition.py", "test_losses.py", "test_projection.py", "test_serialization.py",
-              "test_axis_and_mask.py", "test_gumbel.py"],
+              "test_axis_and_mask.py", "test_gumbel.py", "test_edges.py"],
     "tensorflow": ["test_composition.py", "test_losses.py", "test_projection.py", "test_serialization.py",
-                   "test_axis_and_mask.py", "test_low_precision.py", "test_gumbel.py"],
+                   "test_axis_and_mask.py", "test_low_precision.py", "test_gumbel.py", "test_edges.py"],
 }
 
 _PROJECTION = "tests/heads/test_projection.py::"

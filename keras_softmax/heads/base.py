@@ -70,7 +70,8 @@ class Head(keras.layers.Layer):
 
     def __init__(self, **kwargs):
         dtype = kwargs.pop("dtype", None)
-        if dtype is not None and keras.DTypePolicy(dtype).compute_dtype != "float32":
+        policy = dtype if isinstance(dtype, keras.DTypePolicy) or dtype is None else keras.DTypePolicy(dtype)
+        if policy is not None and policy.compute_dtype != "float32":
             raise ValueError(f"heads compute in float32; dtype={dtype!r} is not allowed")
         super().__init__(dtype="float32", **kwargs)
 
@@ -125,7 +126,8 @@ class NormalizedScoresHead(Head):
                 s = apply_mask(s, m[0])
             return ops.log_softmax(s, axis=-1) if self.log_output else ops.softmax(s, axis=-1)
 
-        return along_last_axis(normalise, z, self.axis, *([] if mask is None else [mask]))
+        # tagged, so that a loss of the other kind (probabilities vs log-probabilities) refuses it
+        return tag_output(along_last_axis(normalise, z, self.axis, *([] if mask is None else [mask])), self)
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -29,6 +29,8 @@ shared with the loss's ``from_logits=True`` mode.
 
 from __future__ import annotations
 
+import operator
+
 import keras
 from keras import ops
 
@@ -75,9 +77,13 @@ class EntmaxAlpha(FenchelYoungHead):
         if not isinstance(learn_alpha, bool):
             raise ValueError(f"learn_alpha must be True or False (got {learn_alpha!r})")
         self.learn_alpha = learn_alpha
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or not 1 <= iterations <= 1000:
+        try:
+            count = None if isinstance(iterations, bool) else operator.index(iterations)
+        except TypeError:
+            count = None
+        if count is None or not 1 <= count <= 1000:
             raise ValueError(f"iterations must be an integer in [1, 1000] (got {iterations!r})")
-        self.iterations = iterations
+        self.iterations = int(count)
         self.alpha_weight = None
         if learn_alpha:
             self.alpha_weight = self.add_weight(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import keras
 from keras import ops
 
@@ -60,8 +62,13 @@ class GumbelSoftmax(Softmax):
             raise ValueError(f"hard must be True or False (got {hard!r})")
         if not isinstance(log_straight_through, bool):
             raise ValueError(f"log_straight_through must be True or False (got {log_straight_through!r})")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None (got {seed!r})")
+        given = seed
+        try:
+            seed = None if seed is None or isinstance(seed, bool) else operator.index(seed)
+        except TypeError:
+            seed = -1
+        if given is not None and (seed is None or not 0 <= seed < 2**32):  # JAX's seeds are uint32
+            raise ValueError(f"seed must be an integer in [0, 2**32) or None (got {given!r})")
         self.hard = hard
         self.seed = seed
         self.log_straight_through = log_straight_through

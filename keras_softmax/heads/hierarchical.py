@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_softmax.cifar100 import FINE_TO_COARSE
 from keras_softmax.heads.base import Head
+from keras_softmax.ops import tag_output
 
 
 def grouped_classes(num_classes: int) -> list[int]:
@@ -127,7 +128,7 @@ class HierarchicalSoftmax(Head):
         log_p_fine_given_coarse = centred - ops.take(ops.log(group_sum), groups, axis=0)
         log_p_fine_given_coarse = ops.reshape(ops.transpose(log_p_fine_given_coarse), ops.shape(z_fine))
         log_p_coarse = ops.log_softmax(z_coarse, axis=-1)
-        return ops.take(log_p_coarse, groups, axis=-1) + log_p_fine_given_coarse
+        return tag_output(ops.take(log_p_coarse, groups, axis=-1) + log_p_fine_given_coarse, self)
 
     def get_config(self):
         return {**super().get_config(), "fine_to_coarse": list(self.fine_to_coarse), "num_classes": self.num_fine}

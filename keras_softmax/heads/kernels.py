@@ -64,12 +64,12 @@ class TaylorSoftmax(NormalizedScoresHead):
     def __init__(self, order=2, **kwargs):
         super().__init__(**kwargs)
         try:
-            order = None if isinstance(order, bool) else operator.index(order)
+            value = None if isinstance(order, bool) else operator.index(order)
         except TypeError:
-            order = None
-        if order is None or not 2 <= order <= MAX_TAYLOR_ORDER or order % 2:
+            value = None
+        if value is None or not 2 <= value <= MAX_TAYLOR_ORDER or value % 2:
             raise ValueError(f"order must be an even integer in [2, {MAX_TAYLOR_ORDER}] (got {order!r})")
-        self.order = int(order)
+        self.order = int(value)
 
     def scores(self, z, training=False):
         return log_taylor_exp(z, self.order)

@@ -134,7 +134,7 @@ def register_head(name: str, layer_class: type | None = None, loss=None, summary
     heads registered by a module it imports: ``KERAS_SOFTMAX_PLUGINS=my_module`` (comma-separated).
 
     Raises ``ValueError`` for a name taken (unless ``replace``), a layer class that is not a ``Head``
-    or a loss class that is not a ``keras.losses.Loss``.
+    or a loss class that is not a ``keras.losses.Loss`` taking ``label_smoothing=``.
     """
     def register(cls):
         if not isinstance(name, str) or not name.isidentifier():
@@ -145,6 +145,11 @@ def register_head(name: str, layer_class: type | None = None, loss=None, summary
             raise ValueError(f"a head's layer class must subclass keras_softmax.heads.Head (got {cls!r})")
         if not (isinstance(loss, type) and issubclass(loss, keras.losses.Loss)):
             raise ValueError(f"loss must be a keras.losses.Loss subclass (got {loss!r})")
+        params = inspect.signature(loss.__init__).parameters
+        if "label_smoothing" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise ValueError(f"loss {loss.__name__} must take label_smoothing= (get_head, build_model and the CLI "
+                             "pass it): subclass keras_softmax.ProbabilityCrossEntropy or NegativeLogLikelihood, "
+                             "or add the argument")
         registered = keras.saving.get_registered_object(f"keras_softmax>{cls.__name__}")
         if registered is None:
             keras.saving.register_keras_serializable(package="keras_softmax")(cls)
