@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import keras
@@ -243,7 +244,7 @@ def _export_file() -> None:
     import keras_softmax  # noqa: F401 - registers the package's layers, losses and metrics
 
     fmt, keras_file, path, info_file = sys.argv[1:5]
-    model = keras.saving.load_model(keras_file, compile=False)
+    model = load_keras_file(keras_file, compile=False)
     info = json.loads(Path(info_file).read_text()) if info_file else None
     try:
         if fmt == "saved_model":
@@ -277,6 +278,16 @@ def save_run_model(model, head, dataset, run_dir, log=print) -> None:
             f"`keras-softmax export {run_dir.path}`")
 
 
+def load_keras_file(path, **kwargs):
+    """``keras.saving.load_model`` of a ``.keras`` file; one that is not a zip archive (truncated or
+    overwritten) is said to be corrupt, where Keras would call it "not found"."""
+    path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ExportError(f"{path} is not a valid .keras file (truncated or corrupt); retrain the run or restore "
+                          "the file")
+    return keras.saving.load_model(str(path), **kwargs)
+
+
 def export_run(run_dir, fmt: str = "saved_model", log=print) -> Path:
     """Export the finished run in ``run_dir`` to ``fmt`` (one of ``FORMATS``); return the path."""
     if fmt not in FORMATS:
@@ -286,7 +297,7 @@ def export_run(run_dir, fmt: str = "saved_model", log=print) -> Path:
         raise ExportError(f"no trained model in {run.path} (model.keras is missing)")
     if fmt == "keras":
         return run.model_keras
-    model = keras.saving.load_model(str(run.model_keras), compile=False)
+    model = load_keras_file(run.model_keras, compile=False)
     info = json.loads(run.model_info.read_text()) if run.model_info.is_file() else None
     if fmt == "saved_model":
         return export_saved_model(model, run.saved_model, info, keras_file=run.model_keras)

@@ -12,7 +12,6 @@ This module sits above :mod:`keras_softmax.training`, :mod:`keras_softmax.evalua
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 import time
@@ -23,8 +22,9 @@ import keras
 import numpy as np
 
 from keras_softmax import environment
-from keras_softmax.data import even_batch_size, load_dataset
-from keras_softmax.export import ExportError, save_keras, save_run_model
+from keras_softmax.data import DATASETS, DatasetError, even_batch_size, load_dataset
+from keras_softmax.export import ExportError, load_keras_file, save_keras, save_run_model
+from keras_softmax.io import read_json
 from keras_softmax.heads import get_head
 from keras_softmax.training import distribute
 from keras_softmax.training.config import TrainConfig, resolve
@@ -124,7 +124,7 @@ def _run_class_names(run: RunDirectory, config: TrainConfig, own_data):
     From ``model_info.json``; a run written before it existed falls back to loading its own dataset.
     """
     if run.model_info.is_file():
-        names = json.loads(run.model_info.read_text(encoding="utf-8")).get("class_names")
+        names = read_json(run.model_info).get("class_names")
         if names:
             return [str(n) for n in names], None
     if own_data is None:
@@ -150,17 +150,21 @@ def evaluate_run(run_dir, *, dataset: str | None = None, split: str = "val", tta
     if not run.model_keras.is_file():
         raise ExportError(f"no trained model in {run.path} (model.keras is missing)")
     config = resolve(run.config)
+    recorded = Path(config.dataset).expanduser()
+    if not dataset and config.dataset not in DATASETS and not recorded.is_absolute() and not recorded.exists():
+        raise DatasetError(f"dataset path not found: {config.dataset} (the run recorded it relative to the "
+                           "directory it was trained in: run this from there, or pass --dataset)")
     data = load_dataset(dataset or config.dataset, val_split=config.val_split, seed=config.seed,
                         limit=config.limit or None, labels=config.labels)
     run_names, run_data = _run_class_names(run, config, data if not dataset else None)
     columns = match_classes(run_names, data.class_names)  # by name; unknown names refused in one line
     subset = columns != list(range(len(run_names)))
     if run_data is None and subset:  # the head as trained: the run's classes, not the dataset's
-        info = json.loads(run.model_info.read_text(encoding="utf-8"))
+        info = read_json(run.model_info)
         run_data = types.SimpleNamespace(num_classes=len(run_names), fine_to_coarse=info.get("fine_to_coarse"),
                                          y_train=np.arange(len(run_names)))
     head = get_head(config.head, **head_params_for(config, run_data or data))
-    model = keras.saving.load_model(str(run.model_keras))
+    model = load_keras_file(run.model_keras)
     if subset:  # another dataset: score its classes, found by name, as a K-way classifier
         model = RestrictedModel(model, columns, head.output_kind)
         data = dataclasses.replace(data, fine_to_coarse=None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_softmax.export import load_keras_file
+from keras_softmax.io import read_json
 
 
 class PredictError(ValueError):
@@ -40,7 +42,7 @@ class Classifier:
 def _read_info(*candidates: Path) -> dict:
     for path in candidates:
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+            return read_json(path)
     return {}
 
 
@@ -65,7 +67,7 @@ def load_classifier(model_path) -> Classifier:
     if path.suffix != ".keras":
         raise PredictError(f"{path}: expected a SavedModel directory, a .keras file or a run directory")
     try:
-        model = keras.saving.load_model(str(path))
+        model = load_keras_file(path)
     except Exception as error:  # a corrupt or foreign file: say so in one line
         raise PredictError(f"cannot load {path}: {error.__class__.__name__}: {error}") from None
     info = _read_info(path.parent / "model_info.json")

@@ -244,12 +244,21 @@ def leaving_after_success(enabled: bool = True):
         raise
 
 
+#: What Keras 3 accepts as KERAS_BACKEND (the first three train).
+KERAS_BACKENDS = ("jax", "tensorflow", "torch", "numpy", "openvino")
+
+
 def _main(argv: list[str] | None) -> None:
     argv, verbose = _split_verbose(list(sys.argv[1:] if argv is None else argv))
     missing = missing_extra()
     if missing:
         sys.stderr.write(f"keras-softmax: the command line needs the cli extra ({', '.join(missing)} missing): "
                          f"{INSTALL_EXTRA}\n")
+        raise SystemExit(1)
+    backend = os.environ.get("KERAS_BACKEND", "")
+    if backend and backend not in KERAS_BACKENDS:
+        sys.stderr.write(f"Error: KERAS_BACKEND={backend} is not a Keras backend; use one of "
+                         f"{', '.join(KERAS_BACKENDS[:3])}\n")
         raise SystemExit(1)
     verbose = verbose or os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
     only_help = not argv or any(a in ("--help", "-h", "--version") for a in argv)  # no library: nothing to hide

@@ -22,18 +22,25 @@ from keras_softmax_cli import terminal_stderr
 
 
 def _user_errors():
-    """The exception types that mean "the user asked for something impossible"."""
-    from keras_softmax.data import DatasetError
-    from keras_softmax.export import ExportError
-    from keras_softmax.predict import PredictError
-    from keras_softmax.training.callbacks import TrainingDiverged
-    from keras_softmax.training.config import ConfigError
-    from keras_softmax.study.spec import StudyError
-    from keras_softmax.training.rundir import RunDirError
-
-    return (ConfigError, DatasetError, ExportError, PredictError, RunDirError, StudyError, TrainingDiverged,
-            ValueError,
-            FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    """The exception types that mean "the user asked for something impossible": the library's own, bad
+    values, and the file system's (a missing or read-only path, a full disk: ``OSError``)."""
+    try:
+        from keras_softmax.data import DatasetError
+        from keras_softmax.export import ExportError
+        from keras_softmax.predict import PredictError
+        from keras_softmax.training.callbacks import TrainingDiverged
+        from keras_softmax.training.config import ConfigError
+        from keras_softmax.study.spec import StudyError
+        from keras_softmax.training.rundir import RunDirError
+    except Exception:  # the library itself does not import (e.g. Keras refused the backend): that error's own line
+        return (ValueError, OSError)
+    errors = (ConfigError, DatasetError, ExportError, PredictError, RunDirError, StudyError, TrainingDiverged,
+              ValueError, OSError)
+    tensorflow = sys.modules.get("tensorflow")
+    errors_module = getattr(tensorflow, "errors", None)
+    if errors_module is not None:  # TensorFlow's file errors (a SavedModel into a read-only directory)
+        errors += (errors_module.PermissionDeniedError,)
+    return errors
 
 
 def friendly_errors(command):
@@ -72,6 +79,9 @@ class OneLineErrors(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as error:  # bare `keras-softmax`: help, not an error
+            click.echo(error.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as error:
             hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
             _warn(f"Error: {error.format_message()}{hint}")
@@ -92,6 +102,10 @@ class OneLineErrors(click.Group):
                    "KERAS_SOFTMAX_VERBOSE=1. Without it they go to ~/.cache/keras_softmax/logs/last-command.log.")
 def main(verbose):
     """Softmax-variant output heads for Keras: train, evaluate, export and compare them."""
+
+
+#: The Keras backends a model trains on (numpy and openvino only run inference).
+TRAINING_BACKENDS = ("jax", "tensorflow", "torch")
 
 
 def _default_out(head: str, dataset: str) -> Path:
@@ -138,9 +152,15 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
     Several hosts: start the same command once per host with --devices all and the
     --coordinator / --num-processes / --process-id of the cluster (JAX backend).
     """
+    import keras
+
     from keras_softmax.training import distribute
     from keras_softmax.training.config import ConfigError, parse_head_param, resolve
     from keras_softmax.job import run_job as run_training
+
+    if keras.backend.backend() not in TRAINING_BACKENDS:  # before a run directory is claimed
+        raise ConfigError(f"Keras's {keras.backend.backend()} backend cannot train; set KERAS_BACKEND to "
+                          f"{', '.join(TRAINING_BACKENDS)}")
 
     # Before anything touches a device: every process must see the cluster's devices.
     distribute.initialize(coordinator, num_processes, process_id)
@@ -150,7 +170,9 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
         if overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         given = [name for name, value in (("--head", head), ("--dataset", dataset), ("--epochs", epochs),
-                                          ("--config", config_file), ("--devices", devices)) if value]
+                                          ("--batch-size", batch_size), ("--lr", lr), ("--seed", seed),
+                                          ("--precision", precision), ("--val-split", val_split),
+                                          ("--config", config_file), ("--devices", devices)) if value is not None]
         given += list(settings) + list(head_params)
         from keras_softmax.training.rundir import RunDirectory
 
@@ -171,7 +193,19 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
     if not out and distribute.cluster_settings(coordinator, num_processes, process_id):
         raise ConfigError("several processes need one --out RUN_DIR, the same on every host")
     out = Path(out) if out else _default_out(config.head, config.dataset)
+    if keras.backend.backend() == "torch" and config.jit_compile:
+        _warn("note: on PyTorch jit_compile = true means torch.compile, which can spend minutes compiling before "
+              "it pays off (on a CPU it rarely does); --set jit_compile=false starts at once")
     _train_or_explain(run_training, config, out, overwrite=overwrite)
+
+
+def _check_outputs(json_path=None, plot=None, table_path=None):
+    """Before a benchmark runs: its output paths are new files or outputs of its own kind."""
+    from keras_softmax.io import check_replaceable
+
+    for path, kind in ((json_path, "JSON result"), (plot, "PNG"), (table_path, "Markdown table")):
+        if path:
+            check_replaceable(path, kind)
 
 
 def _val_split(value):
@@ -186,10 +220,16 @@ def _val_split(value):
 
 def _train_or_explain(run_training, config, out: Path, **options):
     """Run training; on Ctrl-C say how to continue, since the run directory is resumable."""
+    from keras_softmax.training.rundir import RunDirectory
+
     try:
         run_training(config, out, log=_echo, **options)
     except KeyboardInterrupt:
-        _warn(f"\ninterrupted; continue with: keras-softmax train --resume --out {out}")
+        if RunDirectory(out).config.is_file():
+            _warn(f"\ninterrupted; continue with: keras-softmax train --resume --out {out}")
+        else:
+            _warn("\ninterrupted before the run directory was made: nothing was written; run the same command "
+                  "again")
         _exit_interrupted()
 
 
@@ -313,7 +353,10 @@ def heads(as_json):
 def compare(run_dirs, plot):
     """Compare finished runs side by side."""
     from keras_softmax.evaluation.compare import compare_runs, format_table
+    from keras_softmax.io import check_replaceable
 
+    if plot:
+        check_replaceable(plot, "PNG")
     rows = compare_runs(run_dirs)
     click.echo(format_table(rows))
     if plot:
@@ -431,6 +474,7 @@ def bench_heads(classes, heads, batch, repeats, train_step, features, precision,
 
     for name in heads:
         head_spec(name)
+    _check_outputs(json_path, plot, table_path)
     if not train_step:
         rows = benchmark.head_cost_rows(classes or (100, 1000, 10000, 100000), heads or None, batch=batch,
                                         repeats=repeats, log=_echo)
@@ -494,6 +538,7 @@ def bench_many_classes(num_classes, heads, steps, batch, hidden, input_dim, zipf
 
     for name in heads:
         head_spec(name)
+    _check_outputs(json_path, plot, table_path)
     result = scale.many_classes_rows(
         heads or ("adaptive", "sampled"), num_classes=num_classes, input_dim=input_dim, zipf=zipf, noise=noise,
         task_seed=seed, steps=steps, batch=batch, hidden=hidden, precision=precision, optimizer=optimizer,
@@ -523,6 +568,7 @@ def bench_throughput(dataset, config_file, settings, epochs, json_path):
 
     overrides = dict(parse_head_param(s, "--set") for s in settings)
     overrides["dataset"] = dataset
+    _check_outputs(json_path)
     result = benchmark.throughput_rows(resolve(config_file, overrides), epochs, log=_echo)
     for row in result["rows"]:
         click.echo(json.dumps(row))

@@ -500,6 +500,11 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     if report_only and not finished:
         raise StudyError(f"--report-only: {out} holds no finished run of {spec.path.name}, so there is nothing to "
                          "report (is --out the study's directory?); nothing was written")
+    if report_path is not None:
+        io.check_replaceable(report_path, "study report")
+    if out.is_dir() and any(out.iterdir()) and not (out / "study.json").is_file() and not (out / "runs").is_dir():
+        raise StudyError(f"refusing to use {out}: it is not empty and holds no study (no study.json or runs/); "
+                         "choose a new or empty --out")
     slots = make_slots(devices, runs_per_device) if not report_only else [Slot(0, None)]
     out.mkdir(parents=True, exist_ok=True)
     if test_dataset is not None and not report_only and not Path(test_dataset).expanduser().exists():

@@ -135,7 +135,8 @@ class RunRecorder(keras.callbacks.Callback):
             after = (f"the last good checkpoint (epoch {good['epoch']}) is kept: lower lr in "
                      f"{self.run_dir.config} and continue with --resume --out {self.run_dir.path}")
         else:
-            after = "no checkpoint was made before it; start again with a lower --lr"
+            after = ("no checkpoint was made before it; start again with a lower --lr (and --overwrite, or "
+                     "another --out)")
         tries = "a lower --lr, more warmup_epochs" + (" or precision float32" if self.mixed_precision else "")
         self.diverged = (f"training diverged: the loss became {loss if loss is not None else 'nan'} at "
                          f"{where} (learning rate {lr:.3g}); try {tries}; {after}")

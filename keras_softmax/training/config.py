@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Callable
@@ -273,7 +274,7 @@ def read_toml(path) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     data.pop("description", None)
     data.pop("results", None)  # zoo presets may record what they reached
@@ -320,6 +321,9 @@ def resolve(config_file=None, overrides: dict | None = None, *, origin: str = "t
         merged["head_params"] = dict(overrides.get("head_params", {}))
     if isinstance(merged.get("widths"), tuple):
         merged["widths"] = list(merged["widths"])
+    split = merged.get("val_split")
+    if isinstance(split, float) and split >= 1 and split == int(split):  # 50.0 images: the count 50, as --val-split
+        merged["val_split"] = int(split)
     unknown = sorted(set(merged) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}; valid settings: {', '.join(FIELDS)}")
@@ -354,6 +358,9 @@ def _toml_value(value) -> str:
     raise ConfigError(f"cannot write {type(value).__name__} to TOML")
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.|\.\d+)([eE][+-]?\d+)?")
+
+
 def parse_head_param(text: str, option: str = "--head-param"):
     """Parse ``KEY=VALUE`` from ``--head-param`` or ``--set`` (``option`` names it in the error); the
     value is read as a TOML value when it can be, else kept as a string."""
@@ -366,4 +373,6 @@ def parse_head_param(text: str, option: str = "--head-param"):
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+        if _DECIMAL.fullmatch(value):  # ".1" or "1." (no TOML number): the number a Python user means
+            value = float(value)
     return key, value

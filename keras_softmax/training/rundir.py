@@ -175,9 +175,12 @@ class RunDirectory:
             failed = self.failed
             if failed is not None:
                 where = f" at epoch {failed['epoch']}" if failed.get("epoch") else ""
+                how = ("pass --resume to continue it from its last checkpoint or --overwrite to start again"
+                       if failed.get("last_checkpoint_epoch") is not None else
+                       "it made no checkpoint, so --resume would only repeat it: pass --overwrite to start again "
+                       "(with other settings, e.g. a lower --lr) or choose another --out")
                 raise RunDirError(
-                    f"{self.path} holds a run that failed{where} ({failed.get('reason', 'see failed.json')}); "
-                    "pass --resume to continue it from its last checkpoint or --overwrite to start again"
+                    f"{self.path} holds a run that failed{where} ({failed.get('reason', 'see failed.json')}); {how}"
                 )
             raise RunDirError(
                 f"{self.path} holds an unfinished run; pass --resume to continue it "

@@ -1,0 +1,143 @@
+"""What a newcomer met in the CLI audit of 2026-12-05: user files overwritten, flags ignored without a
+word, a user's mistake called an internal error, messages that do not name the file. Each test fails
+on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from .helpers import TINY, assert_ok, assert_user_error, cli_command, invoke, run_cli
+
+
+def test_compare_never_overwrites_a_file_that_is_not_its_own_plot(shared_run, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    assert_user_error(invoke("compare", shared_run.path, "--plot", notes),
+                      f"refusing to replace {notes}: it exists and is not a PNG keras-softmax wrote")
+    assert notes.read_text() == "my notes"
+    report = shared_run.path / "report.json"
+    before = report.read_bytes()
+    assert_user_error(invoke("compare", shared_run.path, "--plot", report), "refusing to replace")
+    assert report.read_bytes() == before
+    plot = tmp_path / "compare.png"
+    for _ in range(2):  # its own plot it replaces
+        assert_ok(invoke("compare", shared_run.path, "--plot", plot))
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_study_never_writes_into_a_directory_of_other_files_nor_over_a_foreign_report(tmp_path):
+    from keras_softmax.study.runner import run_study
+    from keras_softmax.study.spec import StudyError
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text('heads = ["softmax", "log_softmax"]\nseeds = [0]\nepochs = 1\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "STUDY.md").write_text("my study notes")
+    (project / "results.jsonl").write_text("my results")
+    with pytest.raises(StudyError, match=f"refusing to use {project}: it is not empty and holds no study"):
+        run_study(spec, project, budget=0, log=lambda line: None)
+    assert (project / "STUDY.md").read_text() == "my study notes" and sorted(p.name for p in project.iterdir()) == [
+        "STUDY.md", "results.jsonl"]
+    mine = tmp_path / "mine.md"
+    mine.write_text("# My own notes\n")
+    with pytest.raises(ValueError, match=f"refusing to replace {mine}: it exists and is not a study report"):
+        run_study(spec, tmp_path / "study", budget=0, report_path=mine, log=lambda line: None)
+    assert mine.read_text() == "# My own notes\n" and not (tmp_path / "study").exists()
+
+
+def test_resume_says_which_flags_it_ignores_and_a_failed_run_without_checkpoints_is_not_sent_to_resume(
+        tmp_path, monkeypatch):
+    from keras_softmax.training.rundir import RunDirectory, RunDirError
+
+    run = RunDirectory(tmp_path / "run")
+    run.prepare(resume=False, overwrite=False)
+    run.config.write_text('head = "log_softmax"\n')
+    import keras_softmax.job
+
+    monkeypatch.setattr(keras_softmax.job, "run_job", lambda *a, **k: None)
+    result = assert_ok(invoke("train", "--resume", "--out", run.path, "--lr", "0.01", "--batch-size", "8",
+                              "--seed", "3", "--val-split", "0.2"))
+    assert f"note: --resume continues with {run.path}/config.toml; ignoring --batch-size, --lr, --seed, --val-split" \
+        in result.output
+    (run.path / "failed.json").write_text(json.dumps({"epoch": 1, "reason": "non-finite loss",
+                                                      "last_checkpoint_epoch": None}))
+    with pytest.raises(RunDirError, match="it made no checkpoint, so --resume would only repeat it: pass --overwrite"):
+        run.check(resume=False, overwrite=False)
+
+
+def test_a_corrupt_model_and_a_malformed_info_file_are_named(shared_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(shared_run.path, run)
+    assert zipfile.is_zipfile(run / "model.keras")
+    (run / "model.keras").write_text("garbage")
+    assert_user_error(invoke("evaluate", run), f"{run / 'model.keras'} is not a valid .keras file")
+    assert_user_error(invoke("export", run), "is not a valid .keras file (truncated or corrupt)")
+    shutil.copy(shared_run.path / "model.keras", run / "model.keras")
+    (run / "model_info.json").write_text("garbage{")
+    assert_user_error(invoke("evaluate", run), f"{run / 'model_info.json'}: not valid JSON")
+    bad = tmp_path / "binary.toml"
+    bad.write_bytes(b"\xff\xfe bad utf")
+    assert_user_error(invoke("train", "--config", bad, "--out", tmp_path / "x"), f"{bad}: not valid TOML")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_relative_dataset_path_is_explained_from_another_directory(shared_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(shared_run.path, run)
+    config = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(config.replace('dataset = "digits"', 'dataset = "ds3"'))
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(invoke("evaluate", run), "dataset path not found: ds3 (the run recorded it relative to the "
+                                               "directory it was trained in")
+
+
+def test_set_reads_a_python_style_decimal_and_a_whole_float_split_is_a_count():
+    from keras_softmax.training.config import parse_head_param, resolve
+
+    assert parse_head_param("lr=.1", "--set") == ("lr", 0.1)
+    assert parse_head_param("lr=2.", "--set") == ("lr", 2.0)
+    assert parse_head_param("name=abc", "--set") == ("name", "abc")
+    config = resolve(None, {"val_split": 50.0})
+    assert config.val_split == 50 and isinstance(config.val_split, int)
+
+
+def test_a_bare_command_prints_its_help_and_succeeds(tmp_path, cache_dir):
+    for args in ((), ("bench",)):
+        result = run_cli(*args, cwd=tmp_path, cache_dir=cache_dir, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "Usage: keras-softmax" in result.stdout and "Error" not in result.stderr
+
+
+def test_an_unknown_keras_backend_is_one_line_and_claims_no_directory(tmp_path, cache_dir):
+    import subprocess
+
+    from .helpers import subprocess_env
+
+    env = {**subprocess_env(cache_dir), "KERAS_BACKEND": "pytorch"}
+    result = subprocess.run(cli_command("train", "--out", tmp_path / "run"), cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "internal error" not in result.stderr
+    assert "Error: KERAS_BACKEND=pytorch is not a Keras backend; use one of jax, tensorflow, torch" in result.stderr
+    env["KERAS_BACKEND"] = "numpy"
+    result = subprocess.run(cli_command("train", *TINY, "--out", tmp_path / "run"), cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Error: Keras's numpy backend cannot train; set KERAS_BACKEND to jax, tensorflow, torch" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_interrupting_before_anything_was_written_says_so(tmp_path, monkeypatch):
+    import keras_softmax.job
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_softmax.job, "run_job", interrupted)
+    result = invoke("train", *TINY, "--out", tmp_path / "run")
+    assert result.exit_code == 130
+    assert "nothing was written; run the same command again" in result.output and "--resume" not in result.output
