@@ -121,10 +121,16 @@ class NormalizedScoresHead(Head):
         mask = full_mask(mask, z)
 
         def normalise(v, *m):
+            if m and getattr(self, "drop_lowest", 0):  # masked entries rank lowest: drop_lowest drops them first
+                v = apply_mask(v, m[0])
             s = self.scores(v, training=bool(training))
             if m:  # on the scores: s(MASKED_LOGIT) need not be low (the Taylor polynomial is even)
                 s = apply_mask(s, m[0])
-            return ops.log_softmax(s, axis=-1) if self.log_output else ops.softmax(s, axis=-1)
+            if self.log_output:
+                return ops.log_softmax(s, axis=-1)
+            p = ops.softmax(s, axis=-1)
+            # exact zeros where masked, also in a row masked everywhere (keras.layers.Softmax gives zeros there)
+            return ops.where(m[0], p, 0.0) if m else p
 
         # tagged, so that a loss of the other kind (probabilities vs log-probabilities) refuses it
         return tag_output(along_last_axis(normalise, z, self.axis, *([] if mask is None else [mask])), self)
@@ -142,8 +148,16 @@ def mask_lowest(s, fraction: float):
     Ties at the threshold are kept, so at least ``N - floor(fraction * N)`` entries survive.
     """
     n = s.shape[-1]
+    if n is None:  # the class axis has no static size (a tf.function of [None, None]): k as a tensor
+        if not fraction:
+            return s
+        count = ops.cast(ops.shape(s)[-1], "float32")
+        k = ops.cast(ops.floor(fraction * count + 1e-6), "int32")  # + 1e-6: 0.29 * 100 is 28.99999...
+        index = ops.zeros_like(ops.cast(s[..., :1], "int32")) + k
+        threshold = ops.take_along_axis(ops.sort(s, axis=-1), index, axis=-1)
+        return ops.where(s >= threshold, s, ops.full_like(s, MASKED_LOGIT))
     # round() first: 0.29 * 100 is 28.999999999999996 in binary, and 29% of 100 logits is 29.
-    k = int(math.floor(round(fraction * n, 9))) if n is not None else 0
+    k = int(math.floor(round(fraction * n, 9)))
     if k <= 0:
         return s
     threshold = ops.sort(s, axis=-1)[..., k : k + 1]  # the (k+1)-th smallest entry of each row

@@ -76,6 +76,8 @@ class FenchelYoungHead(Head):
     def call(self, z, training=False, mask=None):
         z = apply_mask(self._float32(z), mask)
         p = along_last_axis(self.mapping, z, self.axis)
+        if mask is not None:  # exact zeros where masked, also in a row masked everywhere
+            p = ops.where(ops.cast(mask, "bool"), p, 0.0)
         if self.fenchel_young_gradient:
             # Value p, gradient the identity: independent of ``training``, so that the matched loss
             # gives p - y in a custom loop or evaluation pass too, not only inside ``fit``.

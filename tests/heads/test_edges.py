@@ -96,3 +96,35 @@ def test_numpy_integers_and_dtype_policies_are_accepted_as_keras_accepts_them():
     assert ks.GumbelSoftmax(seed=np.int64(3)).seed == 3
     assert ks.EntmaxAlpha(iterations=np.int64(30)).iterations == 30
     assert ks.Softmax(dtype=keras.DTypePolicy("float32")).compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("make", [lambda: ks.Softmax(), lambda: ks.Sparsemax(), lambda: ks.Entmax15(),
+                                  lambda: ks.Base2Softmax()])
+def test_a_row_masked_everywhere_is_all_zeros_as_in_keras(make):
+    z = np.array([[0.0, 1.0, 5.0, 4.0], [1.0, 2.0, 3.0, 4.0]], dtype="float32")
+    mask = np.array([[False] * 4, [True, True, False, True]])
+    got = to_np(make()(z, mask=mask))
+    np.testing.assert_array_equal(got[0], 0.0)
+    np.testing.assert_array_equal(to_np(keras.layers.Softmax()(z, mask=mask))[0], 0.0)
+    assert got[1, 2] == 0.0 and got[1].sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_drop_lowest_drops_masked_entries_first():
+    # Regression: drop_lowest ranked the masked entries too, so with half the row masked it dropped the
+    # real ones and the row came out uniform (0.25 each, masked entries included).
+    z = np.array([[0.0, 1.0, 5.0, 4.0]], dtype="float32")
+    got = to_np(ks.Softmax(drop_lowest=0.5)(z, mask=np.array([[True, True, False, False]])))
+    np.testing.assert_allclose(got, [[1 / (1 + np.e), np.e / (1 + np.e), 0.0, 0.0]], atol=1e-6)
+
+
+def test_drop_lowest_works_without_a_static_class_count():
+    # Regression: inside a tf.function of signature [None, None] nothing was dropped, without a word.
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a class axis of unknown static size is a TensorFlow graph's")
+    import tensorflow as tf
+
+    layer = ks.Softmax(drop_lowest=0.5)
+    traced = tf.function(lambda v: layer(v), input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    z = np.array([[0.0, 1.0, 2.0, 3.0], [3.0, 0.5, 1.0, -1.0]], dtype="float32")
+    np.testing.assert_allclose(traced(z).numpy(), to_np(layer(z)), atol=1e-7)
+    assert (traced(z).numpy() == 0).sum() == 4
