@@ -461,27 +461,33 @@ def _welch(a, b):
     return d, d - half, d + half
 
 
-def test_the_earlier_studys_verdicts_sit_beside_this_ones(tmp_path):
-    """[earlier]: each head − reference on the test split, recomputed from the earlier results.jsonl's
-    head rows (the other kinds ignored) as one family, beside this study's, with whether it holds."""
+def earlier_report(tmp_path, earlier: dict) -> tuple:
+    """``(spec, out, report text)`` of EARLIER_SPEC's study (test top-1 from NOW) beside an earlier
+    results.jsonl of ``earlier`` (name -> per-seed test top-1) and one row of another kind."""
+    from keras_softmax.study.report import write_study_report
+    from keras_softmax.study.results import collect
+
     (tmp_path / "spec.toml").write_text(textwrap.dedent(EARLIER_SPEC))
     rows = [{"name": name, "kind": "head", "seed": s, "test_accuracy": v}
-            for name, values in EARLIER.items() for s, v in enumerate(values)]
+            for name, values in earlier.items() for s, v in enumerate(values)]
     rows.append({"name": "softmax", "kind": "tune", "seed": 0, "test_accuracy": 0.99})  # not a head row
     (tmp_path / "earlier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = load_spec(tmp_path / "spec.toml")
-    assert spec.earlier.results == (tmp_path / "earlier.jsonl").resolve()
     planned = Planner(spec).plan()
     out = tmp_path / "study"
     for run in planned:
         fake_run(out, run)
-    from keras_softmax.study.report import write_study_report
-    from keras_softmax.study.results import collect
-
     rows = collect(planned, out)
     for row in rows:
         row["test_accuracy"] = NOW[row["name"]][row["seed"]]
-    text = write_study_report(spec, planned, rows, out).read_text()
+    return spec, out, write_study_report(spec, planned, rows, out).read_text()
+
+
+def test_the_earlier_studys_verdicts_sit_beside_this_ones(tmp_path):
+    """[earlier]: each head − reference on the test split, recomputed from the earlier results.jsonl's
+    head rows (the other kinds ignored) as one family, beside this study's, with whether it holds."""
+    spec, out, text = earlier_report(tmp_path, EARLIER)
+    assert spec.earlier.results == (tmp_path / "earlier.jsonl").resolve()
     assert "## Which 30-epoch conclusions hold\n\nWords under the title." in text
     section = text.split("## Which 30-epoch conclusions hold")[1].split("\n## ")[0]
     softmax, sparsemax = (_cells(section, f"{name}` − `log_softmax")[0] for name in ("softmax", "sparsemax"))

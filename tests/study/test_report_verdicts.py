@@ -6,7 +6,6 @@ nothing to report."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import textwrap
 
@@ -21,7 +20,7 @@ from keras_softmax.study.results import collect
 from keras_softmax.study.runner import StudyError, run_study
 from keras_softmax.study.spec import Planner, load_spec
 
-from .test_report import EARLIER_SPEC, NOW, SPEC, _cells, fake_run, synthetic  # noqa: F401 (a fixture)
+from .test_report import SPEC, _cells, earlier_report, fake_run, synthetic  # noqa: F401 (a fixture)
 
 
 def _rows(text: str, a: str, b: str, split: str) -> list[str]:
@@ -168,26 +167,14 @@ def test_the_heads_title_and_the_margin_note_come_from_the_spec(synthetic):
 def test_the_earlier_verdicts_are_that_studys_own_family(tmp_path):
     """The earlier study compared 4 heads with log_softmax; this one shares 2 of those comparisons. The
     earlier verdict must be Holm over its own 4, not over the 2 shared (p ≈ 0.02: worse over 2, not over 4)."""
-    (tmp_path / "spec.toml").write_text(textwrap.dedent(EARLIER_SPEC))
     earlier = {"log_softmax": [0.700, 0.704, 0.698, 0.702, 0.706],
                "softmax": [0.6942, 0.6982, 0.6922, 0.6962, 0.7002],
                "sparsemax": [0.690, 0.72, 0.70, 0.68, 0.71],
                "taylor": [0.69, 0.72, 0.70, 0.68, 0.715], "base2": [0.69, 0.72, 0.705, 0.68, 0.71]}
-    rows = [{"name": name, "kind": "head", "seed": s, "test_accuracy": v}
-            for name, values in earlier.items() for s, v in enumerate(values)]
-    (tmp_path / "earlier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ref = earlier["log_softmax"]
     p = {h: stats.ttest_ind(earlier[h], ref, equal_var=False).pvalue for h in earlier if h != "log_softmax"}
     assert p["softmax"] < 0.025 and p["softmax"] * 4 > 0.05 and all(p[h] > 0.2 for h in p if h != "softmax")
-    spec = load_spec(tmp_path / "spec.toml")
-    planned = Planner(spec).plan()
-    out = tmp_path / "study"
-    for run in planned:
-        fake_run(out, run)
-    now = collect(planned, out)
-    for row in now:
-        row["test_accuracy"] = NOW[row["name"]][row["seed"]]
-    text = write_study_report(spec, planned, now, out).read_text()
+    _, _, text = earlier_report(tmp_path, earlier)
     section = text.split("## Which 30-epoch conclusions hold")[1].split("\n## ")[0]
     softmax = _cells(section, "softmax` − `log_softmax")[0]
     d = np.mean(earlier["softmax"]) - np.mean(ref)
