@@ -172,14 +172,17 @@ def test_unfinished_runs_are_listed_and_left_out(synthetic):
     assert _cells(text, "tuned-sparsemax")[0][1] == "2"
 
 
-def test_a_tuned_head_with_one_seed_changes_no_conclusion_yet(synthetic):
-    import shutil
-
+def report_without(synthetic, *runs: str) -> str:
+    """The synthetic study's report once ``runs`` (run ids) are gone."""
     spec_path, out, *_ = synthetic
-    for seed in (1, 2):
-        shutil.rmtree(out / "runs" / f"tuned-sparsemax-seed{seed}")
+    for run in runs:
+        shutil.rmtree(out / "runs" / run)
     run_study(spec_path, out, report_only=True, log=lambda line: None)
-    text = (out / "STUDY.md").read_text()
+    return (out / "STUDY.md").read_text()
+
+
+def test_a_tuned_head_with_one_seed_changes_no_conclusion_yet(synthetic):
+    text = report_without(synthetic, "tuned-sparsemax-seed1", "tuned-sparsemax-seed2")
     comparison = [row for row in _cells(text, "sparsemax") if row[-1].startswith("not known")]
     assert comparison and comparison[0][4] == "untested"
     assert "Conclusions that change with tuning: none" in text

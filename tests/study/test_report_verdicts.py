@@ -6,7 +6,6 @@ nothing to report."""
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 
 import numpy as np
@@ -20,7 +19,7 @@ from keras_softmax.study.results import collect
 from keras_softmax.study.runner import StudyError, run_study
 from keras_softmax.study.spec import Planner, load_spec
 
-from .test_report import SPEC, _cells, earlier_report, fake_run, synthetic  # noqa: F401 (a fixture)
+from .test_report import SPEC, _cells, earlier_report, fake_run, report_without, synthetic  # noqa: F401
 
 
 def _rows(text: str, a: str, b: str, split: str) -> list[str]:
@@ -40,21 +39,14 @@ def _score(out, planned, accuracy, **extra):
 
 
 def test_a_verdict_on_fewer_runs_than_planned_is_marked_provisional(synthetic):
-    spec_path, out, *_ = synthetic
-    shutil.rmtree(out / "runs" / "sparsemax-seed2")
-    run_study(spec_path, out, report_only=True, log=lambda line: None)
-    text = (out / "STUDY.md").read_text()
+    text = report_without(synthetic, "sparsemax-seed2")
     row = _rows(text, "sparsemax", "log_softmax", "validation")
     assert row[2] == "2 vs 3" and row[-1].startswith("*provisional* (2 of 3 vs 3 of 3 runs): **worse**")
     assert not _rows(text, "softmax", "log_softmax", "validation")[-1].startswith("*provisional*")
 
 
 def test_holm_in_the_report_runs_over_the_whole_declared_family(synthetic):
-    spec_path, out, *_ = synthetic
-    for seed in (1, 2):
-        shutil.rmtree(out / "runs" / f"sparsemax-seed{seed}")
-    run_study(spec_path, out, report_only=True, log=lambda line: None)
-    text = (out / "STUDY.md").read_text()
+    text = report_without(synthetic, "sparsemax-seed1", "sparsemax-seed2")
     softmax = [0.70 + 0.01 * s for s in range(3)]
     log_softmax = [0.69 + 0.01 * s for s in range(3)]
     raw = stats.ttest_ind(softmax, log_softmax, equal_var=False).pvalue
@@ -143,12 +135,8 @@ def test_report_only_reads_no_data(synthetic, tmp_path):
 
 
 def test_tuned_runs_not_yet_planned_are_counted_and_listed(synthetic):
-    spec_path, out, *_ = synthetic
-    shutil.rmtree(out / "runs" / "tune-sparsemax-lr0.1-seed0")  # sparsemax's grid is incomplete
-    for seed in range(3):
-        shutil.rmtree(out / "runs" / f"tuned-sparsemax-seed{seed}", ignore_errors=True)
-    run_study(spec_path, out, report_only=True, log=lambda line: None)
-    text = (out / "STUDY.md").read_text()
+    # sparsemax's grid is incomplete, so its tuned runs are not planned
+    text = report_without(synthetic, "tune-sparsemax-lr0.1-seed0", "tuned-sparsemax-seed1", "tuned-sparsemax-seed2")
     assert "3 more tuned run(s) are planned once their heads' tuning grids are complete" in text
     assert "- `tuned-sparsemax`: seeds 0, 1, 2" in text.split("## Not finished")[1]
 
