@@ -128,6 +128,16 @@ def build_for(config: TrainConfig, dataset):
     return head, model
 
 
+def check_composition(head, loss, num_classes: int) -> None:
+    """Call ``loss`` once on the head layer's output of one row of zeros, so that a composition the
+    loss refuses (``CompositionError``, e.g. a sparse head with fenchel_young_gradient = false under its
+    own loss) is said before the run directory is claimed, not at the first training step."""
+    if head.owns_projection:  # its layer takes features, and its loss finds the layer through its output
+        return
+    logits = np.zeros((1, head.num_logits(num_classes)), dtype="float32")
+    loss(np.zeros((1,), dtype="int32"), head.layer(logits))
+
+
 def training_loss(config: TrainConfig, head):
     """The head's matching loss, or the original study's mismatched one when asked for."""
     if config.loss == "mismatched":
@@ -215,9 +225,11 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
     # full batches only: no recompilation for a ragged tail
     steps_per_epoch = batches_per_epoch(num_train, batch_size, drop_remainder=True)
     distribute.prepare_model(model, placement)
+    loss = training_loss(config, head)
+    check_composition(head, loss, outline.num_classes)  # before the directory is claimed
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch, model.trainable_variables),
-        loss=training_loss(config, head),
+        loss=loss,
         **distribute.metrics_argument(placement, training_metrics(head.output_kind)),
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,

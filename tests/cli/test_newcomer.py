@@ -141,3 +141,12 @@ def test_interrupting_before_anything_was_written_says_so(tmp_path, monkeypatch)
     result = invoke("train", *TINY, "--out", tmp_path / "run")
     assert result.exit_code == 130
     assert "nothing was written; run the same command again" in result.output and "--resume" not in result.output
+
+
+def test_a_head_and_loss_that_cannot_train_together_claim_no_directory(tmp_path):
+    # Regression: the CompositionError came at the first training step, after the directory was claimed,
+    # so the same --out then held "an unfinished run" that --resume could only fail again.
+    out = tmp_path / "run"
+    assert_user_error(invoke("train", "--head", "sparsemax", "--head-param", "fenchel_young_gradient=false", *TINY,
+                             "--out", out), "SparsemaxLoss() after Sparsemax")
+    assert not out.exists()
