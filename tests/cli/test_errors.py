@@ -200,6 +200,11 @@ import keras_softmax.job
 from keras_softmax.training.ahead import Compiling
 
 def interrupted(config, out, log=print, **options):
+    from keras_softmax.training.rundir import RunDirectory
+
+    run = RunDirectory(out)  # the run is claimed (with its config): Ctrl-C now leaves a run to resume
+    run.prepare(resume=False, overwrite=False)
+    run.config.write_text('head = "log_softmax"')
     compiling = Compiling()  # as training/ahead.py's warm-up: a program XLA will not stop compiling
     compiling.add("slow program", lambda: time.sleep(40))
     time.sleep(0.5)
