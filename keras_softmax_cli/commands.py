@@ -193,9 +193,9 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
     if not out and distribute.cluster_settings(coordinator, num_processes, process_id):
         raise ConfigError("several processes need one --out RUN_DIR, the same on every host")
     out = Path(out) if out else _default_out(config.head, config.dataset)
-    if keras.backend.backend() == "torch" and config.jit_compile:
+    if keras.backend.backend() == "torch" and config.jit_compile:  # asked for: the default is off on torch
         _warn("note: on PyTorch jit_compile = true means torch.compile, which can spend minutes compiling before "
-              "it pays off (on a CPU it rarely does); --set jit_compile=false starts at once")
+              "it pays off (on a CPU it rarely does)")
     _train_or_explain(run_training, config, out, overwrite=overwrite)
 
 

@@ -206,7 +206,7 @@ class TrainConfig:
     dropout: float = setting(0.0, number(0, 1, high_open=True))
     tta_flip: bool = setting(False, flag())
     precision: str = setting("auto", choice(*PRECISIONS))
-    jit_compile: bool = setting(True, flag())
+    jit_compile: bool = setting(True, flag())  # resolve(): off on PyTorch unless given (default_jit_compile)
     steps_per_execution: int = setting(1, integer(1))
     val_every: int = setting(1, integer(1))  # validate every N epochs (and always after the last)
     checkpoint_every: int = setting(1, integer(0))  # checkpoint every N epochs for --resume (0: never)
@@ -291,6 +291,15 @@ def dataset_preset(dataset: str) -> dict:
     return read_toml(path) if path.is_file() else {}
 
 
+def default_jit_compile() -> bool:
+    """``jit_compile`` where no preset or flag sets it: XLA on JAX and TensorFlow, but not
+    ``torch.compile`` on PyTorch (minutes of compiling before it pays off), as Keras's own
+    ``jit_compile="auto"`` decides. The run's ``config.toml`` records the value it got."""
+    import keras
+
+    return keras.backend.backend() != "torch"
+
+
 def resolve(config_file=None, overrides: dict | None = None, *, origin: str = "the command line") -> TrainConfig:
     """Merge defaults < dataset preset < ``config_file`` < ``overrides`` into a validated config.
 
@@ -321,6 +330,8 @@ def resolve(config_file=None, overrides: dict | None = None, *, origin: str = "t
         merged["head_params"] = dict(overrides.get("head_params", {}))
     if isinstance(merged.get("widths"), tuple):
         merged["widths"] = list(merged["widths"])
+    if "jit_compile" not in merged:
+        merged["jit_compile"] = default_jit_compile()
     split = merged.get("val_split")
     if isinstance(split, float) and split >= 1 and split == int(split):  # 50.0 images: the count 50, as --val-split
         merged["val_split"] = int(split)

@@ -150,3 +150,20 @@ def test_a_head_and_loss_that_cannot_train_together_claim_no_directory(tmp_path)
     assert_user_error(invoke("train", "--head", "sparsemax", "--head-param", "fenchel_young_gradient=false", *TINY,
                              "--out", out), "SparsemaxLoss() after Sparsemax")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("backend", "default"), [("torch", False), ("jax", True)])
+def test_jit_compile_defaults_as_keras_auto_does_off_on_torch(backend, default, tmp_path):
+    """torch.compile made a tiny digits epoch take 92 s against 5-10 s: off unless asked for, as
+    Keras's own jit_compile="auto" decides; an explicit setting always wins."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from keras_softmax.training.config import resolve\n"
+              "print(resolve(None, {}).jit_compile, resolve(None, {'jit_compile': True}).jit_compile,"
+              " resolve(None, {'jit_compile': False}).jit_compile)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "KERAS_BACKEND": backend}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [str(default), "True", "False"]
