@@ -104,6 +104,8 @@ def main(verbose):
     """Softmax-variant output heads for Keras: train, evaluate, export and compare them."""
 
 
+#: A validation split of fewer images (a count given as --val-split N) gets a note.
+SMALL_VALIDATION = 100
 #: The Keras backends a model trains on (numpy and openvino only run inference).
 TRAINING_BACKENDS = ("jax", "tensorflow", "torch")
 
@@ -193,6 +195,9 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
     if not out and distribute.cluster_settings(coordinator, num_processes, process_id):
         raise ConfigError("several processes need one --out RUN_DIR, the same on every host")
     out = Path(out) if out else _default_out(config.head, config.dataset)
+    if isinstance(config.val_split, int) and 0 < config.val_split < SMALL_VALIDATION:
+        _warn(f"note: val_split = {config.val_split} holds out {config.val_split} image(s) (a count, not a "
+              "fraction): the validation figures, and a temperature fit on them, rest on that alone")
     if keras.backend.backend() == "torch" and config.jit_compile:  # asked for: the default is off on torch
         _warn("note: on PyTorch jit_compile = true means torch.compile, which can spend minutes compiling before "
               "it pays off (on a CPU it rarely does)")
@@ -359,6 +364,10 @@ def compare(run_dirs, plot):
         check_replaceable(plot, "PNG")
     rows = compare_runs(run_dirs)
     click.echo(format_table(rows))
+    scored_on = sorted({f"{row.get('dataset')} ({row.get('split')})" for row in rows})
+    if len(scored_on) > 1:
+        _warn(f"note: these runs are scored on different data: {', '.join(scored_on)}; their figures do not "
+              "compare directly")
     if plot:
         from keras_softmax.evaluation.plots import plot_comparison
 

@@ -167,3 +167,22 @@ def test_jit_compile_defaults_as_keras_auto_does_off_on_torch(backend, default, 
                             env={**os.environ, "KERAS_BACKEND": backend}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [str(default), "True", "False"]
+
+
+def test_compare_says_when_the_runs_are_scored_on_different_data(shared_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(shared_run.path, other)
+    report = json.loads((other / "report.json").read_text())
+    (other / "report.json").write_text(json.dumps({**report, "dataset": "ds3", "split": "test"}))
+    result = assert_ok(invoke("compare", shared_run.path, other))
+    assert "note: these runs are scored on different data: digits (val), ds3 (test)" in result.output
+    assert "note:" not in assert_ok(invoke("compare", shared_run.path, shared_run.path)).output
+
+
+def test_a_validation_split_of_a_few_images_gets_a_note(tmp_path, monkeypatch):
+    import keras_softmax.job
+
+    monkeypatch.setattr(keras_softmax.job, "run_job", lambda *a, **k: None)
+    result = assert_ok(invoke("train", *TINY, "--val-split", "1", "--out", tmp_path / "one"))
+    assert "note: val_split = 1 holds out 1 image(s) (a count, not a fraction)" in result.output
+    assert "note: val_split" not in assert_ok(invoke("train", *TINY, "--out", tmp_path / "default")).output
