@@ -253,10 +253,10 @@ class ProbabilityCrossEntropy(_LogSpaceLoss):
                  name="probability_cross_entropy", **kwargs):
         super().__init__(label_smoothing=label_smoothing, from_logits=from_logits, head=head, name=name, **kwargs)
         try:
-            self.epsilon = float(epsilon) if not isinstance(epsilon, bool) else float("nan")
-        except (TypeError, ValueError):
-            self.epsilon = float("nan")
-        if not 0.0 < self.epsilon < 1.0:
+            self.epsilon = check_fraction("epsilon", epsilon)  # a number in [0, 1), not a string or bool
+        except ValueError:
+            self.epsilon = 0.0
+        if self.epsilon == 0.0:
             raise ValueError(f"epsilon must be a number in (0, 1) (got {epsilon!r})")
 
     def check_head(self, layer):

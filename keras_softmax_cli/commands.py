@@ -205,7 +205,7 @@ def train(head, head_params, dataset, epochs, batch_size, lr, seed, precision, v
 
 
 def _check_outputs(json_path=None, plot=None, table_path=None):
-    """Before a benchmark runs: its output paths are new files or outputs of its own kind."""
+    """Before the work: the output paths given are new files or outputs of their own kind."""
     from keras_softmax.io import check_replaceable
 
     for path, kind in ((json_path, "JSON result"), (plot, "PNG"), (table_path, "Markdown table")):
@@ -358,10 +358,8 @@ def heads(as_json):
 def compare(run_dirs, plot):
     """Compare finished runs side by side."""
     from keras_softmax.evaluation.compare import compare_runs, format_table
-    from keras_softmax.io import check_replaceable
 
-    if plot:
-        check_replaceable(plot, "PNG")
+    _check_outputs(plot=plot)
     rows = compare_runs(run_dirs)
     click.echo(format_table(rows))
     scored_on = sorted({f"{row.get('dataset')} ({row.get('split')})" for row in rows})

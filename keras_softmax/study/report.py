@@ -321,7 +321,7 @@ class _Study:
                 items.append({"label": f"{verdict.a} − {verdict.b} ({split})", "difference": scale * d.difference,
                               "low": scale * d.low, "high": scale * d.high, "holm_low": scale * verdict.holm_low,
                               "holm_high": scale * verdict.holm_high, "split": split,
-                              "verdict": ("provisional: " if verdict.provisional else "") + verdict.word})
+                              "verdict": verdict.marked_word})
         if not items:
             return []
         path, rel = self.figure(f"{stem}-forest.png")
@@ -827,8 +827,7 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
                 d = verdict.difference
                 if d is not None:
                     parts.append(f"{split} {_pp(d.difference, scale, digits)}{unit} [{_pp(d.low, scale, digits)}, "
-                                 f"{_pp(d.high, scale, digits)}], " + ("provisional " if verdict.provisional else "")
-                                 + verdict.word)
+                                 f"{_pp(d.high, scale, digits)}], {verdict.marked_word}")
                 elif split == "validation":
                     parts.append(f"untested (n = {verdict.n_a} vs {verdict.n_b})")
             detail.append(f"`{_md(v.a)}` − `{_md(v.b)}`: " + "; ".join(parts))
@@ -949,7 +948,7 @@ def _earlier_section(spec, study: _Study, prefix: str = "", level: str = "##") -
                 items.append({"label": f"{verdict.a} − {verdict.b} ({where})", "difference": 100 * d.difference,
                               "low": 100 * d.low, "high": 100 * d.high, "holm_low": 100 * verdict.holm_low,
                               "holm_high": 100 * verdict.holm_high,
-                              "verdict": ("provisional: " if verdict.provisional else "") + verdict.word})
+                              "verdict": verdict.marked_word})
         table.append(cells + [_earlier_conclusion(b, a)])
     lines += _table(header, table)
     if items:

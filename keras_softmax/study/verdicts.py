@@ -87,6 +87,11 @@ class Verdict:
         return "inconclusive"
 
     @property
+    def marked_word(self) -> str:
+        """:attr:`word`, with "provisional: " before it when :attr:`provisional`."""
+        return f"provisional: {self.word}" if self.provisional else self.word
+
+    @property
     def raw_word(self) -> str:
         """The verdict of the raw 95 % interval read alone (what the report said before Holm)."""
         d = self.difference
