@@ -273,13 +273,14 @@ def evaluate(run_dir, dataset, split, tta_flip, calibrate):
         click.echo(f"scored on the dataset's {scored['dataset']} classes, matched by name to the model's "
                    f"{scored['model']} (probabilities renormalised over them)")
     click.echo(f"{split} accuracy {f(100 * report['accuracy'], 2)}%  top-5 {f(100 * report['top5_accuracy'], 2)}%  "
-               f"F1 {f(100 * report['f1_macro'], 2)}%  ECE {f(report['ece'])}  loss {f(report['loss'])}")
+               f"F1 {f(100 * report['f1_macro'], 2)}%  ECE {f(100 * report['ece'], 2)}%  loss {f(report['loss'])}")
     if calibrate:
         c = report["calibration"]
         if c.get("applicable"):
             click.echo(f"temperature {f(c['temperature'], 3)} (fit on {split} by NLL): "
                        f"NLL {f(c['nll_before'])} -> {f(c['nll_after'])}  ECE ({c['num_bins']} bins) "
-                       f"{f(c['ece_before'])} -> {f(c['ece_after'])} (2-fold cross-fitted {f(c['ece_after_crossfit'])})")
+                       f"{f(100 * c['ece_before'], 2)}% -> {f(100 * c['ece_after'], 2)}% "
+                       f"(2-fold cross-fitted {f(100 * c['ece_after_crossfit'], 2)}%)")
         else:
             click.echo(f"temperature scaling not applicable: {c['reason']}")
     click.echo(f"report: {where / 'report.md'}")

@@ -21,7 +21,12 @@ def test_evaluate_calibrate_prints_before_and_after(shared_run):
     line = next(line for line in result.stdout.splitlines() if line.startswith("temperature "))
     assert "NLL" in line and "ECE (15 bins)" in line and "cross-fitted" in line
     evaluated = json.loads((shared_run.path / "evaluations" / "digits-val" / "report.json").read_text())
-    assert evaluated["calibration"]["temperature"] > 0
+    calibration = evaluated["calibration"]
+    assert calibration["temperature"] > 0
+    # ECE is printed in percent, as report.md and `compare` show it (it used to be a bare fraction here).
+    assert f"{100 * calibration['ece_before']:.2f}% -> {100 * calibration['ece_after']:.2f}%" in line
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("val accuracy "))
+    assert f"ECE {100 * evaluated['ece']:.2f}%" in summary
 
 
 def test_negative_gumbel_temperature_is_a_clear_error(tmp_path):
