@@ -89,7 +89,10 @@ class OneLineErrors(click.Group):
         except click.ClickException as error:
             error.show(file=terminal_stderr())
             sys.exit(error.exit_code)
-        except click.Abort:
+        except click.Abort as abort:
+            if isinstance(abort.__cause__, KeyboardInterrupt):  # Ctrl-C in a command without friendly_errors
+                _warn("interrupted")
+                _exit_interrupted()
             _warn("Aborted!")
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -233,3 +233,30 @@ def test_ctrl_c_while_a_program_compiles_ahead_exits_at_once(tmp_path):
     assert f"interrupted; continue with: keras-softmax train --resume --out {tmp_path / 'run'}" in process.stderr
     assert "Traceback" not in process.stderr
     assert seconds < 30, f"the interrupted process took {seconds:.0f}s to exit"
+
+
+_INTERRUPTED_LISTING = """
+import sys
+import keras_softmax.heads
+
+def interrupted():
+    raise KeyboardInterrupt  # Ctrl-C while `heads` builds its table
+
+keras_softmax.heads.describe_heads = interrupted
+from keras_softmax_cli import main
+sys.argv = ["keras-softmax", "heads"]
+main()
+"""
+
+
+def test_ctrl_c_in_a_command_without_work_to_resume_says_interrupted(tmp_path):
+    """Click turns Ctrl-C into its ``Abort`` ("Aborted!", status 1) in commands without their own
+    handler, such as ``heads``; every command now answers Ctrl-C the same way: "interrupted", 130."""
+    import subprocess
+    import sys
+
+    process = subprocess.run([sys.executable, "-c", _INTERRUPTED_LISTING], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path)
+    assert process.returncode == 130, process.stderr[-2000:]
+    assert "interrupted" in process.stderr
+    assert "Aborted!" not in process.stderr and "Traceback" not in process.stderr
