@@ -44,8 +44,8 @@ def test_the_cli_trains_through_the_job():
 
 # --------------------------------------------------------------------------- the core (issue 25)
 #: The library core: what `pip install keras-softmax` must run with Keras and numpy alone.
-CORE = ["floors.py", "ops.py", "losses.py", "metrics.py", "cifar100.py", *sorted(f"heads/{p.name}" for p in (PACKAGE / "heads").glob("*.py"))]
-STDLIB = {"__future__", "dataclasses", "importlib", "inspect", "math", "numbers", "operator", "os", "warnings", "weakref", "typing"}
+CORE = ["floors.py", "names.py", "ops.py", "losses.py", "metrics.py", "cifar100.py", *sorted(f"heads/{p.name}" for p in (PACKAGE / "heads").glob("*.py"))]
+STDLIB = {"__future__", "dataclasses", "difflib", "importlib", "inspect", "math", "numbers", "operator", "os", "warnings", "weakref", "typing"}
 
 
 def module_level_imports(path: Path) -> set[str]:

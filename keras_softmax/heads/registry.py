@@ -27,6 +27,7 @@ import keras
 from keras_softmax import losses
 from keras_softmax.heads import adaptive, entmax_alpha, gumbel, hierarchical, kernels, sampled, softmax, sparse
 from keras_softmax.heads.base import Head
+from keras_softmax.names import did_you_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +217,8 @@ def head_spec(name: str) -> HeadSpec:
     try:
         return HEADS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown head {name!r}; choose one of: {', '.join(HEADS)}") from None
+        raise ValueError(f"unknown head {name!r}{did_you_mean(name, HEADS)}; "
+                         f"choose one of: {', '.join(HEADS)}") from None
 
 
 def complete_params(name: str, params=None, num_classes=None, *, fine_to_coarse=None, labels=None) -> dict:
@@ -251,7 +253,8 @@ def get_head(name: str, **params) -> HeadWithLoss:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         listed = ", ".join(allowed) or "none"
-        raise ValueError(f"head {name!r} has no parameter {unknown[0]!r}; its parameters are: {listed}")
+        raise ValueError(f"head {name!r} has no parameter {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
+                         f"its parameters are: {listed}")
     layer = spec.layer_class(**{**spec.layer_class.PAIRED_DEFAULTS, **params})
     return HeadWithLoss(name=name, layer=layer, loss=_make_loss(spec.loss_class, layer), params=dict(params))
 

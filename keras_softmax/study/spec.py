@@ -105,6 +105,7 @@ from pathlib import Path
 from keras_softmax.data.sources import DATASETS
 from keras_softmax.heads.base import check_fraction, check_positive
 from keras_softmax.heads.registry import head_spec, list_heads
+from keras_softmax.names import did_you_mean
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
@@ -329,7 +330,8 @@ def _parse(path: Path, data: dict) -> StudySpec:
     if "seed" in data:
         raise StudyError(f"{path}: use seeds = [...] for a study, not seed")
     if unknown:
-        raise StudyError(f"{path}: unknown key {unknown[0]!r}; a study spec holds {', '.join(SPEC_KEYS)} "
+        guess = did_you_mean(unknown[0], [*SPEC_KEYS, *TRAIN_KEYS])
+        raise StudyError(f"{path}: unknown key {unknown[0]!r}{guess}; a study spec holds {', '.join(SPEC_KEYS)} "
                          f"and any train setting")
     heads = data.get("heads")
     if not isinstance(heads, list) or not heads or not all(isinstance(h, str) for h in heads):
@@ -407,7 +409,8 @@ def _results_file(path, table: str, value: str) -> Path:
 def _included(path, raw) -> IncludedStudy:
     unknown = sorted(set(raw) - set(STUDY_KEYS))
     if unknown:
-        raise StudyError(f"{path}: studies: unknown key {unknown[0]!r}; a study holds {', '.join(STUDY_KEYS)}")
+        raise StudyError(f"{path}: studies: unknown key {unknown[0]!r}{did_you_mean(unknown[0], STUDY_KEYS)}"
+                         f"; a study holds {', '.join(STUDY_KEYS)}")
     for key in ("spec", "results", "title"):
         if not isinstance(raw.get(key), str):
             raise StudyError(f"{path}: studies: {key} must be a string (got {raw.get(key)!r})")
@@ -427,7 +430,8 @@ def _earlier(path, raw) -> Earlier | None:
         raise StudyError(f"{path}: earlier must be a table ([earlier])")
     unknown = sorted(set(raw) - set(EARLIER_KEYS))
     if unknown:
-        raise StudyError(f"{path}: earlier: unknown key {unknown[0]!r}; it holds {', '.join(EARLIER_KEYS)}")
+        raise StudyError(f"{path}: earlier: unknown key {unknown[0]!r}{did_you_mean(unknown[0], EARLIER_KEYS)}"
+                         f"; it holds {', '.join(EARLIER_KEYS)}")
     if not isinstance(raw.get("results"), str):
         raise StudyError(f"{path}: earlier: results must be the path of the earlier study's results.jsonl")
     results = _results_file(path, "earlier", raw["results"])
@@ -442,7 +446,8 @@ def _verdicts(path, raw) -> Verdicts:
         raise StudyError(f"{path}: verdicts must be a table ([verdicts])")
     unknown = sorted(set(raw) - set(VERDICT_KEYS))
     if unknown:
-        raise StudyError(f"{path}: verdicts: unknown key {unknown[0]!r}; it holds {', '.join(VERDICT_KEYS)}")
+        raise StudyError(f"{path}: verdicts: unknown key {unknown[0]!r}{did_you_mean(unknown[0], VERDICT_KEYS)}"
+                         f"; it holds {', '.join(VERDICT_KEYS)}")
     alpha = raw.get("alpha", 0.05)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
         raise StudyError(f"{path}: verdicts: alpha must be a number in (0, 0.5) (got {alpha!r})")
@@ -483,7 +488,8 @@ def _metric(path, what, value) -> str:
 def _claim(path, raw: dict, known: set) -> Claim:
     unknown = sorted(set(raw) - set(CLAIM_KEYS))
     if unknown:
-        raise StudyError(f"{path}: claims: unknown key {unknown[0]!r}; a claim holds {', '.join(CLAIM_KEYS)}")
+        raise StudyError(f"{path}: claims: unknown key {unknown[0]!r}{did_you_mean(unknown[0], CLAIM_KEYS)}"
+                         f"; a claim holds {', '.join(CLAIM_KEYS)}")
     text = raw.get("claim")
     if not isinstance(text, str) or not text:
         raise StudyError(f"{path}: every claim needs claim = \"...\"")
@@ -527,7 +533,8 @@ def _seeds(path, value, key) -> tuple:
 def _check_head(path, head, what: str | None = None) -> None:
     known = list_heads()  # imports $KERAS_SOFTMAX_PLUGINS first, so a user's own heads are known
     if head not in known:
-        raise StudyError(f"{_where(path, what)}: unknown head {head!r}; choose one of: {', '.join(known)}")
+        raise StudyError(f"{_where(path, what)}: unknown head {head!r}{did_you_mean(head, known)}; "
+                         f"choose one of: {', '.join(known)}")
 
 
 def _check_settings(path, what: str, settings: dict) -> None:
@@ -536,7 +543,8 @@ def _check_settings(path, what: str, settings: dict) -> None:
         raise StudyError(f"{_where(path, what)}: set seeds = [...] instead of seed")
     unknown = sorted(set(settings) - set(TRAIN_KEYS))
     if unknown:
-        raise StudyError(f"{_where(path, what)}: unknown setting {unknown[0]!r}; valid settings: "
+        guess = did_you_mean(unknown[0], TRAIN_KEYS)
+        raise StudyError(f"{_where(path, what)}: unknown setting {unknown[0]!r}{guess}; valid settings: "
                          f"{', '.join(TRAIN_KEYS)}")
     if "head" in settings:
         _check_head(path, settings["head"], what)
@@ -549,7 +557,8 @@ def _check_head_params(path, what: str, head: str, params: dict) -> None:
     allowed = head_spec(head).parameters()
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise StudyError(f"{_where(path, what)}: head {head!r} has no parameter {unknown[0]!r}; its parameters "
+        raise StudyError(f"{_where(path, what)}: head {head!r} has no parameter {unknown[0]!r}"
+                         f"{did_you_mean(unknown[0], allowed)}; its parameters "
                          f"are: {', '.join(allowed) or 'none'}")
     # The checks the layers make, without building one (a layer may allocate device memory).
     try:
@@ -570,7 +579,8 @@ def _variant(path, raw: dict, recipes: dict) -> Variant:
     _check_settings(path, what, settings)
     recipe = raw.get("recipe")
     if recipe is not None and recipe not in recipes:
-        raise StudyError(f"{path}, {what}: unknown recipe {recipe!r}; recipes: {', '.join(recipes) or 'none'}")
+        raise StudyError(f"{path}, {what}: unknown recipe {recipe!r}{did_you_mean(recipe, recipes)}"
+                         f"; recipes: {', '.join(recipes) or 'none'}")
     seeds = _seeds(path, raw["seeds"], f"variant {name!r} seeds") if "seeds" in raw else None
     for key in ("group", "compare_to", "description"):
         if key in raw and not isinstance(raw[key], str):
@@ -638,7 +648,8 @@ def _timing(path, raw, names: list) -> Timing | None:
 def _section(path, raw: dict, known: set) -> Section:
     unknown = sorted(set(raw) - set(SECTION_KEYS))
     if unknown:
-        raise StudyError(f"{path}: sections: unknown key {unknown[0]!r}; a section holds {', '.join(SECTION_KEYS)}")
+        raise StudyError(f"{path}: sections: unknown key {unknown[0]!r}{did_you_mean(unknown[0], SECTION_KEYS)}"
+                         f"; a section holds {', '.join(SECTION_KEYS)}")
     title, rows = raw.get("title"), raw.get("rows")
     if not isinstance(title, str) or not title:
         raise StudyError(f"{path}: every section needs a title")
@@ -700,7 +711,8 @@ class Planner:
             self.cli["dataset"] = dataset
         bad = sorted(set(self.cli) - set(TRAIN_KEYS))
         if bad:
-            raise StudyError(f"--set {bad[0]}: unknown setting; valid settings: {', '.join(TRAIN_KEYS)}")
+            raise StudyError(f"--set {bad[0]}: unknown setting{did_you_mean(bad[0], TRAIN_KEYS)}; "
+                             f"valid settings: {', '.join(TRAIN_KEYS)}")
         self._by_config: dict[str, str] = {}
         self._ids: set[str] = set()
 

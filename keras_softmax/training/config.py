@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Callable
 
+from keras_softmax.names import did_you_mean
+
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 #: "auto": mixed_bfloat16 on accelerators with native bf16, float32 elsewhere (resolved when a run
 #: starts; the run's config.toml and report record the resolved policy).
@@ -280,7 +282,8 @@ def read_toml(path) -> dict:
     data.pop("results", None)  # zoo presets may record what they reached
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; valid settings: {', '.join(FIELDS)}")
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}{did_you_mean(unknown[0], FIELDS)}; "
+                          f"valid settings: {', '.join(FIELDS)}")
     return data
 
 
@@ -337,7 +340,8 @@ def resolve(config_file=None, overrides: dict | None = None, *, origin: str = "t
         merged["val_split"] = int(split)
     unknown = sorted(set(merged) - set(FIELDS))
     if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]!r}; valid settings: {', '.join(FIELDS)}")
+        raise ConfigError(f"unknown setting {unknown[0]!r}{did_you_mean(unknown[0], FIELDS)}; "
+                          f"valid settings: {', '.join(FIELDS)}")
     return TrainConfig(**merged).validate(origins)
 
 

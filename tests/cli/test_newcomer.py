@@ -186,3 +186,27 @@ def test_a_validation_split_of_a_few_images_gets_a_note(tmp_path, monkeypatch):
     result = assert_ok(invoke("train", *TINY, "--val-split", "1", "--out", tmp_path / "one"))
     assert "note: val_split = 1 holds out 1 image(s) (a count, not a fraction)" in result.output
     assert "note: val_split" not in assert_ok(invoke("train", *TINY, "--out", tmp_path / "default")).output
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--head", "sparsemx"), "unknown head 'sparsemx' (did you mean 'sparsemax'?); choose one of:"),
+    (("--head", "gumbel", "--head-param", "temprature=2"),
+     "head 'gumbel' has no parameter 'temprature' (did you mean 'temperature'?); its parameters are:"),
+    (("--set", "weight_decy=1e-4"), "unknown setting 'weight_decy' (did you mean 'weight_decay'?); valid settings:"),
+    (("--head", "resnet"), "unknown head 'resnet'; choose one of:"),  # nothing close: no guess
+], ids=["head", "head-param", "setting", "nothing-close"])
+def test_a_mistyped_name_gets_the_closest_valid_one(tmp_path, args, message):
+    assert_user_error(invoke("train", *args, *TINY, "--epochs", "1", "--out", tmp_path / "run"), message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_study_spec_with_a_mistyped_name_gets_the_closest_valid_one(tmp_path):
+    from keras_softmax.study.spec import StudyError, load_spec
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text('heads = ["softmax", "log_sofmax"]\nseeds = [0]\n')
+    with pytest.raises(StudyError, match=r"unknown head 'log_sofmax' \(did you mean 'log_softmax'\?\)"):
+        load_spec(spec)
+    spec.write_text('heads = ["softmax"]\nseeds = [0]\nlabel_smothing = 0.1\n')
+    with pytest.raises(StudyError, match=r"unknown key 'label_smothing' \(did you mean 'label_smoothing'\?\)"):
+        load_spec(spec)
