@@ -36,6 +36,7 @@ from keras_softmax.data.jpeg_worker import IMAGE_SIZE
 from keras_softmax.data.jpeg_worker import one_line as _one_line  # one-line error reports
 from keras_softmax.environment import cache_root
 from keras_softmax.io import atomic_path
+from keras_softmax.names import did_you_mean
 
 DATASETS = {
     "digits": "scikit-learn's bundled 8×8 digits (1,797 images, 10 classes), upsampled to 32×32 RGB",
@@ -353,7 +354,8 @@ def _load_folder(source: str, cache_root: Path, listed=None) -> Dataset:
     """
     path = Path(source).expanduser()
     if not path.exists():
-        raise DatasetError(f"dataset path not found: {source}")
+        raise DatasetError(f"dataset path not found: {source}{did_you_mean(source, DATASETS)} (a class-folder directory "
+                           f"or .tar.gz, or a dataset by name: {', '.join(DATASETS)})")
     path = path.resolve()
     if path.is_dir():
         members = _list_directory(path)

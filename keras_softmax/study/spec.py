@@ -733,7 +733,8 @@ class Planner:
         if not self.check_data:
             return config
         if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():
-            raise StudyError(f"dataset path not found: {config.dataset} ({what})")
+            raise StudyError(f"dataset path not found: {config.dataset}{did_you_mean(config.dataset, DATASETS)} "
+                             f"({what}; a dataset by name is one of: {', '.join(DATASETS)})")
         if config.dataset == "cifar100" and not all(importlib.util.find_spec(m) for m in ("tensorflow",
                                                                                        "tensorflow_datasets")):
             raise StudyError("dataset cifar100 needs TensorFlow and tensorflow-datasets, which are not installed "

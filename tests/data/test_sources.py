@@ -251,8 +251,12 @@ def test_cifar100_class_names_set_fine_to_coarse(tmp_path):
 # --- errors --------------------------------------------------------------------------------------
 
 def test_missing_path(tmp_path):
-    with pytest.raises(DatasetError, match=r"^dataset path not found: .*nowhere$"):
+    with pytest.raises(DatasetError, match=r"^dataset path not found: .*nowhere \(a class-folder directory or "
+                                           r"\.tar\.gz, or a dataset by name: digits, cifar100\)$"):
         load_dataset(str(tmp_path / "nowhere"))
+    # A name close to a known one (CIFAR-10 is not one of them) gets it suggested.
+    with pytest.raises(DatasetError, match=r"^dataset path not found: cifar10 \(did you mean 'cifar100'\?\)"):
+        load_dataset("cifar10")
 
 
 def test_folder_without_images(tmp_path):
