@@ -113,6 +113,25 @@ def welch_interval(a, b, confidence: float = 0.95) -> Difference | None:
                       int(b.size), float(se), min(1.0, p_value))
 
 
+def paired_interval(a, b, confidence: float = 0.95) -> Difference | None:
+    """The paired t-interval for ``mean(a − b)`` (``a[i]`` and ``b[i]`` one configuration measured twice,
+    e.g. on two GPU kinds); ``None`` unless at least 2 pairs have both values. ``n_a = n_b`` = pairs."""
+    pairs = [(float(x), float(y)) for x, y in zip(a, b)
+             if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))]
+    if len(pairs) < 2:
+        return None
+    diffs = np.array([x - y for x, y in pairs], dtype=np.float64)
+    n, difference = int(diffs.size), float(np.mean(diffs))
+    se = float(np.std(diffs, ddof=1) / math.sqrt(n))
+    if se == 0:
+        return Difference(difference, difference, difference, math.inf, confidence, n, n, 0.0,
+                          1.0 if difference == 0 else 0.0)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
+    p_value = float(2 * stats.t.sf(abs(difference) / se, n - 1))
+    return Difference(difference, difference - half, difference + half, float(n - 1), confidence, n, n, se,
+                      min(1.0, p_value))
+
+
 def interval_at(d: Difference, confidence: float) -> tuple[float, float]:
     """The Welch interval of ``d`` at another ``confidence`` level (same df and standard error)."""
     if d.se == 0:

@@ -1,0 +1,121 @@
+"""bench/gpu_kinds.py: a recorded run trained again from its config.toml and set beside its record, and the
+paired interval behind the offset between two GPU kinds (against scipy)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+
+from keras_softmax.study.stats import paired_interval
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("gpu_kinds", ROOT / "bench" / "gpu_kinds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_interval_is_scipys_paired_t_test():
+    a = [0.671, 0.668, 0.662, 0.675, 0.669]
+    b = [0.665, 0.667, 0.660, 0.671, 0.664]
+    d = paired_interval(a, b)
+    expected = stats.ttest_rel(a, b)
+    low, high = expected.confidence_interval(0.95)
+    assert d.difference == pytest.approx(np.mean(np.subtract(a, b)), abs=1e-15)
+    assert (d.low, d.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert d.p_value == pytest.approx(expected.pvalue, rel=1e-10) and d.df == 4 and d.n_a == d.n_b == 5
+    # A pair with a missing side is left out; fewer than two pairs give no interval.
+    assert paired_interval([*a, None], [*b, 0.5]).difference == pytest.approx(d.difference)
+    assert paired_interval([0.5], [0.4]) is None
+    same = paired_interval([0.5, 0.6], [0.4, 0.5])  # no spread: the difference itself
+    assert (same.low, same.high) == (pytest.approx(0.1), pytest.approx(0.1))
+
+
+def _data(root: Path) -> tuple[Path, Path]:
+    """Three classes of 32×32 images, train/ and test/: (the training dataset, the test split's source)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("test", 6)):
+        for c, name in enumerate(["apple", "bee", "cat"]):
+            folder = root / "data" / split / name
+            folder.mkdir(parents=True)
+            for k in range(count):
+                pixels = np.clip(rng.normal(60 + 70 * c, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{k}.png")
+    return root / "data", root / "data"
+
+
+def test_a_recorded_run_is_trained_again_from_its_config_and_set_beside_its_record(tmp_path, cache_dir):
+    from cli.helpers import run_cli, subprocess_env
+
+    data, test = _data(tmp_path)
+    recorded = tmp_path / "recorded"
+    trained = run_cli("train", "--head", "softmax", "--dataset", data, "--epochs", "1", "--set", "widths=[4, 8, 8, 8]",
+                      "--batch-size", "16", "--val-split", "12", "--set", "jit_compile=false", "--out", recorded,
+                      cwd=tmp_path, cache_dir=cache_dir)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    from keras_softmax.study.testsplit import score_run
+
+    score_run(recorded, test)
+    records = tmp_path / "records"
+    records.mkdir()
+    with open(records / "softmax.jsonl", "w") as out:  # as zoo/study_records.py packs a run
+        for name in ("config.toml", "report.json", "test.json"):
+            out.write(json.dumps({"path": f"runs/softmax-seed0/{name}", "text": (recorded / name).read_text()}) + "\n")
+
+    tool = [sys.executable, str(ROOT / "bench" / "gpu_kinds.py")]
+    kinds = tmp_path / "kinds"
+    command = [*tool, "run", records, "softmax-seed0", "--dataset", data, "--test-dataset", test, "--out", kinds]
+    result = subprocess.run([str(c) for c in command], env=subprocess_env(cache_dir), capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "softmax-seed0: finished in" in result.stdout
+    repeat = kinds / "softmax-seed0"
+    before, after = json.loads((recorded / "report.json").read_text()), json.loads((repeat / "report.json").read_text())
+    # the recorded configuration, trained again: the same seed on the same CPU gives the same figures
+    assert after["config"]["seed"] == 0 and after["config"]["widths"] == [4, 8, 8, 8]
+    assert after["accuracy"] == before["accuracy"]
+    assert json.loads((repeat / "test.json").read_text())["accuracy"] == json.loads(
+        (recorded / "test.json").read_text())["accuracy"]
+    again = subprocess.run([str(c) for c in command], env=subprocess_env(cache_dir), capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
+    assert again.returncode == 0 and "done before, kept" in again.stdout and "finished in" not in again.stdout
+
+    # A second pair (a record and its repeat with other figures, as from another GPU kind) for the offset.
+    other = json.loads((recorded / "report.json").read_text())
+    shutil.copytree(repeat, kinds / "softmax-seed1")
+    report = dict(other, accuracy=0.5, device="gpu: NVIDIA H100 80GB HBM3")
+    (kinds / "softmax-seed1" / "report.json").write_text(json.dumps(report))
+    (kinds / "softmax-seed1" / "test.json").write_text(json.dumps({"accuracy": 0.4}))
+    with open(records / "softmax.jsonl", "a") as out:
+        for name, text in (("config.toml", (recorded / "config.toml").read_text()),
+                           ("report.json", json.dumps(dict(other, accuracy=0.45, device="gpu: NVIDIA H200"))),
+                           ("test.json", json.dumps({"accuracy": 0.42}))):
+            out.write(json.dumps({"path": f"runs/softmax-seed1/{name}", "text": text}) + "\n")
+    summary = _load_tool().compare(records, kinds)
+    assert [p["run"] for p in summary["pairs"]] == ["softmax-seed0", "softmax-seed1"]
+    assert summary["pairs"][1]["kinds"] == ["NVIDIA H200", "NVIDIA H100 80GB HBM3"]
+    val = [p["accuracy"] for p in summary["pairs"]]
+    expected = stats.ttest_rel([v[1] for v in val], [v[0] for v in val])
+    offset = summary["accuracy_offset"]
+    assert offset["points"] == pytest.approx(100 * np.mean([v[1] - v[0] for v in val]))
+    assert offset["ci95"] == pytest.approx([100 * x for x in expected.confidence_interval(0.95)])
+    assert summary["test_accuracy_offset"]["points"] == pytest.approx(100 * (0 + (0.4 - 0.42)) / 2)
+
+
+def test_a_run_the_records_do_not_hold_is_named(tmp_path):
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "x.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="no run 'softmax-seed9' with a config.toml in"):
+        _load_tool().recorded_files(tmp_path / "records", "softmax-seed9")
