@@ -111,6 +111,8 @@ def compare(records: Path, out: Path, repeats: Path | None = None) -> dict:
         pairs.append({"run": run_dir.name, "kinds": [_gpu(before), _gpu(after)],
                       "accuracy": [before["accuracy"], after["accuracy"]],
                       "test_accuracy": [test_before, test_after]})
+    if not pairs:
+        raise SystemExit(f"no finished repeat in {out} (a run directory with report.json): run `run` first")
     summary = {"pairs": pairs, "kinds": sorted({kind for p in pairs for kind in p["kinds"]})}
     for key in ("accuracy", "test_accuracy"):
         d = paired_interval([p[key][1] for p in pairs], [p[key][0] for p in pairs])
@@ -119,7 +121,7 @@ def compare(records: Path, out: Path, repeats: Path | None = None) -> dict:
     if repeats is not None:
         same_kind = [pair["accuracy"] for pair in json.loads(repeats.read_text(encoding="utf-8"))["pairs"]]
         summary["same_kind_repeat_sd_points"] = 100 * repeat_sd(same_kind)
-        summary["across_kinds_repeat_sd_points"] = 100 * repeat_sd([p["accuracy"] for p in pairs]) if pairs else None
+        summary["across_kinds_repeat_sd_points"] = 100 * repeat_sd([p["accuracy"] for p in pairs])
     return summary
 
 

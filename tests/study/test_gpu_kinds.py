@@ -114,8 +114,11 @@ def test_a_recorded_run_is_trained_again_from_its_config_and_set_beside_its_reco
     assert summary["test_accuracy_offset"]["points"] == pytest.approx(100 * (0 + (0.4 - 0.42)) / 2)
 
 
-def test_a_run_the_records_do_not_hold_is_named(tmp_path):
+def test_a_run_the_records_do_not_hold_and_an_empty_comparison_are_named(tmp_path):
     (tmp_path / "records").mkdir()
     (tmp_path / "records" / "x.jsonl").write_text("")
     with pytest.raises(SystemExit, match="no run 'softmax-seed9' with a config.toml in"):
         _load_tool().recorded_files(tmp_path / "records", "softmax-seed9")
+    (tmp_path / "kinds").mkdir()
+    with pytest.raises(SystemExit, match="no finished repeat in .*kinds"):
+        _load_tool().compare(tmp_path / "records", tmp_path / "kinds")
