@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import stats
 
 from keras_softmax.study.stats import paired_interval
+
+from .images import write_class_images
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,23 +44,10 @@ def test_paired_interval_is_scipys_paired_t_test():
     assert (same.low, same.high) == (pytest.approx(0.1), pytest.approx(0.1))
 
 
-def _data(root: Path) -> tuple[Path, Path]:
-    """Three classes of 32×32 images, train/ and test/: (the training dataset, the test split's source)."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 24), ("test", 6)):
-        for c, name in enumerate(["apple", "bee", "cat"]):
-            folder = root / "data" / split / name
-            folder.mkdir(parents=True)
-            for k in range(count):
-                pixels = np.clip(rng.normal(60 + 70 * c, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{k}.png")
-    return root / "data", root / "data"
-
-
 def test_a_recorded_run_is_trained_again_from_its_config_and_set_beside_its_record(tmp_path, cache_dir):
     from cli.helpers import run_cli, subprocess_env
 
-    data, test = _data(tmp_path)
+    data = test = write_class_images(tmp_path / "data")  # train/ and test/: the dataset and the test split's source
     recorded = tmp_path / "recorded"
     trained = run_cli("train", "--head", "softmax", "--dataset", data, "--epochs", "1", "--set", "widths=[4, 8, 8, 8]",
                       "--batch-size", "16", "--val-split", "12", "--set", "jit_compile=false", "--out", recorded,

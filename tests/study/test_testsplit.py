@@ -20,6 +20,7 @@ from keras_softmax.study.runner import _to_score, run_study
 from keras_softmax.study.spec import Planner, StudyError, load_spec
 from keras_softmax.study.testsplit import read_test_images, score_figures
 
+from .images import write_class_images
 from .test_report import SPEC, _cells, fake_run
 
 
@@ -250,14 +251,7 @@ def test_a_study_scores_each_finished_run_once_on_the_test_split(tmp_path, cache
     invocation neither trains nor scores again."""
     from cli.helpers import run_cli
 
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 24), ("test", 6)):
-        for c, name in enumerate(["apple", "bee", "cat"]):
-            folder = tmp_path / "data" / split / name
-            folder.mkdir(parents=True)
-            for k in range(count):
-                pixels = np.clip(rng.normal(60 + 70 * c, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{k}.png")
+    write_class_images(tmp_path / "data")
     test_tree = tmp_path / "test-only"
     (test_tree / "test").mkdir(parents=True)
     for name in ("apple", "bee", "cat"):
