@@ -101,16 +101,9 @@ def welch_interval(a, b, confidence: float = 0.95) -> Difference | None:
     if a.size < 2 or b.size < 2:
         return None
     va, vb = np.var(a, ddof=1) / a.size, np.var(b, ddof=1) / b.size
-    difference = float(np.mean(a) - np.mean(b))
     se = math.sqrt(va + vb)
-    if se == 0:
-        return Difference(difference, difference, difference, math.inf, confidence, int(a.size), int(b.size),
-                          0.0, 1.0 if difference == 0 else 0.0)
-    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    p_value = float(2 * stats.t.sf(abs(difference) / se, df))
-    return Difference(difference, difference - half, difference + half, float(df), confidence, int(a.size),
-                      int(b.size), float(se), min(1.0, p_value))
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if se else math.inf
+    return _t_interval(float(np.mean(a) - np.mean(b)), se, df, confidence, int(a.size), int(b.size))
 
 
 def paired_interval(a, b, confidence: float = 0.95) -> Difference | None:
@@ -121,15 +114,21 @@ def paired_interval(a, b, confidence: float = 0.95) -> Difference | None:
     if len(pairs) < 2:
         return None
     diffs = np.array([x - y for x, y in pairs], dtype=np.float64)
-    n, difference = int(diffs.size), float(np.mean(diffs))
+    n = int(diffs.size)
     se = float(np.std(diffs, ddof=1) / math.sqrt(n))
+    return _t_interval(float(np.mean(diffs)), se, n - 1 if se else math.inf, confidence, n, n)
+
+
+def _t_interval(difference: float, se: float, df: float, confidence: float, n_a: int, n_b: int) -> Difference:
+    """The t-interval and two-sided p-value of ``difference`` with standard error ``se`` on ``df`` degrees
+    of freedom; with no spread (``se = 0``) the interval is the difference itself."""
     if se == 0:
-        return Difference(difference, difference, difference, math.inf, confidence, n, n, 0.0,
+        return Difference(difference, difference, difference, math.inf, confidence, n_a, n_b, 0.0,
                           1.0 if difference == 0 else 0.0)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    p_value = float(2 * stats.t.sf(abs(difference) / se, n - 1))
-    return Difference(difference, difference - half, difference + half, float(n - 1), confidence, n, n, se,
-                      min(1.0, p_value))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p_value = float(2 * stats.t.sf(abs(difference) / se, df))
+    return Difference(difference, difference - half, difference + half, float(df), confidence, n_a, n_b,
+                      float(se), min(1.0, p_value))
 
 
 def interval_at(d: Difference, confidence: float) -> tuple[float, float]:
