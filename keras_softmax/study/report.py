@@ -782,19 +782,31 @@ def _tuning_section(spec, study: _Study) -> list[str]:
 _EXPECT = {"better": "better", "higher": "better", "worse": "worse", "lower": "worse", "equivalent": "equivalent"}
 
 
-def _claim_word(expect: str, verdict, split: str = "val") -> str:
-    """A verdict read against a claim's direction: supported, contradicted, not shown or not yet measured."""
+def _size_excluded(verdict, size: float | None) -> bool:
+    """True when the verdict's Holm-level interval lies wholly on the near side of a claim's stated size
+    (``size`` in the metric's own units, signed: the claim is a − b ≥ size > 0 or a − b ≤ size < 0)."""
+    if size is None or verdict.holm_low is None:
+        return False
+    return verdict.holm_high < size if size > 0 else verdict.holm_low > size
+
+
+def _claim_word(expect: str, verdict, split: str = "val", size: float | None = None) -> str:
+    """A verdict read against a claim's direction (and its stated size, if it states one): supported,
+    contradicted, contradicted in size, not shown or not yet measured."""
     expect = _EXPECT.get(expect, expect)
     word = verdict.word
     if word == "untested":
         return "not yet scored" if split == "test" and verdict.n_a == verdict.n_b == 0 else "not yet measured"
-    text = ("not shown (inconclusive)" if word == "inconclusive" else "supported" if word == expect
-            else "contradicted")
+    if word in ("inconclusive", expect) and _size_excluded(verdict, size):
+        text = "contradicted (its size is excluded)"
+    else:
+        text = ("not shown (inconclusive)" if word == "inconclusive" else "supported" if word == expect
+                else "contradicted")
     return f"provisional: {text}" if verdict.provisional else text
 
 
-def _claim_summary(expect: str, verdicts, split: str) -> str:
-    words = [_claim_word(expect, v, split) for v in verdicts]
+def _claim_summary(expect: str, verdicts, split: str, size: float | None = None) -> str:
+    words = [_claim_word(expect, v, split, size) for v in verdicts]
     if len(set(words)) == 1:
         return words[0]
     return "; ".join(f"{w} for {', '.join(f'`{v.a}`' for v, x in zip(verdicts, words) if x == w)}"
@@ -831,20 +843,25 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
                 elif split == "validation":
                     parts.append(f"untested (n = {verdict.n_a} vs {verdict.n_b})")
             detail.append(f"`{_md(v.a)}` − `{_md(v.b)}`: " + "; ".join(parts))
+        size = None if claim.size is None else claim.size / scale
+        if size is not None:
+            detail.append(f"The claim's size: {_pp(size, scale, digits)}{unit} or beyond")
         if claim.evidence:
             detail.append(_md(claim.evidence))
         test_cell = ("– (a speed claim)" if claim.metric == "steady_epoch_seconds"
-                     else _claim_summary(claim.expect, test, "test"))
+                     else _claim_summary(claim.expect, test, "test", size))
         runs = ", ".join(f"`{n}`" for n in dict.fromkeys(n for p in pairs for n in p))
         cmd = f"the study command (rows {runs})" + (f"; also `{_md(claim.command)}`" if claim.command else "")
-        rows.append([_md(claim.claim), f"**{_claim_summary(claim.expect, val, 'val')}**", test_cell,
+        rows.append([_md(claim.claim), f"**{_claim_summary(claim.expect, val, 'val', size)}**", test_cell,
                      "<br>".join(detail), cmd])
     return ["## The original study's claims", "",
             "Each claim of the study being repeated, our verdict from the comparison that answers it (the "
             "verdicts of the question's family above where it has one, else a family of the claim's own "
             f"comparisons) on validation and on test, and the rows and command behind it. \"supported\"/"
             "\"contradicted\": the verdict agrees with/opposes the claim's direction (an equivalence opposes a "
-            "claimed difference); \"not shown\": inconclusive at these seeds; \"not yet measured\": a row it "
+            "claimed difference); \"contradicted (its size is excluded)\": the claim states a size (a difference "
+            "of at least so many points) and the Holm-level interval excludes it, whatever the direction's "
+            "verdict; \"not shown\": inconclusive at these seeds; \"not yet measured\": a row it "
             "needs has fewer than 2 runs; \"provisional\": a row has fewer runs than the study plans. The study "
             f"command: `{_md(command)}`.", "", *_table(header, rows, ["l", "l", "l", "l", "l"])]
 

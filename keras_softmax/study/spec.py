@@ -46,6 +46,7 @@ variants, recipes, a per-head tuning grid and report sections::
     rows = ["softmax-drop0.1"]                # each against `reference` (or evidence = "..." alone)
     reference = "softmax"
     expect = "better"                         # better, worse or equivalent
+    size = 2.0                                # optional: the smallest difference it states (points, signed)
 
     [provenance]                              # optional: where a recipe's settings come from
     recipe = "original"
@@ -98,6 +99,7 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -115,7 +117,7 @@ VARIANT_KEYS = ("name", "description", "group", "recipe", "seeds", "compare_to")
 TUNING_KEYS = ("heads", "seeds", "metric", "tuned_seeds")
 SECTION_KEYS = ("title", "text", "rows", "reference", "comparisons", "primary", "metric")
 VERDICT_KEYS = ("alpha", "margin", "repeats", "note")
-CLAIM_KEYS = ("claim", "rows", "reference", "expect", "evidence", "command", "metric")
+CLAIM_KEYS = ("claim", "rows", "reference", "expect", "size", "evidence", "command", "metric")
 #: Figures a comparison may be on (row keys of results.jsonl; the test split's are ``test_<key>``).
 METRICS = ("accuracy", "top5_accuracy", "f1_macro", "coarse_accuracy", "steady_epoch_seconds")
 TIMING_KEYS = ("names", "seeds")
@@ -193,6 +195,7 @@ class Claim:
     rows: tuple = ()
     reference: str | None = None
     expect: str | None = None  # "better"/"higher", "worse"/"lower" or "equivalent" (of rows − reference)
+    size: float | None = None  # the smallest difference the claim states, signed, in points (or seconds)
     evidence: str = ""
     command: str = ""
     metric: str = "accuracy"
@@ -510,8 +513,25 @@ def _claim(path, raw: dict, known: set) -> Claim:
     if not rows and not evidence:
         raise StudyError(f"{path}: claim {text!r}: give rows (with reference and expect) or evidence")
     metric = _metric(path, f"claim {text!r}", raw.get("metric", "accuracy"))
-    return Claim(claim=text, rows=tuple(rows), reference=reference, expect=expect, evidence=evidence,
+    size = _claim_size(path, text, raw.get("size"), expect if rows else None)
+    return Claim(claim=text, rows=tuple(rows), reference=reference, expect=expect, size=size, evidence=evidence,
                  command=command, metric=metric)
+
+
+def _claim_size(path, text: str, size, expect: str | None) -> float | None:
+    """A claim's stated size: a finite non-zero number whose sign is its direction (better/higher > 0)."""
+    if size is None:
+        return None
+    where = f"{path}: claim {text!r}: size"
+    if expect is None or expect == "equivalent":
+        raise StudyError(f"{where} needs rows and expect = better, worse, higher or lower (it is the smallest "
+                         f"difference the claim states)")
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size == 0:
+        raise StudyError(f"{where} must be a finite non-zero number of points (got {size!r})")
+    if (size > 0) != (expect in ("better", "higher")):
+        raise StudyError(f"{where} must be {'> 0' if expect in ('better', 'higher') else '< 0'} for expect = "
+                         f"{expect!r} (got {size!r}): its sign is the claimed direction of rows − reference")
+    return float(size)
 
 
 def _tables(path, value, key) -> list:

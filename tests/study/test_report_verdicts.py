@@ -6,6 +6,7 @@ nothing to report."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import numpy as np
@@ -191,3 +192,37 @@ def test_a_claim_with_rows_and_evidence_shows_both_and_its_test_verdict(syntheti
     assert cells[1] == "**not shown (inconclusive)**"  # validation: +1.00 pp on 3 seeds, p = 0.29
     assert cells[2] == "supported"  # test: softmax 5 points below on every seed
     assert "validation +1.00 pp" in cells[3] and "; test " in cells[3] and "The collapse is the wiring" in cells[3]
+
+
+@pytest.mark.parametrize("beyond", [-0.05, +0.05])
+def test_a_claim_whose_stated_size_its_holm_level_interval_excludes_is_contradicted(synthetic, beyond):
+    """A claim of "far below" that the data put near zero is contradicted in size, even where the
+    direction is inconclusive; a size the interval still reaches is not. The interval is Welch's at the
+    Holm level the report prints, recomputed with scipy."""
+    spec_path, out, spec, planner, planned = synthetic
+    softmax, log_softmax = [0.70, 0.71, 0.72], [0.69, 0.70, 0.71]  # the fixture's validation values
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    row = _rows((out / "STUDY.md").read_text(), "softmax", "log_softmax", "validation")
+    level = float(re.search(r"\(([\d.]+) %\)", row[6]).group(1)) / 100
+    va, vb = np.var(softmax, ddof=1) / 3, np.var(log_softmax, ddof=1) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    low = 100 * (np.mean(softmax) - np.mean(log_softmax) - stats.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb))
+    size = round(low + beyond, 2)  # just below the interval's low end (excluded), or just inside it
+    spec_path.write_text(spec_path.read_text() + textwrap.dedent(f'''
+        [[claims]]
+        claim = "softmax is far below"
+        rows = ["softmax"]
+        reference = "log_softmax"
+        expect = "worse"
+        size = {size}
+        '''))
+    _score(out, planned, lambda p: 0.6 + 0.001 * p.seed - (0.05 if p.config.head == "softmax" else 0.0))
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| softmax is far below |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    excluded = beyond < 0  # size below the low end: the interval lies wholly above it
+    assert cells[1] == ("**contradicted (its size is excluded)**" if excluded else "**not shown (inconclusive)**")
+    # test: 5.00 points below on every seed, beyond the stated size either way
+    assert cells[2] == "supported"
+    assert f"The claim's size: {size:+.2f} pp or beyond" in cells[3]
