@@ -13,10 +13,28 @@
 # (its runs take 212-263 s alone, and the training process scores its run on the test split in 3-4 s more, measured
 # 2026-12-05; two side by side take as long as one after the other. BUDGET=270
 # starts a second run only if the first was done by then: a run started later would not finish within LIMIT.)
+#
+# The records so far are all on H200s, and the lent machines are H100s or H200s. On a GPU that is not
+# KIND (default H200) the slice trains nothing: it measures the offset between the kinds instead
+# (bench/gpu_kinds.py: 8 recorded runs trained again, ~5 minutes on a fresh machine) and sends it back as
+# $OUT/gpu_kinds.tgz; MIX=1 trains the slice there anyway (the report names comparisons across kinds).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 D=.data/cifar100-train-jpg.tar.gz T=.data/cifar100-test-jpg.tar.gz
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+if [[ "$gpu" != *"${KIND:-H200}"* && "${MIX:-0}" != 1 ]]; then
+  echo "GPU: $gpu, not ${KIND:-H200}: measuring the offset between the kinds instead of a slice (MIX=1: a slice anyway)"
+  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds && mkdir -p $K
+  timeout "${LIMIT:-560}" python3 bench/gpu_kinds.py run $S log_softmax-seed{0,1,2,3} softmax-seed{0,1,2,3} \
+      --dataset $D --test-dataset $T --out runs/kinds --parallel 4 > $K/run.log 2>&1
+  echo "run rc=$?; $gpu" >> $K/run.log
+  python3 bench/gpu_kinds.py compare $S runs/kinds --repeats zoo/results/cifar100-study-repeats.json \
+      --json $K/gpu_kinds.json > $K/compare.log 2>&1
+  for d in runs/kinds/*/; do mkdir -p "$K/$(basename "$d")" && cp "$d"/{report.json,test.json,config.toml,history.csv} "$K/$(basename "$d")/" 2>/dev/null; done
+  tar czf "$OUT/gpu_kinds.tgz" -C $K . && tail -20 $K/compare.log
+  exit 0
+fi
 R=${RECORDS:-zoo/results/cifar100-study5-records} RUNS=${RUNS:-runs/study5}
 SPEC=${SPEC:-zoo/studies/cifar100-questions.toml} RPD=${RPD:-4} BUDGET=${BUDGET:-400} LIMIT=${LIMIT:-560}
 JC=$HOME/.cache/keras_softmax/jax-compilation
@@ -26,9 +44,9 @@ start=$(date +%s)
 timeout "$LIMIT" python3 -m keras_softmax_cli study "$SPEC" --out "$RUNS" --dataset $D --test-dataset $T \
     --runs-per-device "$RPD" --budget "$BUDGET" > "$OUT/study.log" 2>&1
 echo "study rc=$? wall=$(( $(date +%s) - start ))s" >> "$OUT/study.log"
-rm -rf /tmp/rec && mkdir -p /tmp/rec
-python3 zoo/study_records.py pack --scored-only "$RUNS" /tmp/rec > "$OUT/pack.log" 2>&1
-tar czf "$OUT/rec.tgz" -C /tmp/rec .
+REC=${TMPDIR:-/tmp}/rec && rm -rf "$REC" && mkdir -p "$REC"
+python3 zoo/study_records.py pack --scored-only "$RUNS" "$REC" > "$OUT/pack.log" 2>&1
+tar czf "$OUT/rec.tgz" -C "$REC" .
 mkdir -p "$JC" && tar czf "$OUT/jaxcache.tgz" -C "$JC" .
 grep -c "scored .* on the test split" "$OUT/study.log" | sed 's/^/scored this slice: /'
 tail -4 "$OUT/study.log"

@@ -1,0 +1,60 @@
+"""zoo/studies/device_slice.sh keeps the study on one GPU kind: on another kind it measures the offset
+between the kinds (bench/gpu_kinds.py) instead of training a slice, unless MIX=1. Run with stand-ins for
+``nvidia-smi`` and ``python3`` that record how they were called."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "zoo" / "studies" / "device_slice.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None,
+                                reason="needs bash and tar")
+
+
+def _slice(tmp_path, gpu: str, **env) -> list[str]:
+    """Run the script with a GPU named ``gpu``; the python3 calls it made, one line each."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\necho '{gpu}'\n")
+    (bin_dir / "python3").write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    calls.write_text("")
+    environ = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OUT": str(out),
+               "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp"), "RUNS": str(tmp_path / "runs"),
+               **env}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=environ, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [line for line in calls.read_text().splitlines() if not line.startswith("-m pip")]
+
+
+def test_on_the_records_kind_a_slice_trains_the_study(tmp_path):
+    calls = _slice(tmp_path, "NVIDIA H200")
+    assert any(c.startswith("-m keras_softmax_cli study zoo/studies/cifar100-questions.toml") for c in calls)
+    assert not any("gpu_kinds.py" in c for c in calls)
+    assert (tmp_path / "out" / "rec.tgz").is_file()
+
+
+def test_on_another_kind_it_measures_the_offset_instead(tmp_path):
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3")
+    assert calls[0].startswith("bench/gpu_kinds.py run zoo/results/cifar100-study5-records log_softmax-seed0 ")
+    assert "--test-dataset .data/cifar100-test-jpg.tar.gz" in calls[0] and "--parallel 4" in calls[0]
+    assert calls[1].startswith("bench/gpu_kinds.py compare zoo/results/cifar100-study5-records runs/kinds")
+    assert not any("keras_softmax_cli study" in c for c in calls)
+    assert (tmp_path / "out" / "gpu_kinds.tgz").is_file() and not (tmp_path / "out" / "rec.tgz").exists()
+
+
+def test_mix_trains_the_slice_on_another_kind(tmp_path):
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", MIX="1")
+    assert any("keras_softmax_cli study" in c for c in calls) and not any("gpu_kinds.py" in c for c in calls)
