@@ -22,6 +22,8 @@ set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 D=.data/cifar100-train-jpg.tar.gz T=.data/cifar100-test-jpg.tar.gz
+JC=$HOME/.cache/keras_softmax/jax-compilation
+if [ -f .gpu/jaxcache.tgz ]; then mkdir -p "$JC" && tar xzf .gpu/jaxcache.tgz -C "$JC" && echo "jax cache: $(ls "$JC" | wc -l) entries"; fi
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 if [[ "$gpu" != *"${KIND:-H200}"* && "${MIX:-0}" != 1 ]]; then
   echo "GPU: $gpu, not ${KIND:-H200}: measuring the offset between the kinds instead of a slice (MIX=1: a slice anyway)"
@@ -31,14 +33,13 @@ if [[ "$gpu" != *"${KIND:-H200}"* && "${MIX:-0}" != 1 ]]; then
   echo "run rc=$?; $gpu" >> $K/run.log
   python3 bench/gpu_kinds.py compare $S runs/kinds --repeats zoo/results/cifar100-study-repeats.json \
       --json $K/gpu_kinds.json > $K/compare.log 2>&1
-  for d in runs/kinds/*/; do mkdir -p "$K/$(basename "$d")" && cp "$d"/{report.json,test.json,config.toml,history.csv} "$K/$(basename "$d")/" 2>/dev/null; done
+  for d in runs/kinds/*/; do [ -d "$d" ] || continue; mkdir -p "$K/$(basename "$d")" && cp "$d"/{report.json,test.json,config.toml,history.csv} "$K/$(basename "$d")/" 2>/dev/null; done
   tar czf "$OUT/gpu_kinds.tgz" -C $K . && tail -20 $K/compare.log
+  mkdir -p "$JC" && tar czf "$OUT/jaxcache.tgz" -C "$JC" .
   exit 0
 fi
 R=${RECORDS:-zoo/results/cifar100-study5-records} RUNS=${RUNS:-runs/study5}
 SPEC=${SPEC:-zoo/studies/cifar100-questions.toml} RPD=${RPD:-4} BUDGET=${BUDGET:-400} LIMIT=${LIMIT:-560}
-JC=$HOME/.cache/keras_softmax/jax-compilation
-if [ -f .gpu/jaxcache.tgz ]; then mkdir -p "$JC" && tar xzf .gpu/jaxcache.tgz -C "$JC" && echo "jax cache: $(ls "$JC" | wc -l) entries"; fi
 if [ -d "$R" ] && [ ! -f "$RUNS/study.json" ]; then python3 zoo/study_records.py unpack "$R" "$RUNS" > "$OUT/unpack.log" 2>&1; fi
 start=$(date +%s)
 timeout "$LIMIT" python3 -m keras_softmax_cli study "$SPEC" --out "$RUNS" --dataset $D --test-dataset $T \
