@@ -97,8 +97,9 @@ def _gpu(report: dict) -> str:
     return device.removeprefix("gpu: ")
 
 
-def compare(records: Path, out: Path, repeats: Path | None = None) -> dict:
-    """Each repeat under ``out`` beside its record: validation and test top-1, in points, and the kinds."""
+def compare(records: Path, out: Path, repeats: Path | None = None, earlier: Path | None = None) -> dict:
+    """Each repeat under ``out`` beside its record: validation and test top-1, in points, and the kinds;
+    with ``earlier`` (a JSON this wrote before), its pairs of runs not under ``out`` count too."""
     from keras_softmax.study.stats import paired_interval, repeat_sd
 
     pairs = []
@@ -113,6 +114,14 @@ def compare(records: Path, out: Path, repeats: Path | None = None) -> dict:
                       "test_accuracy": [test_before, test_after]})
     if not pairs:
         raise SystemExit(f"no finished repeat in {out} (a run directory with report.json): run `run` first")
+    if earlier is not None:
+        kept = [p for p in json.loads(earlier.read_text(encoding="utf-8"))["pairs"]
+                if p["run"] not in {q["run"] for q in pairs}]
+        kinds = {tuple(p["kinds"]) for p in kept + pairs}
+        if len(kinds) > 1:
+            raise SystemExit(f"{earlier} and {out} pair different kinds ({sorted(kinds)}): one offset needs one "
+                             "record kind and one repeat kind")
+        pairs = kept + pairs
     summary = {"pairs": pairs, "kinds": sorted({kind for p in pairs for kind in p["kinds"]})}
     for key in ("accuracy", "test_accuracy"):
         d = paired_interval([p[key][1] for p in pairs], [p[key][0] for p in pairs])
@@ -160,11 +169,13 @@ def main(argv=None) -> None:
     report.add_argument("out", type=Path)
     report.add_argument("--repeats", type=Path, help="same-kind repeat pairs (the study's repeats file)")
     report.add_argument("--json", type=Path, help="also write the pairs and the offsets here")
+    report.add_argument("--with", dest="earlier", type=Path,
+                        help="an earlier --json of the same two kinds: its pairs of other runs count too")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.records, args.names, args.dataset, args.test_dataset, args.out, max(1, args.parallel))
         return
-    summary = compare(args.records, args.out, args.repeats)
+    summary = compare(args.records, args.out, args.repeats, args.earlier)
     _print(summary)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

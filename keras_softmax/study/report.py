@@ -146,6 +146,10 @@ def _pp(x, scale=100.0, digits=2, sign=True) -> str:
     return f"{x * scale:+.{digits}f}" if sign else f"{x * scale:.{digits}f}"
 
 
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+OFFSET_MARK = " — *turns on the GPU-kind offset* (Provenance)"
+
+
 def _runs_of(n: int, planned: int | None) -> str:
     return f"{n} of {planned}" if planned is not None else str(n)
 
@@ -191,6 +195,8 @@ class _Study:
         if spec.verdicts.repeats is not None:
             self.margin, self.repeat_sd, self.repeat_pairs = margin_from_repeats(spec.verdicts.repeats)
         self.verdicts: dict[tuple, object] = {}  # (a, b, metric, split) -> Verdict, as the families found them
+        self.families: dict[tuple, tuple] = {}  # (a, b, metric, split) -> the family (pairs) that found its verdict
+        self.offset = (spec.provenance or {}).get("gpu_offset")  # a measured GPU-kind offset (KindOffset) or None
         self.headlines: list[tuple[str, object, object, str]] = []  # (question, val verdict, test verdict, metric)
         self.figures_written: list[Path] = []
 
@@ -243,7 +249,32 @@ class _Study:
                                planned={n: planned[n] for n in names if n in planned})
         for verdict in found:
             self.verdicts.setdefault((verdict.a, verdict.b, metric, split), verdict)
+            self.families.setdefault((verdict.a, verdict.b, metric, split), tuple(pairs))
         return found
+
+    def repeat_kind_share(self, name: str, key: str) -> float | None:
+        """The share of ``name``'s runs with a ``key`` value that ran on the offset's repeat kind."""
+        kinds = [_gpu(row.get("device")) for row in self.by_name.get(name, []) if row.get(key) is not None]
+        return kinds.count(_gpu(self.offset.repeat)) / len(kinds) if kinds and self.offset else None
+
+    def kind_check(self, verdict, metric: str, split: str) -> list | None:
+        """A top-1 comparison whose sides ran on the two kinds of the measured offset in different shares,
+        recomputed in its family with the offset taken off every run of the repeat kind, at the low and the
+        high end of the offset's interval: the two verdicts. None when the kinds do not set the sides apart
+        (or no offset is measured on this split)."""
+        key = "accuracy" if split == "val" else "test_accuracy"
+        found = self.offset.on(split) if self.offset and metric == "accuracy" else None
+        shares = {self.repeat_kind_share(n, key) for n in (verdict.a, verdict.b)}
+        if found is None or verdict.difference is None or None in shares or len(shares) == 1:
+            return None
+        pairs, repeat = self.families[(verdict.a, verdict.b, metric, split)], _gpu(self.offset.repeat)
+        ends = []
+        for offset in (found[1], found[2]):
+            values = {n: [row.get(key) - offset if row.get(key) is not None and _gpu(row.get("device")) == repeat
+                          else row.get(key) for row in self.by_name.get(n, [])] for pair in pairs for n in pair}
+            ends += [v for v in compare_family(values, pairs, alpha=self.alpha, margin=self.margin)
+                     if (v.a, v.b) == (verdict.a, verdict.b)]
+        return ends
 
     def verdict_cell(self, verdict, metric: str = "accuracy", split: str = "val") -> str:
         """The verdict in words; a test comparison without two scored runs a side says how many it has."""
@@ -263,7 +294,14 @@ class _Study:
         if verdict.provisional:
             text = (f"*provisional* ({_runs_of(verdict.n_a, verdict.planned_a)} vs "
                     f"{_runs_of(verdict.n_b, verdict.planned_b)} runs): {text}")
+        if self.turns_on_offset(verdict, metric, split):
+            text += OFFSET_MARK
         return text
+
+    def turns_on_offset(self, verdict, metric: str, split: str) -> bool:
+        """True when the verdict changes within the GPU-kind offset's interval (:meth:`kind_check`)."""
+        ends = self.kind_check(verdict, metric, split)
+        return bool(ends) and any(v.word != verdict.word for v in ends)
 
     def verdict_table(self, pairs, metric: str = "accuracy", primary=None) -> tuple[list[str], list, list]:
         """The family's table, each comparison on validation and below it on test, and both splits' verdicts."""
@@ -835,12 +873,14 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
         detail = []
         for v, t in zip(val, test):
             parts = []
-            for verdict, split in ((v, "validation"), (t, "test")):
+            for verdict, split in ((v, "val"), (t, "test")):
                 d = verdict.difference
                 if d is not None:
-                    parts.append(f"{split} {_pp(d.difference, scale, digits)}{unit} [{_pp(d.low, scale, digits)}, "
-                                 f"{_pp(d.high, scale, digits)}], {verdict.marked_word}")
-                elif split == "validation":
+                    mark = OFFSET_MARK if study.turns_on_offset(verdict, claim.metric, split) else ""
+                    parts.append(f"{_SPLIT_NAMES[split]} {_pp(d.difference, scale, digits)}{unit} "
+                                 f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}], "
+                                 f"{verdict.marked_word}{mark}")
+                elif split == "val":
                     parts.append(f"untested (n = {verdict.n_a} vs {verdict.n_b})")
             detail.append(f"`{_md(v.a)}` − `{_md(v.b)}`: " + "; ".join(parts))
         size = None if claim.size is None else claim.size / scale
@@ -898,21 +938,65 @@ def _provenance_section(spec, study: _Study, planned) -> list[str]:
     all_kinds = sorted({k for found in kinds.values() for k in found})
     lines += ["Every row's GPU kind (runs per kind):", "", *_table(["row", "GPU"], rows, ["l", "l"])]
     if len(all_kinds) > 1:
-        crossing = []
-        for (a, b, metric, split), v in study.verdicts.items():
-            if split != "val" or metric == "steady_epoch_seconds":
-                continue
-            ka, kb = set(kinds.get(a, {})), set(kinds.get(b, {}))
-            if ka and kb and ka != kb:
-                crossing.append(f"`{a}` − `{b}`")
-        lines += [f"The rows come from {len(all_kinds)} GPU kinds ({', '.join(all_kinds)}). **The offset between "
-                  "them is not yet measured**: the same configuration and seed on both kinds would measure it. "
-                  f"{len(crossing)} comparison(s) above set rows of different kinds against each other"
-                  + (": " + ", ".join(crossing) if crossing else "")
-                  + "; read them with that in mind (the same-kind repeat noise is in the margin, a kind offset "
-                  "is not).",
-                  ""]
+        crossing = [(a, b, metric, split) for (a, b, metric, split) in study.verdicts
+                    if metric != "steady_epoch_seconds" and set(kinds.get(a, {})) and set(kinds.get(b, {}))
+                    and set(kinds.get(a, {})) != set(kinds.get(b, {}))]
+        offset = provenance.get("gpu_offset")
+        if offset is None or {_gpu(offset.record), _gpu(offset.repeat)} != set(all_kinds):
+            names = [f"`{a}` − `{b}`" for a, b, _, split in crossing if split == "val"]
+            lines += [f"The rows come from {len(all_kinds)} GPU kinds ({', '.join(all_kinds)}). **The offset between "
+                      "them is not yet measured**: the same configuration and seed on both kinds would measure it. "
+                      f"{len(names)} comparison(s) above set rows of different kinds against each other"
+                      + (": " + ", ".join(names) if names else "")
+                      + "; read them with that in mind (the same-kind repeat noise is in the margin, a kind offset "
+                      "is not).",
+                      ""]
+        else:
+            lines += _kind_offset_lines(study, offset, crossing, kinds)
     return lines
+
+
+def _kind_offset_lines(study: _Study, offset, crossing, kinds) -> list[str]:
+    """The measured offset between the two GPU kinds, and each comparison whose sides ran on the two kinds
+    in different shares, recomputed with the offset taken off the runs of the repeat kind at both ends of
+    its 95 % interval (:meth:`_Study.kind_check`)."""
+    record, repeat = _gpu(offset.record), _gpu(offset.repeat)
+    measured = [f"{_pp(est)} pp [{_pp(low)}, {_pp(high)}] on {label}" for label, split in
+                (("validation", "val"), ("the test split", "test")) if (found := offset.on(split))
+                for est, low, high in [found]]
+    lines = [f"The rows come from two GPU kinds. **The offset between them is measured**: {offset.pairs} recorded "
+             f"{record} runs trained again on an {repeat} from the same `config.toml` and seed "
+             f"(`bench/gpu_kinds.py`, `{_md(offset.path.name)}`), {repeat} − {record} = "
+             + " and ".join(measured) + " (top-1, paired 95 % intervals)."]
+    if study.margin:
+        inside = all(-study.margin < f[1] and f[2] < study.margin for f in (offset.val, offset.test) if f)
+        lines[-1] += (f" Its interval lies {'within' if inside else '**not** within'} the equivalence margin "
+                      f"(±{100 * study.margin:.2f} pp).")
+    rows, changed = [], []
+    for a, b, metric, split in crossing:
+        verdict = study.verdicts[(a, b, metric, split)]
+        share = " vs ".join(f"{len(kinds[n].get(repeat, ()))} of {sum(len(r) for r in kinds[n].values())}" for n in (a, b))
+        label = f"`{_md(a)}` − `{_md(b)}`" + ("" if metric == "accuracy" else f" ({_md(metric)})")
+        ends = study.kind_check(verdict, metric, split)
+        if ends is None:
+            if metric != "accuracy" and verdict.difference is not None:
+                rows.append([label, _SPLIT_NAMES[split], share, verdict.word, "–", "–", "no offset measured for it"])
+            continue
+        holds = all(v.word == verdict.word for v in ends)
+        if not holds:
+            changed.append(f"{label} ({_SPLIT_NAMES[split]})")
+        rows.append([label, _SPLIT_NAMES[split], share, verdict.word,
+                     *(f"{_pp(v.difference.difference)} pp: {v.word}" for v in ends), "holds" if holds else "**changes**"])
+    if rows:
+        lines += ["", f"Each comparison above whose sides ran on the two kinds in different shares, recomputed in its "
+                  f"family with the offset taken off every {repeat} run, at the low and the high end of the offset's "
+                  f"interval (Δ and verdict); a verdict that changes is marked where it stands above:", "",
+                  *_table(["comparison", "split", f"{repeat} runs (a vs b)", "verdict",
+                           "offset at its low end", "offset at its high end", "the verdict"],
+                          rows, ["l", "l", "l", "l", "l", "l", "l"]),
+                  f"{len(rows) - len(changed)} of {len(rows)} hold at both ends"
+                  + (f"; these change: {', '.join(changed)}." if changed else ".")]
+    return lines + [""]
 
 
 def _earlier_conclusion(before, after) -> str:

@@ -52,6 +52,7 @@ variants, recipes, a per-head tuning grid and report sections::
     recipe = "original"
     settings = { optimizer = "stated: ...", epochs = "assumed: ..." }
     data = { source = "...", sha256 = "..." }
+    gpu_offset = "results/gpu_kinds.json"     # optional: the offset between two GPU kinds (bench/gpu_kinds.py)
 
     [earlier]                                 # optional: the heads' comparisons in an earlier study
     results = "results/cifar100-study5.jsonl" # that study's results.jsonl (relative to this file)
@@ -108,6 +109,7 @@ from keras_softmax.data.sources import DATASETS
 from keras_softmax.heads.base import check_fraction, check_positive
 from keras_softmax.heads.registry import head_spec, list_heads
 from keras_softmax.names import did_you_mean
+from keras_softmax.study.verdicts import kind_offset
 from keras_softmax.training.config import FIELDS, ConfigError, TrainConfig, read_toml, resolve
 
 SPEC_KEYS = ("description", "extends", "base", "heads", "seeds", "reference", "recipes", "variants", "tuning",
@@ -304,6 +306,9 @@ def _read(path: Path, seen: tuple) -> dict:
         data["studies"] = [{**entry, **{key: str((path.parent / entry[key]).resolve()) for key in ("spec", "results")
                                         if isinstance(entry.get(key), str)}} if isinstance(entry, dict) else entry
                            for entry in data["studies"]]
+    provenance = data.get("provenance")
+    if isinstance(provenance, dict) and isinstance(provenance.get("gpu_offset"), str):
+        data["provenance"] = {**provenance, "gpu_offset": str((path.parent / provenance["gpu_offset"]).resolve())}
     verdicts = data.get("verdicts")
     if isinstance(verdicts, dict) and isinstance(verdicts.get("repeats"), str):
         data["verdicts"] = {**verdicts, "repeats": str((path.parent / verdicts["repeats"]).resolve())}
@@ -393,6 +398,15 @@ def _parse(path: Path, data: dict) -> StudySpec:
     provenance = data.get("provenance", {})
     if not isinstance(provenance, dict):
         raise StudyError(f"{path}: provenance must be a table ([provenance])")
+    if "gpu_offset" in provenance:
+        offset = provenance["gpu_offset"]
+        if not isinstance(offset, str) or not Path(offset).is_file():
+            raise StudyError(f"{path}: provenance: gpu_offset must name a file bench/gpu_kinds.py wrote "
+                             f"(not found: {offset})")
+        try:
+            provenance = {**provenance, "gpu_offset": kind_offset(offset)}
+        except ValueError as error:
+            raise StudyError(f"{path}: provenance: gpu_offset: {error}") from None
     earlier = _earlier(path, data.get("earlier"))
     studies = tuple(_included(path, raw) for raw in _tables(path, data.get("studies", []), "studies"))
     return StudySpec(path=path, description=description, base=base, settings=settings, heads=tuple(heads),

@@ -42,7 +42,7 @@ from keras_softmax.study.stats import (
     welch_interval,
 )
 
-__all__ = ["Verdict", "compare_family", "margin_from_repeats"]
+__all__ = ["KindOffset", "Verdict", "compare_family", "kind_offset", "margin_from_repeats"]
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 
@@ -142,3 +142,45 @@ def margin_from_repeats(path) -> tuple[float, float, int]:
     pairs = [pair["accuracy"] for pair in data["pairs"]]
     sd = repeat_sd(pairs)
     return Z95 * math.sqrt(2) * sd, sd, len(pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class KindOffset:
+    """The offset between two GPU kinds: recorded runs (``record`` kind) trained again from the same
+    config and seed on the ``repeat`` kind, ``repeat − record`` in top-1 (a fraction) as the estimate and
+    the paired 95 % interval ``(estimate, low, high)``, per split (``val``, ``test``; None: not measured)."""
+
+    path: Path
+    record: str
+    repeat: str
+    pairs: int
+    val: tuple[float, float, float] | None
+    test: tuple[float, float, float] | None
+
+    def on(self, split: str) -> tuple[float, float, float] | None:
+        return self.val if split == "val" else self.test
+
+
+def kind_offset(path) -> KindOffset:
+    """The :class:`KindOffset` in the JSON ``bench/gpu_kinds.py compare --json`` writes: ``pairs`` (each
+    with ``kinds``: [record, repeat]) and ``accuracy_offset`` / ``test_accuracy_offset`` (``points`` and
+    ``ci95`` in percentage points). ValueError names what is wrong with the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        kinds = {tuple(pair["kinds"]) for pair in data["pairs"]}
+        splits = {}
+        for split, key in (("val", "accuracy_offset"), ("test", "test_accuracy_offset")):
+            found = data.get(key)
+            splits[split] = None if found is None else (
+                found["points"] / 100, found["ci95"][0] / 100, found["ci95"][1] / 100)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise ValueError(f"{path}: not an offset file of bench/gpu_kinds.py ({type(error).__name__}: {error})") from None
+    if not kinds:
+        raise ValueError(f"{path}: it holds no pairs (no run trained on both kinds)")
+    if len(kinds) != 1 or len(next(iter(kinds))) != 2:
+        raise ValueError(f"{path}: every pair must go from one record kind to one repeat kind (found {sorted(kinds)})")
+    (record, repeat), = kinds
+    if splits["val"] is None and splits["test"] is None:
+        raise ValueError(f"{path}: it holds no offset (accuracy_offset and test_accuracy_offset are both missing)")
+    return KindOffset(path=path, record=record, repeat=repeat, pairs=len(data["pairs"]), **splits)

@@ -48,11 +48,19 @@ def test_on_the_records_kind_a_slice_trains_the_study(tmp_path):
 
 def test_on_another_kind_it_measures_the_offset_instead(tmp_path):
     calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3")
-    assert calls[0].startswith("bench/gpu_kinds.py run zoo/results/cifar100-study5-records log_softmax-seed0 ")
+    # The pairs measured so far (log_softmax, softmax seeds 0-3) are kept; these runs add to them.
+    again = " ".join([f"gumbel-seed{s}" for s in range(5)] + [f"log_gumbel-seed{s}" for s in range(5)])
+    assert calls[0].startswith(f"bench/gpu_kinds.py run zoo/results/cifar100-study5-records {again} --dataset ")
     assert "--test-dataset .data/cifar100-test-jpg.tar.gz" in calls[0] and "--parallel 4" in calls[0]
     assert calls[1].startswith("bench/gpu_kinds.py compare zoo/results/cifar100-study5-records runs/kinds")
+    assert "--with zoo/results/cifar100-gpu-kinds.json --json " in calls[1]
     assert not any("keras_softmax_cli study" in c for c in calls)
     assert (tmp_path / "out" / "gpu_kinds.tgz").is_file() and not (tmp_path / "out" / "rec.tgz").exists()
+
+
+def test_the_runs_to_train_again_can_be_named(tmp_path):
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_RUNS="taylor-seed0 taylor-seed1")
+    assert calls[0].startswith("bench/gpu_kinds.py run zoo/results/cifar100-study5-records taylor-seed0 taylor-seed1 --")
 
 
 def test_mix_trains_the_slice_on_another_kind(tmp_path):

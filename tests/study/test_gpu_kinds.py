@@ -110,3 +110,39 @@ def test_a_run_the_records_do_not_hold_and_an_empty_comparison_are_named(tmp_pat
     (tmp_path / "kinds").mkdir()
     with pytest.raises(SystemExit, match="no finished repeat in .*kinds"):
         _load_tool().compare(tmp_path / "records", tmp_path / "kinds")
+
+
+def _pair(records, kinds, name, before, after, kind_before="NVIDIA H200", kind_after="NVIDIA H100 80GB HBM3"):
+    """A record of run ``name`` (validation/test top-1 ``before``) and its repeat (``after``) on another kind."""
+    with open(records / "r.jsonl", "a") as out:
+        for file, text in (("config.toml", "seed = 0\n"),
+                           ("report.json", json.dumps({"accuracy": before[0], "device": f"gpu: {kind_before}"})),
+                           ("test.json", json.dumps({"accuracy": before[1]}))):
+            out.write(json.dumps({"path": f"runs/{name}/{file}", "text": text}) + "\n")
+    (kinds / name).mkdir(parents=True)
+    (kinds / name / "report.json").write_text(json.dumps({"accuracy": after[0], "device": f"gpu: {kind_after}"}))
+    (kinds / name / "test.json").write_text(json.dumps({"accuracy": after[1]}))
+
+
+def test_new_pairs_add_to_an_earlier_measurement_of_the_same_kinds(tmp_path):
+    tool, records, kinds = _load_tool(), tmp_path / "records", tmp_path / "kinds"
+    records.mkdir()
+    _pair(records, kinds, "a-seed0", (0.60, 0.61), (0.62, 0.615))
+    _pair(records, kinds, "a-seed1", (0.64, 0.62), (0.63, 0.626))
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(tool.compare(records, kinds)))
+    later = tmp_path / "later"
+    _pair(records, later, "b-seed0", (0.50, 0.52), (0.515, 0.523))
+    _pair(records, later, "a-seed1", (0.64, 0.62), (0.655, 0.63))  # trained again: the new pair replaces it
+    summary = tool.compare(records, later, earlier=earlier)
+    assert [p["run"] for p in summary["pairs"]] == ["a-seed0", "a-seed1", "b-seed0"]
+    val = np.array([[0.60, 0.62], [0.64, 0.655], [0.50, 0.515]])
+    expected = stats.ttest_rel(val[:, 1], val[:, 0])
+    assert summary["accuracy_offset"]["points"] == pytest.approx(100 * np.mean(val[:, 1] - val[:, 0]))
+    assert summary["accuracy_offset"]["ci95"] == pytest.approx([100 * x for x in expected.confidence_interval(0.95)])
+    assert summary["accuracy_offset"]["pairs"] == 3
+
+    other = tmp_path / "other"
+    _pair(records, other, "c-seed0", (0.5, 0.5), (0.5, 0.5), kind_after="NVIDIA A100")
+    with pytest.raises(SystemExit, match="pair different kinds"):
+        tool.compare(records, other, earlier=earlier)

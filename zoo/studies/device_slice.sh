@@ -16,8 +16,10 @@
 #
 # The records so far are all on H200s, and the lent machines are H100s or H200s. On a GPU that is not
 # KIND (default H200) the slice trains nothing: it measures the offset between the kinds instead
-# (bench/gpu_kinds.py: 8 recorded runs trained again, ~5 minutes on a fresh machine) and sends it back as
-# $OUT/gpu_kinds.tgz; MIX=1 trains the slice there anyway (the report names comparisons across kinds).
+# (bench/gpu_kinds.py: 10 recorded runs trained again, ~5 minutes on a fresh machine, their pairs added to
+# those of zoo/results/cifar100-gpu-kinds.json) and sends it back as $OUT/gpu_kinds.tgz: copy its
+# gpu_kinds.json over that file. MIX=1 trains the slice there anyway (the report recomputes each comparison
+# across kinds at both ends of the measured offset and marks the verdicts that turn on it).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
@@ -27,12 +29,14 @@ if [ -f .gpu/jaxcache.tgz ]; then mkdir -p "$JC" && tar xzf .gpu/jaxcache.tgz -C
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 if [[ "$gpu" != *"${KIND:-H200}"* && "${MIX:-0}" != 1 ]]; then
   echo "GPU: $gpu, not ${KIND:-H200}: measuring the offset between the kinds instead of a slice (MIX=1: a slice anyway)"
-  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds && mkdir -p $K
-  timeout "${LIMIT:-560}" python3 bench/gpu_kinds.py run $S log_softmax-seed{0,1,2,3} softmax-seed{0,1,2,3} \
+  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds E=zoo/results/cifar100-gpu-kinds.json && mkdir -p $K
+  # The pairs measured so far are in $E; these add to them (KINDS_RUNS: the records to train again here).
+  AGAIN=${KINDS_RUNS:-$(echo gumbel-seed{0,1,2,3,4} log_gumbel-seed{0,1,2,3,4})}
+  timeout "${LIMIT:-560}" python3 bench/gpu_kinds.py run $S $AGAIN \
       --dataset $D --test-dataset $T --out runs/kinds --parallel 4 > $K/run.log 2>&1
   echo "run rc=$?; $gpu" >> $K/run.log
   python3 bench/gpu_kinds.py compare $S runs/kinds --repeats zoo/results/cifar100-study-repeats.json \
-      --json $K/gpu_kinds.json > $K/compare.log 2>&1
+      $([ -f $E ] && echo "--with $E") --json $K/gpu_kinds.json > $K/compare.log 2>&1
   for d in runs/kinds/*/; do [ -d "$d" ] || continue; mkdir -p "$K/$(basename "$d")" && cp "$d"/{report.json,test.json,config.toml,history.csv} "$K/$(basename "$d")/" 2>/dev/null; done
   tar czf "$OUT/gpu_kinds.tgz" -C $K . && tail -20 $K/compare.log
   mkdir -p "$JC" && tar czf "$OUT/jaxcache.tgz" -C "$JC" .
