@@ -6,7 +6,10 @@ nothing is typed by hand, so re-running ``keras-softmax study ... --report-only`
 
 Verdicts come from :mod:`.verdicts`: each question (the heads table, each section, the tuning) is a
 family of comparisons with a declared primary one; raw 95 % intervals stand beside Holm-adjusted ones,
-and "no difference" is an equivalence test at a margin from the measured repeat noise.
+and "no difference" is an equivalence test at a margin from the measured repeat noise. Where rows come
+from two GPU kinds and the spec gives their measured offset (``[provenance] gpu_offset``), each comparison
+whose sides ran on the kinds in different shares is recomputed with the offset δ taken off every run of the
+repeat kind, at both ends of δ's 95 % interval; a verdict that changes there is marked where it stands.
 """
 
 from __future__ import annotations
