@@ -24,7 +24,8 @@ def test_report_only_rebuilds_the_recorded_study_md_from_the_records(tmp_path, m
     shutil.copytree(ROOT / "zoo" / "studies", tmp_path / "zoo" / "studies")
     shutil.copytree(ROOT / "zoo" / "presets", tmp_path / "zoo" / "presets")
     (tmp_path / "zoo" / "results").mkdir()
-    for name in ("cifar100-study-repeats.json", "cifar100-gpu-kinds.json"):
+    for name in ("cifar100-study-repeats.json", "cifar100-gpu-kinds.json", "cifar100-strong.jsonl",
+                 "cifar100-study5.jsonl"):
         shutil.copy(ROOT / "zoo" / "results" / name, tmp_path / "zoo" / "results")
     # The runs name the dataset as the study was given it; the report reads none, so it need not be here.
     monkeypatch.chdir(tmp_path)
