@@ -4,6 +4,7 @@ between the kinds (bench/gpu_kinds.py) instead of training a slice, unless MIX=1
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -56,6 +57,18 @@ def test_on_another_kind_it_measures_the_offset_instead(tmp_path):
     assert "--with zoo/results/cifar100-gpu-kinds.json --json " in calls[1]
     assert not any("keras_softmax_cli study" in c for c in calls)
     assert (tmp_path / "out" / "gpu_kinds.tgz").is_file() and not (tmp_path / "out" / "rec.tgz").exists()
+
+
+def test_runs_already_paired_are_not_trained_again(tmp_path):
+    # the recorded offset file holds log_softmax and softmax seeds 0-3; once gumbel and log_gumbel are
+    # paired too, the next runs come from the heads after them in the list
+    pairs = ([f"gumbel-seed{s}" for s in range(5)] + [f"log_gumbel-seed{s}" for s in range(5)]
+             + [f"{h}-seed{s}" for h in ("log_softmax", "softmax") for s in range(4)])
+    offset = tmp_path / "kinds.json"
+    offset.write_text(json.dumps({"pairs": [{"run": r} for r in pairs]}, indent=1))
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_FILE=str(offset))
+    again = " ".join([f"sparsemax-seed{s}" for s in range(5)] + [f"taylor-seed{s}" for s in range(5)])
+    assert calls[0].startswith(f"bench/gpu_kinds.py run zoo/results/cifar100-study5-records {again} --dataset ")
 
 
 def test_the_runs_to_train_again_can_be_named(tmp_path):

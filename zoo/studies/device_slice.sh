@@ -29,9 +29,12 @@ if [ -f .gpu/jaxcache.tgz ]; then mkdir -p "$JC" && tar xzf .gpu/jaxcache.tgz -C
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 if [[ "$gpu" != *"${KIND:-H200}"* && "${MIX:-0}" != 1 ]]; then
   echo "GPU: $gpu, not ${KIND:-H200}: measuring the offset between the kinds instead of a slice (MIX=1: a slice anyway)"
-  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds E=zoo/results/cifar100-gpu-kinds.json && mkdir -p $K
+  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds E=${KINDS_FILE:-zoo/results/cifar100-gpu-kinds.json} && mkdir -p $K
   # The pairs measured so far are in $E; these add to them (KINDS_RUNS: the records to train again here).
-  AGAIN=${KINDS_RUNS:-$(echo gumbel-seed{0,1,2,3,4} log_gumbel-seed{0,1,2,3,4})}
+  AGAIN=${KINDS_RUNS:-}  # default: the first 10 recorded runs of these that $E holds no pair of yet
+  for r in {gumbel,log_gumbel,sparsemax,taylor,entmax15,log_softmax,softmax}-seed{0,1,2,3,4}; do
+    [ -z "${KINDS_RUNS:-}" ] && [ "$(wc -w <<< "$AGAIN")" -lt 10 ] && ! grep -q "\"run\": \"$r\"" $E 2>/dev/null && AGAIN+=" $r"
+  done
   timeout "${LIMIT:-560}" python3 bench/gpu_kinds.py run $S $AGAIN \
       --dataset $D --test-dataset $T --out runs/kinds --parallel 4 > $K/run.log 2>&1
   echo "run rc=$?; $gpu" >> $K/run.log
