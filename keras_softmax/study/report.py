@@ -255,10 +255,10 @@ class _Study:
             self.families.setdefault((verdict.a, verdict.b, metric, split), tuple(pairs))
         return found
 
-    def repeat_kind_share(self, name: str, key: str) -> float | None:
-        """The share of ``name``'s runs with a ``key`` value that ran on the offset's repeat kind."""
+    def repeat_kind_runs(self, name: str, key: str) -> tuple[int, int]:
+        """``(runs on the offset's repeat kind, runs)`` among ``name``'s runs with a ``key`` value."""
         kinds = [_gpu(row.get("device")) for row in self.by_name.get(name, []) if row.get(key) is not None]
-        return kinds.count(_gpu(self.offset.repeat)) / len(kinds) if kinds and self.offset else None
+        return (kinds.count(_gpu(self.offset.repeat)) if self.offset else 0), len(kinds)
 
     def kind_check(self, verdict, metric: str, split: str) -> list | None:
         """A top-1 comparison whose sides ran on the two kinds of the measured offset in different shares,
@@ -267,7 +267,7 @@ class _Study:
         (or no offset is measured on this split)."""
         key = "accuracy" if split == "val" else "test_accuracy"
         found = self.offset.on(split) if self.offset and metric == "accuracy" else None
-        shares = {self.repeat_kind_share(n, key) for n in (verdict.a, verdict.b)}
+        shares = {k / n if n else None for k, n in (self.repeat_kind_runs(n, key) for n in (verdict.a, verdict.b))}
         if found is None or verdict.difference is None or None in shares or len(shares) == 1:
             return None
         pairs, repeat = self.families[(verdict.a, verdict.b, metric, split)], _gpu(self.offset.repeat)
@@ -955,14 +955,15 @@ def _provenance_section(spec, study: _Study, planned) -> list[str]:
                       "is not).",
                       ""]
         else:
-            lines += _kind_offset_lines(study, offset, crossing, kinds)
+            lines += _kind_offset_lines(study, offset, crossing)
     return lines
 
 
-def _kind_offset_lines(study: _Study, offset, crossing, kinds) -> list[str]:
-    """The measured offset between the two GPU kinds, and each comparison whose sides ran on the two kinds
-    in different shares, recomputed with the offset taken off the runs of the repeat kind at both ends of
-    its 95 % interval (:meth:`_Study.kind_check`)."""
+def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
+    """The measured offset between the two GPU kinds, and each top-1 comparison whose sides ran on the two
+    kinds in different shares, recomputed with the offset taken off the runs of the repeat kind at both ends
+    of its 95 % interval (:meth:`_Study.kind_check`); ``crossing``: the other comparisons across kinds, on
+    metrics the offset was not measured on."""
     record, repeat = _gpu(offset.record), _gpu(offset.repeat)
     measured = [f"{_pp(est)} pp [{_pp(low)}, {_pp(high)}] on {label}" for label, split in
                 (("validation", "val"), ("the test split", "test")) if (found := offset.on(split))
@@ -976,13 +977,13 @@ def _kind_offset_lines(study: _Study, offset, crossing, kinds) -> list[str]:
         lines[-1] += (f" Its interval lies {'within' if inside else '**not** within'} the equivalence margin "
                       f"(±{100 * study.margin:.2f} pp).")
     rows, changed = [], []
-    for a, b, metric, split in crossing:
-        verdict = study.verdicts[(a, b, metric, split)]
-        share = " vs ".join(f"{len(kinds[n].get(repeat, ()))} of {sum(len(r) for r in kinds[n].values())}" for n in (a, b))
+    for (a, b, metric, split), verdict in study.verdicts.items():
+        key = metric if split == "val" else f"test_{metric}"
+        share = " vs ".join("{} of {}".format(*study.repeat_kind_runs(n, key)) for n in (a, b))
         label = f"`{_md(a)}` − `{_md(b)}`" + ("" if metric == "accuracy" else f" ({_md(metric)})")
         ends = study.kind_check(verdict, metric, split)
         if ends is None:
-            if metric != "accuracy" and verdict.difference is not None:
+            if metric != "accuracy" and (a, b, metric, split) in crossing and verdict.difference is not None:
                 rows.append([label, _SPLIT_NAMES[split], share, verdict.word, "–", "–", "no offset measured for it"])
             continue
         holds = all(v.word == verdict.word for v in ends)

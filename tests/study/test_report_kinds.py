@@ -33,7 +33,11 @@ def _offset_file(path, val=(0.11, -0.5, 6.0), test=None, kinds=((H200, H100),)):
     return path
 
 
-def _study(tmp_path, provenance: str = ""):
+def _softmax_on_h100(run_id: str) -> bool:
+    return run_id.startswith("softmax-seed")
+
+
+def _study(tmp_path, provenance: str = "", on_h100=_softmax_on_h100):
     """The synthetic study with a margin of 1 point; softmax's runs (its directories softmax-seed*, which
     its tuning grid point shares) on an H100, every other run on an H200."""
     spec_path = tmp_path / "spec.toml"
@@ -45,7 +49,7 @@ def _study(tmp_path, provenance: str = ""):
         fake_run(out, run)
         path = out / "runs" / run.run_id / "report.json"
         report = json.loads(path.read_text())
-        write_json(path, {**report, "device": f"gpu: {H100 if run.run_id.startswith('softmax-seed') else H200}"})
+        write_json(path, {**report, "device": f"gpu: {H100 if on_h100(run.run_id) else H200}"})
     run_study(spec_path, out, report_only=True, log=lambda line: None)
     return (out / "STUDY.md").read_text()
 
@@ -135,3 +139,18 @@ def test_a_missing_offset_file_is_one_clear_spec_error(tmp_path):
     (tmp_path / "spec.toml").write_text(textwrap.dedent(SPEC) + '[provenance]\ngpu_offset = "nowhere.json"\n')
     with pytest.raises(StudyError, match="gpu_offset must name a file bench/gpu_kinds.py wrote"):
         load_spec(tmp_path / "spec.toml")
+
+
+def test_rows_on_both_kinds_in_different_shares_are_recomputed_too(tmp_path):
+    # softmax: seeds 0-1 on the H100, seed 2 on the H200; log_softmax: seed 0 on the H100, seeds 1-2 on the H200.
+    offset = _offset_file(tmp_path / "kinds.json")
+    on_h100 = {"softmax-seed0", "softmax-seed1", "log_softmax-seed0"}.__contains__
+    text = _study(tmp_path, f'[provenance]\ngpu_offset = "{offset.name}"\n', on_h100=on_h100)
+    softmax, log_softmax = np.array([0.70, 0.71, 0.72]), np.array([0.69, 0.70, 0.71])
+    cells = []
+    for delta in (-0.005, 0.06):
+        d = np.mean(softmax - delta * np.array([1, 1, 0])) - np.mean(log_softmax - delta * np.array([1, 0, 0]))
+        cells.append(f"{100 * d:+.2f} pp")
+    row = _row(text, "`softmax` − `log_softmax`", "validation", "offset at its low end")
+    assert row[2] == "2 of 3 vs 1 of 3"
+    assert [c.split(":")[0] for c in row[4:6]] == cells == ["+1.17 pp", "-1.00 pp"]
