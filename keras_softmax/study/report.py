@@ -1082,8 +1082,13 @@ def _included_section(included, study: _Study) -> list[str]:
     lines = [f"## {_md(included.title)}", ""]
     if included.text:
         lines += [included.text.strip(), ""]
+    kinds = {}  # GPU kind -> runs, of the runs that name their device
+    for row in {row["run_dir"]: row for row in rows if row.get("device")}.values():
+        kinds[_gpu(row["device"])] = kinds.get(_gpu(row["device"]), 0) + 1
+    gpus = ", ".join(f"{kind} × {n}" for kind, n in sorted(kinds.items()))
     lines += [f"Study `{_md(spec.path.name)}` ({_md(spec.description)}): {finished} of "
-              f"{len(planned_ids)} planned runs in `{_md(included.results.name)}`.", ""]
+              f"{len(planned_ids)} planned runs in `{_md(included.results.name)}`"
+              + (f" (GPU: {gpus})" if gpus else "") + ".", ""]
     if not heads:
         return lines + ["No finished runs yet.", ""]
     lines += ["### Accuracy", ""] + other.accuracy_table(heads, reference)

@@ -545,6 +545,7 @@ def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_pa
     rows = collect(strong_planned, tmp_path / "gone")
     for row in rows:
         row["test_accuracy"] = NOW[row["name"]][row["seed"]]
+        row["device"] = f"gpu: NVIDIA {'H100 80GB HBM3' if row['name'] == 'sparsemax' else 'H200'}"
     write_results(rows, tmp_path / "strong.jsonl")
     shutil.rmtree(tmp_path / "gone")
 
@@ -566,7 +567,8 @@ def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_pa
         fake_run(out, run)
     text = write_study_report(spec, planned, collect(planned, out), out).read_text()
     section = text.split("## The heads near convergence\n\nSet in from another study.\n")[1].split("\n## ")[0]
-    assert "Study `strong.toml` (the heads at another recipe): 12 of 12 planned runs in `strong.jsonl`." in section
+    assert ("Study `strong.toml` (the heads at another recipe): 12 of 12 planned runs in `strong.jsonl` "
+            "(GPU: H100 × 4, H200 × 8).") in section
     row = _cells(section, "sparsemax")[0]  # the accuracy table: test top-1 mean ± std over its 4 seeds
     assert f"{100 * np.mean(NOW['sparsemax']):.2f} ± {100 * np.std(NOW['sparsemax'], ddof=1):.2f}" in row
     verdict = next(row for row in _cells(section, "sparsemax` − `log_softmax") if row[1] == "test")
