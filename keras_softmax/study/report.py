@@ -198,7 +198,9 @@ class _Study:
         if spec.verdicts.repeats is not None:
             self.margin, self.repeat_sd, self.repeat_pairs = margin_from_repeats(spec.verdicts.repeats)
         self.verdicts: dict[tuple, object] = {}  # (a, b, metric, split) -> Verdict, as the families found them
-        self.families: dict[tuple, tuple] = {}  # (a, b, metric, split) -> the family (pairs) that found its verdict
+        # id(verdict) -> (verdict, the pairs of the family that found it): every verdict this study found,
+        # kept so that the ids stay its own (a verdict from elsewhere, e.g. an earlier study's, is not here)
+        self.families: dict[int, tuple] = {}
         self.offset = (spec.provenance or {}).get("gpu_offset")  # a measured GPU-kind offset (KindOffset) or None
         self.headlines: list[tuple[str, object, object, str]] = []  # (question, val verdict, test verdict, metric)
         self.figures_written: list[Path] = []
@@ -252,7 +254,7 @@ class _Study:
                                planned={n: planned[n] for n in names if n in planned})
         for verdict in found:
             self.verdicts.setdefault((verdict.a, verdict.b, metric, split), verdict)
-            self.families.setdefault((verdict.a, verdict.b, metric, split), tuple(pairs))
+            self.families[id(verdict)] = (verdict, tuple(pairs))
         return found
 
     def repeat_kind_runs(self, name: str, key: str) -> tuple[int, int]:
@@ -263,14 +265,15 @@ class _Study:
     def kind_check(self, verdict, metric: str, split: str) -> list | None:
         """A top-1 comparison whose sides ran on the two kinds of the measured offset in different shares,
         recomputed in its family with the offset taken off every run of the repeat kind, at the low and the
-        high end of the offset's interval: the two verdicts. None when the kinds do not set the sides apart
-        (or no offset is measured on this split)."""
+        high end of the offset's interval: the two verdicts. None when the kinds do not set the sides apart,
+        no offset is measured on this split, or this study's families did not find the verdict."""
         key = "accuracy" if split == "val" else "test_accuracy"
         found = self.offset.on(split) if self.offset and metric == "accuracy" else None
         shares = {k / n if n else None for k, n in (self.repeat_kind_runs(n, key) for n in (verdict.a, verdict.b))}
-        if found is None or verdict.difference is None or None in shares or len(shares) == 1:
+        if (found is None or verdict.difference is None or None in shares or len(shares) == 1
+                or id(verdict) not in self.families):
             return None
-        pairs, repeat = self.families[(verdict.a, verdict.b, metric, split)], _gpu(self.offset.repeat)
+        pairs, repeat = self.families[id(verdict)][1], _gpu(self.offset.repeat)
         ends = []
         for offset in (found[1], found[2]):
             values = {n: [row.get(key) - offset if row.get(key) is not None and _gpu(row.get("device")) == repeat

@@ -154,3 +154,33 @@ def test_rows_on_both_kinds_in_different_shares_are_recomputed_too(tmp_path):
     row = _row(text, "`softmax` − `log_softmax`", "validation", "offset at its low end")
     assert row[2] == "2 of 3 vs 1 of 3"
     assert [c.split(":")[0] for c in row[4:6]] == cells == ["+1.17 pp", "-1.00 pp"]
+
+
+def test_an_earlier_studys_verdict_is_not_checked_against_this_studys_kinds(tmp_path):
+    # The [earlier] table sets another study's verdict (its own rows, no GPU kinds known here) beside this
+    # study's: only this study's verdict can turn on the offset.
+    earlier = {"softmax": [0.80, 0.81, 0.82], "log_softmax": [0.60, 0.61, 0.62], "sparsemax": [0.5, 0.51, 0.52]}
+    (tmp_path / "earlier.jsonl").write_text("".join(
+        json.dumps({"name": n, "kind": "head", "seed": s, "test_accuracy": v}) + "\n"
+        for n, values in earlier.items() for s, v in enumerate(values)))
+    offset = _offset_file(tmp_path / "kinds.json", test=(0.11, -0.5, 6.0))
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(textwrap.dedent(SPEC) + "[verdicts]\nmargin = 1.0\n"
+                         f'[provenance]\ngpu_offset = "{offset.name}"\n'
+                         '[earlier]\nresults = "earlier.jsonl"\nlabel = "earlier"\ntitle = "Then and now"\n')
+    out = tmp_path / "study"
+    planner = Planner(load_spec(spec_path))
+    planned = planner.plan() + planner.plan_tuned({"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}})
+    for run in {p.run_id: p for p in planned}.values():
+        fake_run(out, run)
+        path = out / "runs" / run.run_id / "report.json"
+        write_json(path, {**json.loads(path.read_text()),
+                          "device": f"gpu: {H100 if _softmax_on_h100(run.run_id) else H200}"})
+        write_json(out / "runs" / run.run_id / "test.json", {"accuracy": accuracy(run)})
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    section = text.split("## Then and now")[1].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| `softmax` − `log_softmax` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "**better**"  # the earlier study's own verdict, unmarked
+    assert cells[6].startswith("inconclusive") and cells[6].endswith("— *turns on the GPU-kind offset* (Provenance)")
