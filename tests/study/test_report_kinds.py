@@ -37,9 +37,10 @@ def _softmax_on_h100(run_id: str) -> bool:
     return run_id.startswith("softmax-seed")
 
 
-def _study(tmp_path, provenance: str = "", on_h100=_softmax_on_h100):
-    """The synthetic study with a margin of 1 point; softmax's runs (its directories softmax-seed*, which
-    its tuning grid point shares) on an H100, every other run on an H200."""
+def _study(tmp_path, provenance: str = "", on_h100=_softmax_on_h100, scored: bool = False):
+    """The synthetic study's report with a margin of 1 point; softmax's runs (its directories softmax-seed*,
+    which its tuning grid point shares) on an H100, every other run on an H200; ``scored``: each run's
+    test top-1 is its validation top-1."""
     spec_path = tmp_path / "spec.toml"
     spec_path.write_text(textwrap.dedent(SPEC) + "[verdicts]\nmargin = 1.0\n" + provenance)
     out = tmp_path / "study"
@@ -50,6 +51,8 @@ def _study(tmp_path, provenance: str = "", on_h100=_softmax_on_h100):
         path = out / "runs" / run.run_id / "report.json"
         report = json.loads(path.read_text())
         write_json(path, {**report, "device": f"gpu: {H100 if on_h100(run.run_id) else H200}"})
+        if scored:
+            write_json(out / "runs" / run.run_id / "test.json", {"accuracy": accuracy(run)})
     run_study(spec_path, out, report_only=True, log=lambda line: None)
     return (out / "STUDY.md").read_text()
 
@@ -164,21 +167,8 @@ def test_an_earlier_studys_verdict_is_not_checked_against_this_studys_kinds(tmp_
         json.dumps({"name": n, "kind": "head", "seed": s, "test_accuracy": v}) + "\n"
         for n, values in earlier.items() for s, v in enumerate(values)))
     offset = _offset_file(tmp_path / "kinds.json", test=(0.11, -0.5, 6.0))
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(textwrap.dedent(SPEC) + "[verdicts]\nmargin = 1.0\n"
-                         f'[provenance]\ngpu_offset = "{offset.name}"\n'
-                         '[earlier]\nresults = "earlier.jsonl"\nlabel = "earlier"\ntitle = "Then and now"\n')
-    out = tmp_path / "study"
-    planner = Planner(load_spec(spec_path))
-    planned = planner.plan() + planner.plan_tuned({"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}})
-    for run in {p.run_id: p for p in planned}.values():
-        fake_run(out, run)
-        path = out / "runs" / run.run_id / "report.json"
-        write_json(path, {**json.loads(path.read_text()),
-                          "device": f"gpu: {H100 if _softmax_on_h100(run.run_id) else H200}"})
-        write_json(out / "runs" / run.run_id / "test.json", {"accuracy": accuracy(run)})
-    run_study(spec_path, out, report_only=True, log=lambda line: None)
-    text = (out / "STUDY.md").read_text()
+    text = _study(tmp_path, f'[provenance]\ngpu_offset = "{offset.name}"\n'
+                  '[earlier]\nresults = "earlier.jsonl"\nlabel = "earlier"\ntitle = "Then and now"\n', scored=True)
     section = text.split("## Then and now")[1].split("\n## ")[0]
     row = next(line for line in section.splitlines() if line.startswith("| `softmax` − `log_softmax` |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
