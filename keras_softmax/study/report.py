@@ -987,13 +987,15 @@ def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
         ends = study.kind_check(verdict, metric, split)
         if ends is None:
             if metric != "accuracy" and (a, b, metric, split) in crossing and verdict.difference is not None:
-                rows.append([label, _SPLIT_NAMES[split], share, verdict.word, "–", "–", "no offset measured for it"])
+                rows.append([label, _SPLIT_NAMES[split], share, verdict.word, "–", "–",
+                             "no offset measured for it"])
             continue
         holds = all(v.word == verdict.word for v in ends)
         if not holds:
             changed.append(f"{label} ({_SPLIT_NAMES[split]})")
         rows.append([label, _SPLIT_NAMES[split], share, verdict.word,
-                     *(f"{_pp(v.difference.difference)} pp: {v.word}" for v in ends), "holds" if holds else "**changes**"])
+                     *(f"{_pp(v.difference.difference)} pp: {v.word}" for v in ends),
+                     "holds" if holds else "**changes**"])
     if rows:
         lines += ["", f"Each comparison above whose sides ran on the two kinds in different shares, recomputed in its "
                   f"family with the offset taken off every {repeat} run, at the low and the high end of the offset's "

@@ -175,7 +175,8 @@ def kind_offset(path) -> KindOffset:
             splits[split] = None if found is None else (
                 found["points"] / 100, found["ci95"][0] / 100, found["ci95"][1] / 100)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
-        raise ValueError(f"{path}: not an offset file of bench/gpu_kinds.py ({type(error).__name__}: {error})") from None
+        raise ValueError(f"{path}: not an offset file of bench/gpu_kinds.py "
+                         f"({type(error).__name__}: {error})") from None
     if not kinds:
         raise ValueError(f"{path}: it holds no pairs (no run trained on both kinds)")
     if len(kinds) != 1 or len(next(iter(kinds))) != 2:

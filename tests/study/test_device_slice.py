@@ -73,7 +73,8 @@ def test_runs_already_paired_are_not_trained_again(tmp_path):
 
 def test_the_runs_to_train_again_can_be_named(tmp_path):
     calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_RUNS="taylor-seed0 taylor-seed1")
-    assert calls[0].startswith("bench/gpu_kinds.py run zoo/results/cifar100-study5-records taylor-seed0 taylor-seed1 --")
+    assert calls[0].startswith(
+        "bench/gpu_kinds.py run zoo/results/cifar100-study5-records taylor-seed0 taylor-seed1 --")
 
 
 def test_mix_trains_the_slice_on_another_kind(tmp_path):
