@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,7 @@ class _Study:
         # id(verdict) -> (verdict, the pairs of the family that found it): every verdict this study found,
         # kept so that the ids stay its own (a verdict from elsewhere, e.g. an earlier study's, is not here)
         self.families: dict[int, tuple] = {}
+        self._kind_checks: dict[tuple, list | None] = {}  # (id(verdict), metric, split) -> kind_check's answer
         self.offset = (spec.provenance or {}).get("gpu_offset")  # a measured GPU-kind offset (KindOffset) or None
         self.headlines: list[tuple[str, object, object, str]] = []  # (question, val verdict, test verdict, metric)
         self.figures_written: list[Path] = []
@@ -266,7 +268,14 @@ class _Study:
         """A top-1 comparison whose sides ran on the two kinds of the measured offset in different shares,
         recomputed in its family with the offset taken off every run of the repeat kind, at the low and the
         high end of the offset's interval: the two verdicts. None when the kinds do not set the sides apart,
-        no offset is measured on this split, or this study's families did not find the verdict."""
+        no offset is measured on this split, or this study's families did not find the verdict. Computed once
+        per verdict: a verdict stands in several places (its table, the headlines, the claims, Provenance)."""
+        cached = (id(verdict), metric, split)
+        if cached not in self._kind_checks:
+            self._kind_checks[cached] = self._kind_check(verdict, metric, split)
+        return self._kind_checks[cached]
+
+    def _kind_check(self, verdict, metric: str, split: str) -> list | None:
         key = "accuracy" if split == "val" else "test_accuracy"
         found = self.offset.on(split) if self.offset and metric == "accuracy" else None
         shares = {k / n if n else None for k, n in (self.repeat_kind_runs(n, key) for n in (verdict.a, verdict.b))}
@@ -1087,9 +1096,7 @@ def _included_section(included, study: _Study) -> list[str]:
     lines = [f"## {_md(included.title)}", ""]
     if included.text:
         lines += [included.text.strip(), ""]
-    kinds = {}  # GPU kind -> runs, of the runs that name their device
-    for row in {row["run_dir"]: row for row in rows if row.get("device")}.values():
-        kinds[_gpu(row["device"])] = kinds.get(_gpu(row["device"]), 0) + 1
+    kinds = Counter(_gpu(row["device"]) for row in {r["run_dir"]: r for r in rows if r.get("device")}.values())
     gpus = ", ".join(f"{kind} × {n}" for kind, n in sorted(kinds.items()))
     lines += [f"Study `{_md(spec.path.name)}` ({_md(spec.description)}): {finished} of "
               f"{len(planned_ids)} planned runs in `{_md(included.results.name)}`"
