@@ -988,7 +988,7 @@ def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
         inside = all(-study.margin < f[1] and f[2] < study.margin for f in (offset.val, offset.test) if f)
         lines[-1] += (f" Its interval lies {'within' if inside else '**not** within'} the equivalence margin "
                       f"(±{100 * study.margin:.2f} pp).")
-    rows, changed = [], []
+    rows, changed, unchecked = [], [], []
     for (a, b, metric, split), verdict in study.verdicts.items():
         key = metric if split == "val" else f"test_{metric}"
         share = " vs ".join("{} of {}".format(*study.repeat_kind_runs(n, key)) for n in (a, b))
@@ -998,6 +998,7 @@ def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
             if metric != "accuracy" and (a, b, metric, split) in crossing and verdict.difference is not None:
                 rows.append([label, _SPLIT_NAMES[split], share, verdict.word, "–", "–",
                              "no offset measured for it"])
+                unchecked.append(f"{label} ({_SPLIT_NAMES[split]})")
             continue
         holds = all(v.word == verdict.word for v in ends)
         if not holds:
@@ -1012,8 +1013,10 @@ def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
                   *_table(["comparison", "split", f"{repeat} runs (a vs b)", "verdict",
                            "offset at its low end", "offset at its high end", "the verdict"],
                           rows, ["l", "l", "l", "l", "l", "l", "l"]),
-                  f"{len(rows) - len(changed)} of {len(rows)} hold at both ends"
-                  + (f"; these change: {', '.join(changed)}." if changed else ".")]
+                  f"{len(rows) - len(unchecked) - len(changed)} of {len(rows) - len(unchecked)} hold at both ends"
+                  + (f"; these change: {', '.join(changed)}" if changed else "")
+                  + (f". Not checked ({len(unchecked)}; the offset was measured on top-1 only): "
+                     f"{', '.join(unchecked)}" if unchecked else "") + "."]
     return lines + [""]
 
 

@@ -37,12 +37,12 @@ def _softmax_on_h100(run_id: str) -> bool:
     return run_id.startswith("softmax-seed")
 
 
-def _study(tmp_path, provenance: str = "", on_h100=_softmax_on_h100, scored: bool = False):
+def _study(tmp_path, provenance: str = "", on_h100=_softmax_on_h100, scored: bool = False, sections: str = ""):
     """The synthetic study's report with a margin of 1 point; softmax's runs (its directories softmax-seed*,
     which its tuning grid point shares) on an H100, every other run on an H200; ``scored``: each run's
-    test top-1 is its validation top-1."""
+    test top-1 is its validation top-1; ``sections``: more ``[[sections]]`` for the spec."""
     spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(textwrap.dedent(SPEC) + "[verdicts]\nmargin = 1.0\n" + provenance)
+    spec_path.write_text(textwrap.dedent(SPEC) + textwrap.dedent(sections) + "[verdicts]\nmargin = 1.0\n" + provenance)
     out = tmp_path / "study"
     planner = Planner(load_spec(spec_path))
     planned = planner.plan() + planner.plan_tuned({"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}})
@@ -105,6 +105,25 @@ def test_a_verdict_is_recomputed_at_both_ends_of_the_offset_and_marked_when_it_c
     heads = _row(text, "`softmax` − `log_softmax` (primary)", "validation", "comparison (first − second)")
     assert heads[-1].endswith("— *turns on the GPU-kind offset* (Provenance)")
     assert "hold at both ends; these change: `softmax` − `log_softmax` (validation)" in text
+
+
+def test_a_comparison_on_a_metric_without_an_offset_is_listed_but_not_counted_as_holding(tmp_path):
+    # The offset is measured on top-1; a superclass-top-1 comparison across the kinds cannot be checked
+    # against it, so the summary must not count it among those that hold.
+    offset = _offset_file(tmp_path / "kinds.json")
+    text = _study(tmp_path, f'[provenance]\ngpu_offset = "{offset.name}"\n', sections="""
+        [[sections]]
+        title = "Superclasses"
+        text = "Superclass top-1 of two fine models."
+        rows = ["softmax", "log_softmax"]
+        reference = "log_softmax"
+        metric = "coarse_accuracy"
+        """)
+    row = _row(text, "`softmax` − `log_softmax` (coarse_accuracy)", "validation", "offset at its low end")
+    assert row[2:] == ["3 of 3 vs 0 of 3", "inconclusive", "–", "–", "no offset measured for it"]
+    assert ("1 of 3 hold at both ends; these change: `softmax` − `log_softmax` (validation), `tuned-softmax` − "
+            "`log_softmax` (validation). Not checked (1; the offset was measured on top-1 only): `softmax` − "
+            "`log_softmax` (coarse_accuracy) (validation).") in text
 
 
 def test_a_verdict_that_holds_over_the_whole_interval_is_not_marked(tmp_path):
