@@ -1,6 +1,7 @@
-"""zoo/studies/device_slice.sh keeps the study on one GPU kind: on another kind it measures the offset
-between the kinds (bench/gpu_kinds.py) instead of training a slice, unless MIX=1. Run with stand-ins for
-``nvidia-smi`` and ``python3`` that record how they were called."""
+"""zoo/studies/device_slice.sh and the GPU kinds: on a kind other than the records' it measures the offset
+between the kinds (bench/gpu_kinds.py) instead of training a slice while the offset file holds too few pairs
+(MEASURE=1 or KINDS_RUNS: anyway), and trains the slice once it holds enough or with MIX=1. Run with
+stand-ins for ``nvidia-smi`` and ``python3`` that record how they were called."""
 
 from __future__ import annotations
 
@@ -47,26 +48,51 @@ def test_on_the_records_kind_a_slice_trains_the_study(tmp_path):
     assert (tmp_path / "out" / "rec.tgz").is_file()
 
 
-def test_on_another_kind_it_measures_the_offset_instead(tmp_path):
-    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3")
-    # The pairs measured so far (log_softmax, softmax seeds 0-3) are kept; these runs add to them.
-    again = " ".join([f"gumbel-seed{s}" for s in range(5)] + [f"log_gumbel-seed{s}" for s in range(5)])
+def _offset_file(tmp_path, runs: list[str]) -> str:
+    path = tmp_path / "kinds.json"
+    path.write_text(json.dumps({"pairs": [{"run": r} for r in runs]}, indent=1))
+    return str(path)
+
+
+FIRST_PAIRS = [f"{h}-seed{s}" for h in ("log_softmax", "softmax") for s in range(4)]  # measured first
+NEXT_PAIRS = [f"{h}-seed{s}" for h in ("gumbel", "log_gumbel") for s in range(5)]
+
+
+def test_on_another_kind_it_measures_the_offset_while_it_has_too_few_pairs(tmp_path):
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_FILE=_offset_file(tmp_path, FIRST_PAIRS))
+    # The 8 pairs measured so far are kept; these runs add to them.
+    again = " ".join(NEXT_PAIRS)
     assert calls[0].startswith(f"bench/gpu_kinds.py run zoo/results/cifar100-study5-records {again} --dataset ")
     assert "--test-dataset .data/cifar100-test-jpg.tar.gz" in calls[0] and "--parallel 4" in calls[0]
     assert calls[1].startswith("bench/gpu_kinds.py compare zoo/results/cifar100-study5-records runs/kinds")
-    assert "--with zoo/results/cifar100-gpu-kinds.json --json " in calls[1]
+    assert f"--with {tmp_path / 'kinds.json'} --json " in calls[1]
     assert not any("keras_softmax_cli study" in c for c in calls)
     assert (tmp_path / "out" / "gpu_kinds.tgz").is_file() and not (tmp_path / "out" / "rec.tgz").exists()
 
 
+@pytest.mark.parametrize("pairs, env, measures", [
+    (FIRST_PAIRS + NEXT_PAIRS, {}, False),          # 18 pairs: enough, the slice trains
+    (FIRST_PAIRS + NEXT_PAIRS, {"MIN_PAIRS": "19"}, True),
+    (FIRST_PAIRS + NEXT_PAIRS, {"MEASURE": "1"}, True),
+    (FIRST_PAIRS, {"MIX": "1"}, False),
+])
+def test_how_many_pairs_decide_between_measuring_and_a_slice(tmp_path, pairs, env, measures):
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_FILE=_offset_file(tmp_path, pairs), **env)
+    assert any("gpu_kinds.py run" in c for c in calls) == measures
+    assert any(c.startswith("-m keras_softmax_cli study") for c in calls) == (not measures)
+    assert (tmp_path / "out" / ("gpu_kinds.tgz" if measures else "rec.tgz")).is_file()
+
+
+def test_the_recorded_offset_has_enough_pairs_to_slice_on_an_h100(tmp_path):
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3")
+    assert any(c.startswith("-m keras_softmax_cli study") for c in calls)
+    assert not any("gpu_kinds.py" in c for c in calls)
+
+
 def test_runs_already_paired_are_not_trained_again(tmp_path):
-    # the recorded offset file holds log_softmax and softmax seeds 0-3; once gumbel and log_gumbel are
-    # paired too, the next runs come from the heads after them in the list
-    pairs = ([f"gumbel-seed{s}" for s in range(5)] + [f"log_gumbel-seed{s}" for s in range(5)]
-             + [f"{h}-seed{s}" for h in ("log_softmax", "softmax") for s in range(4)])
-    offset = tmp_path / "kinds.json"
-    offset.write_text(json.dumps({"pairs": [{"run": r} for r in pairs]}, indent=1))
-    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_FILE=str(offset))
+    # once gumbel and log_gumbel are paired too, the next runs come from the heads after them in the list
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_FILE=_offset_file(tmp_path, NEXT_PAIRS + FIRST_PAIRS),
+                   MEASURE="1")
     again = " ".join([f"sparsemax-seed{s}" for s in range(5)] + [f"taylor-seed{s}" for s in range(5)])
     assert calls[0].startswith(f"bench/gpu_kinds.py run zoo/results/cifar100-study5-records {again} --dataset ")
 

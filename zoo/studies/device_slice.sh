@@ -14,12 +14,13 @@
 # 2026-12-05; two side by side take as long as one after the other. BUDGET=270
 # starts a second run only if the first was done by then: a run started later would not finish within LIMIT.)
 #
-# The records so far are all on H200s, and the lent machines are H100s or H200s. On a GPU that is not
-# KIND (default H200) the slice trains nothing: it measures the offset between the kinds instead
-# (bench/gpu_kinds.py: 10 recorded runs trained again, ~5 minutes on a fresh machine, their pairs added to
-# those of zoo/results/cifar100-gpu-kinds.json) and sends it back as $OUT/gpu_kinds.tgz: copy its
-# gpu_kinds.json over that file. MIX=1 trains the slice there anyway (the report recomputes each comparison
-# across kinds at both ends of the measured offset and marks the verdicts that turn on it).
+# The records began on H200s, and the lent machines are H100s or H200s. On a GPU that is not KIND (default
+# H200), while zoo/results/cifar100-gpu-kinds.json holds fewer than MIN_PAIRS (default 18) pairs, the slice
+# trains nothing: it measures the offset between the kinds instead (bench/gpu_kinds.py: 10 recorded runs
+# trained again, ~5 minutes on a fresh machine, their pairs added to those of that file) and sends it back
+# as $OUT/gpu_kinds.tgz: copy its gpu_kinds.json over that file. With enough pairs (18 since 2026-12-06),
+# or MIX=1, it trains the slice there (the report recomputes each comparison across kinds at both ends of
+# the measured offset and marks the verdicts that turn on it); MEASURE=1 or KINDS_RUNS measures anyway.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
@@ -27,9 +28,16 @@ D=.data/cifar100-train-jpg.tar.gz T=.data/cifar100-test-jpg.tar.gz
 JC=$HOME/.cache/keras_softmax/jax-compilation
 if [ -f .gpu/jaxcache.tgz ]; then mkdir -p "$JC" && tar xzf .gpu/jaxcache.tgz -C "$JC" && echo "jax cache: $(ls "$JC" | wc -l) entries"; fi
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+E=${KINDS_FILE:-zoo/results/cifar100-gpu-kinds.json}
+paired=$( ([ -f "$E" ] && grep -o '"run": ' "$E") | wc -l)
+measure=0
 if [[ "$gpu" != *"${KIND:-H200}"* && "${MIX:-0}" != 1 ]]; then
-  echo "GPU: $gpu, not ${KIND:-H200}: measuring the offset between the kinds instead of a slice (MIX=1: a slice anyway)"
-  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds E=${KINDS_FILE:-zoo/results/cifar100-gpu-kinds.json} && mkdir -p $K
+  [[ "$paired" -lt "${MIN_PAIRS:-18}" || "${MEASURE:-0}" = 1 || -n "${KINDS_RUNS:-}" ]] && measure=1
+  [ $measure = 0 ] && echo "GPU: $gpu, not ${KIND:-H200}; the offset has $paired pairs: a slice (MEASURE=1: more)"
+fi
+if [ $measure = 1 ]; then
+  echo "GPU: $gpu, not ${KIND:-H200}: measuring the offset between the kinds ($paired pairs so far; MIX=1: a slice)"
+  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds && mkdir -p $K
   # The pairs measured so far are in $E; these add to them (KINDS_RUNS: the records to train again here).
   AGAIN=${KINDS_RUNS:-}  # default: the first 10 recorded runs of these that $E holds no pair of yet
   for r in {gumbel,log_gumbel,sparsemax,taylor,entmax15,log_softmax,softmax}-seed{0,1,2,3,4}; do
