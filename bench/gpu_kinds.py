@@ -5,7 +5,7 @@ names every comparison that crosses kinds, and cannot say by how much a kind mov
 measures it: each named run of a records folder (``zoo/study_records.py pack``) is trained again on this
 machine from its recorded ``config.toml`` and scored on the test split as the study scores it, then set
 beside its record, pair by pair (repeat − record, in points), with a paired 95 % interval and the
-same-kind repeat noise of ``--repeats`` beside it.
+same-kind repeat noise of ``--repeats`` beside it: top-1, and superclass top-1 where the runs record it.
 
     python bench/gpu_kinds.py run zoo/results/cifar100-study5-records log_softmax-seed0 softmax-seed0 \\
         --dataset .data/cifar100-train-jpg.tar.gz --test-dataset .data/cifar100-test-jpg.tar.gz \\
@@ -101,17 +101,20 @@ def compare(records: Path, out: Path, repeats: Path | None = None, earlier: Path
     """Each repeat under ``out`` beside its record: validation and test top-1, in points, and the kinds;
     with ``earlier`` (a JSON this wrote before), its pairs of runs not under ``out`` count too."""
     from keras_softmax.study.stats import paired_interval, repeat_sd
+    from keras_softmax.study.verdicts import OFFSET_METRICS
 
     pairs = []
     for run_dir in sorted(p for p in out.iterdir() if (p / "report.json").is_file()):
         recorded = recorded_files(records, run_dir.name)
         before, after = json.loads(recorded["report.json"]), json.loads((run_dir / "report.json").read_text())
-        test_before = json.loads(recorded["test.json"])["accuracy"] if "test.json" in recorded else None
-        test_after = (json.loads((run_dir / "test.json").read_text())["accuracy"]
-                      if (run_dir / "test.json").is_file() else None)
-        pairs.append({"run": run_dir.name, "kinds": [_gpu(before), _gpu(after)],
-                      "accuracy": [before["accuracy"], after["accuracy"]],
-                      "test_accuracy": [test_before, test_after]})
+        test_before = json.loads(recorded["test.json"]) if "test.json" in recorded else {}
+        test_after = (json.loads((run_dir / "test.json").read_text()) if (run_dir / "test.json").is_file() else {})
+        pair = {"run": run_dir.name, "kinds": [_gpu(before), _gpu(after)]}
+        for metric in OFFSET_METRICS:  # top-1 always; superclass top-1 where the runs have it
+            if metric == "accuracy" or metric in before:
+                pair[metric] = [before.get(metric), after.get(metric)]
+                pair[f"test_{metric}"] = [test_before.get(metric), test_after.get(metric)]
+        pairs.append(pair)
     if not pairs:
         raise SystemExit(f"no finished repeat in {out} (a run directory with report.json): run `run` first")
     if earlier is not None:
@@ -123,8 +126,9 @@ def compare(records: Path, out: Path, repeats: Path | None = None, earlier: Path
                              "record kind and one repeat kind")
         pairs = kept + pairs
     summary = {"pairs": pairs, "kinds": sorted({kind for p in pairs for kind in p["kinds"]})}
-    for key in ("accuracy", "test_accuracy"):
-        d = paired_interval([p[key][1] for p in pairs], [p[key][0] for p in pairs])
+    for key in (f"{prefix}{metric}" for metric in OFFSET_METRICS for prefix in ("", "test_")):
+        found = [p[key] for p in pairs if key in p]
+        d = paired_interval([after for _, after in found], [before for before, _ in found])
         summary[f"{key}_offset"] = None if d is None else {
             "points": 100 * d.difference, "ci95": [100 * d.low, 100 * d.high], "pairs": d.n_a, "p_value": d.p_value}
     if repeats is not None:
@@ -144,7 +148,8 @@ def _print(summary: dict) -> None:
         val, test = p["accuracy"], p["test_accuracy"]
         print(f"| {p['run']} | {' → '.join(p['kinds'])} | {pct(val[0])} → {pct(val[1])} | "
               f"{pct(test[0])} → {pct(test[1])} |")
-    for key, label in (("accuracy", "validation"), ("test_accuracy", "test")):
+    for key, label in (("accuracy", "validation"), ("test_accuracy", "test"),
+                       ("coarse_accuracy", "superclass, validation"), ("test_coarse_accuracy", "superclass, test")):
         offset = summary.get(f"{key}_offset")
         if offset is not None:
             print(f"{label} offset (repeat − record): {offset['points']:+.2f} points, 95 % CI "

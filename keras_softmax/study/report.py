@@ -276,8 +276,8 @@ class _Study:
         return self._kind_checks[cached]
 
     def _kind_check(self, verdict, metric: str, split: str) -> list | None:
-        key = "accuracy" if split == "val" else "test_accuracy"
-        found = self.offset.on(split) if self.offset and metric == "accuracy" else None
+        key = metric if split == "val" else f"test_{metric}"
+        found = self.offset.on(split, metric) if self.offset else None
         shares = {k / n if n else None for k, n in (self.repeat_kind_runs(n, key) for n in (verdict.a, verdict.b))}
         if (found is None or verdict.difference is None or None in shares or len(shares) == 1
                 or id(verdict) not in self.families):
@@ -977,17 +977,24 @@ def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
     of its 95 % interval (:meth:`_Study.kind_check`); ``crossing``: the other comparisons across kinds, on
     metrics the offset was not measured on."""
     record, repeat = _gpu(offset.record), _gpu(offset.repeat)
-    measured = [f"{_pp(est)} pp [{_pp(low)}, {_pp(high)}] on {label}" for label, split in
-                (("validation", "val"), ("the test split", "test")) if (found := offset.on(split))
+
+    def measured(metric: str) -> list[str]:
+        return [f"{_pp(est)} pp [{_pp(low)}, {_pp(high)}] on {label}" for label, split in
+                (("validation", "val"), ("the test split", "test")) if (found := offset.on(split, metric))
                 for est, low, high in [found]]
+
     lines = [f"The rows come from two GPU kinds. **The offset between them is measured**: {offset.pairs} recorded "
              f"{record} runs trained again on an {repeat} from the same `config.toml` and seed "
              f"(`bench/gpu_kinds.py`, `{_md(offset.path.name)}`), {repeat} − {record} = "
-             + " and ".join(measured) + " (top-1, paired 95 % intervals)."]
+             + " and ".join(measured("accuracy")) + " (top-1, paired 95 % intervals)."]
     if study.margin:
-        inside = all(-study.margin < f[1] and f[2] < study.margin for f in (offset.val, offset.test) if f)
+        inside = all(-study.margin < f[1] and f[2] < study.margin for f in map(offset.on, ("val", "test")) if f)
         lines[-1] += (f" Its interval lies {'within' if inside else '**not** within'} the equivalence margin "
                       f"(±{100 * study.margin:.2f} pp).")
+    if coarse := measured("coarse_accuracy"):
+        pairs = sorted({offset.counts[k] for k in ("coarse_accuracy", "test_coarse_accuracy") if k in offset.counts})
+        lines[-1] += (f" Superclass top-1 ({' and '.join(map(str, pairs))} of the pairs hold it): "
+                      + " and ".join(coarse) + ".")
     rows, changed, unchecked = [], [], []
     for (a, b, metric, split), verdict in study.verdicts.items():
         key = metric if split == "val" else f"test_{metric}"
@@ -1015,7 +1022,7 @@ def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
                           rows, ["l", "l", "l", "l", "l", "l", "l"]),
                   f"{len(rows) - len(unchecked) - len(changed)} of {len(rows) - len(unchecked)} hold at both ends"
                   + (f"; these change: {', '.join(changed)}" if changed else "")
-                  + (f". Not checked ({len(unchecked)}; the offset was measured on top-1 only): "
+                  + (f". Not checked ({len(unchecked)}; no offset is measured on their metric): "
                      f"{', '.join(unchecked)}" if unchecked else "") + "."]
     return lines + [""]
 

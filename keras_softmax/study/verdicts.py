@@ -147,33 +147,40 @@ def margin_from_repeats(path) -> tuple[float, float, int]:
 @dataclasses.dataclass(frozen=True)
 class KindOffset:
     """The offset between two GPU kinds: recorded runs (``record`` kind) trained again from the same
-    config and seed on the ``repeat`` kind, ``repeat − record`` in top-1 (a fraction) as the estimate and
-    the paired 95 % interval ``(estimate, low, high)``, per split (``val``, ``test``; None: not measured)."""
+    config and seed on the ``repeat`` kind, ``repeat − record`` (a fraction) as the estimate and the paired
+    95 % interval ``(estimate, low, high)``, per metric and split (``offsets``, keyed as the study's rows
+    are: ``accuracy``, ``test_accuracy``, ``coarse_accuracy``, ...; a key not there: not measured), and
+    how many pairs measured each (``counts``)."""
 
     path: Path
     record: str
     repeat: str
     pairs: int
-    val: tuple[float, float, float] | None
-    test: tuple[float, float, float] | None
+    offsets: dict[str, tuple[float, float, float]]
+    counts: dict[str, int]
 
-    def on(self, split: str) -> tuple[float, float, float] | None:
-        return self.val if split == "val" else self.test
+    def on(self, split: str, metric: str = "accuracy") -> tuple[float, float, float] | None:
+        return self.offsets.get(metric if split == "val" else f"test_{metric}")
+
+
+OFFSET_METRICS = ("accuracy", "coarse_accuracy")  # the metrics bench/gpu_kinds.py measures an offset of
 
 
 def kind_offset(path) -> KindOffset:
     """The :class:`KindOffset` in the JSON ``bench/gpu_kinds.py compare --json`` writes: ``pairs`` (each
-    with ``kinds``: [record, repeat]) and ``accuracy_offset`` / ``test_accuracy_offset`` (``points`` and
-    ``ci95`` in percentage points). ValueError names what is wrong with the file."""
+    with ``kinds``: [record, repeat]) and ``<key>_offset`` for each key measured (``accuracy``,
+    ``test_accuracy``, ``coarse_accuracy``, ``test_coarse_accuracy``: ``points``, ``ci95`` in percentage
+    points, ``pairs``). ValueError names what is wrong with the file."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         kinds = {tuple(pair["kinds"]) for pair in data["pairs"]}
-        splits = {}
-        for split, key in (("val", "accuracy_offset"), ("test", "test_accuracy_offset")):
-            found = data.get(key)
-            splits[split] = None if found is None else (
-                found["points"] / 100, found["ci95"][0] / 100, found["ci95"][1] / 100)
+        offsets, counts = {}, {}
+        for key in (f"{prefix}{metric}" for metric in OFFSET_METRICS for prefix in ("", "test_")):
+            found = data.get(f"{key}_offset")
+            if found is not None:
+                offsets[key] = (found["points"] / 100, found["ci95"][0] / 100, found["ci95"][1] / 100)
+                counts[key] = int(found.get("pairs", len(data["pairs"])))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
         raise ValueError(f"{path}: not an offset file of bench/gpu_kinds.py "
                          f"({type(error).__name__}: {error})") from None
@@ -182,6 +189,7 @@ def kind_offset(path) -> KindOffset:
     if len(kinds) != 1 or len(next(iter(kinds))) != 2:
         raise ValueError(f"{path}: every pair must go from one record kind to one repeat kind (found {sorted(kinds)})")
     (record, repeat), = kinds
-    if splits["val"] is None and splits["test"] is None:
+    if "accuracy" not in offsets and "test_accuracy" not in offsets:
         raise ValueError(f"{path}: it holds no offset (accuracy_offset and test_accuracy_offset are both missing)")
-    return KindOffset(path=path, record=record, repeat=repeat, pairs=len(data["pairs"]), **splits)
+    return KindOffset(path=path, record=record, repeat=repeat, pairs=len(data["pairs"]), offsets=offsets,
+                      counts=counts)

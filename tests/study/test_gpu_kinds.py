@@ -113,15 +113,48 @@ def test_a_run_the_records_do_not_hold_and_an_empty_comparison_are_named(tmp_pat
 
 
 def _pair(records, kinds, name, before, after, kind_before="NVIDIA H200", kind_after="NVIDIA H100 80GB HBM3"):
-    """A record of run ``name`` (validation/test top-1 ``before``) and its repeat (``after``) on another kind."""
+    """A record of run ``name`` (validation/test top-1 ``before``, and superclass top-1 where it has four
+    values) and its repeat (``after``) on another kind."""
+    def figures(values, split):
+        found = {"accuracy": values[split]}
+        return {**found, "coarse_accuracy": values[2 + split]} if len(values) == 4 else found
+
     with open(records / "r.jsonl", "a") as out:
         for file, text in (("config.toml", "seed = 0\n"),
-                           ("report.json", json.dumps({"accuracy": before[0], "device": f"gpu: {kind_before}"})),
-                           ("test.json", json.dumps({"accuracy": before[1]}))):
+                           ("report.json", json.dumps({**figures(before, 0), "device": f"gpu: {kind_before}"})),
+                           ("test.json", json.dumps(figures(before, 1)))):
             out.write(json.dumps({"path": f"runs/{name}/{file}", "text": text}) + "\n")
     (kinds / name).mkdir(parents=True)
-    (kinds / name / "report.json").write_text(json.dumps({"accuracy": after[0], "device": f"gpu: {kind_after}"}))
-    (kinds / name / "test.json").write_text(json.dumps({"accuracy": after[1]}))
+    (kinds / name / "report.json").write_text(json.dumps({**figures(after, 0), "device": f"gpu: {kind_after}"}))
+    (kinds / name / "test.json").write_text(json.dumps(figures(after, 1)))
+
+
+def test_the_superclass_offset_comes_from_the_pairs_that_record_superclass_top1(tmp_path):
+    tool, records, kinds = _load_tool(), tmp_path / "records", tmp_path / "kinds"
+    records.mkdir()
+    _pair(records, kinds, "a-seed0", (0.60, 0.61), (0.62, 0.615))  # an earlier pair without superclass figures
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(tool.compare(records, kinds)))
+    later = tmp_path / "later"
+    coarse = np.array([[0.70, 0.71, 0.712, 0.705], [0.72, 0.70, 0.716, 0.709], [0.69, 0.72, 0.70, 0.721]])
+    for i, (val_before, val_after, test_before, test_after) in enumerate(coarse):
+        _pair(records, later, f"b-seed{i}", (0.6, 0.6, val_before, test_before), (0.6, 0.6, val_after, test_after))
+    summary = tool.compare(records, later, earlier=earlier)
+    assert summary["accuracy_offset"]["pairs"] == 4 and "coarse_accuracy" not in summary["pairs"][0]
+    for key, (before, after) in (("coarse_accuracy", (0, 1)), ("test_coarse_accuracy", (2, 3))):
+        expected = stats.ttest_rel(coarse[:, after], coarse[:, before])
+        assert summary[f"{key}_offset"]["pairs"] == 3
+        assert summary[f"{key}_offset"]["points"] == pytest.approx(100 * np.mean(coarse[:, after] - coarse[:, before]))
+        assert summary[f"{key}_offset"]["ci95"] == pytest.approx([100 * x for x in expected.confidence_interval(0.95)])
+    path = tmp_path / "kinds.json"
+    path.write_text(json.dumps(summary))
+    from keras_softmax.study.verdicts import kind_offset
+
+    found = kind_offset(path)  # the report reads it per metric
+    assert found.on("test", "coarse_accuracy") == pytest.approx(
+        tuple(x / 100 for x in (summary["test_coarse_accuracy_offset"]["points"],
+                                *summary["test_coarse_accuracy_offset"]["ci95"])))
+    assert found.counts == {"accuracy": 4, "test_accuracy": 4, "coarse_accuracy": 3, "test_coarse_accuracy": 3}
 
 
 def test_new_pairs_add_to_an_earlier_measurement_of_the_same_kinds(tmp_path):

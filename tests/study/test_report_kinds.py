@@ -22,12 +22,13 @@ from .test_report import SPEC, accuracy, fake_run
 H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
 
 
-def _offset_file(path, val=(0.11, -0.5, 6.0), test=None, kinds=((H200, H100),)):
-    """An offset file as bench/gpu_kinds.py writes it (points), its pairs going from record to repeat."""
+def _offset_file(path, val=(0.11, -0.5, 6.0), test=None, kinds=((H200, H100),), coarse=None):
+    """An offset file as bench/gpu_kinds.py writes it (points), its pairs going from record to repeat;
+    ``coarse``: a superclass top-1 offset on validation too."""
     pairs = [{"run": f"r{i}", "kinds": list(k), "accuracy": [0.6, 0.6], "test_accuracy": [0.6, 0.6]}
              for i, k in enumerate(kinds * 4)]
     data = {"pairs": pairs, "kinds": sorted({k for pair in kinds for k in pair})}
-    for key, found in (("accuracy_offset", val), ("test_accuracy_offset", test)):
+    for key, found in (("accuracy_offset", val), ("test_accuracy_offset", test), ("coarse_accuracy_offset", coarse)):
         data[key] = None if found is None else {"points": found[0], "ci95": list(found[1:]), "pairs": len(pairs)}
     write_json(path, data)
     return path
@@ -107,23 +108,38 @@ def test_a_verdict_is_recomputed_at_both_ends_of_the_offset_and_marked_when_it_c
     assert "hold at both ends; these change: `softmax` − `log_softmax` (validation)" in text
 
 
+SUPERCLASS_SECTION = """
+    [[sections]]
+    title = "Superclasses"
+    text = "Superclass top-1 of two fine models."
+    rows = ["softmax", "log_softmax"]
+    reference = "log_softmax"
+    metric = "coarse_accuracy"
+    """
+
+
 def test_a_comparison_on_a_metric_without_an_offset_is_listed_but_not_counted_as_holding(tmp_path):
     # The offset is measured on top-1; a superclass-top-1 comparison across the kinds cannot be checked
     # against it, so the summary must not count it among those that hold.
     offset = _offset_file(tmp_path / "kinds.json")
-    text = _study(tmp_path, f'[provenance]\ngpu_offset = "{offset.name}"\n', sections="""
-        [[sections]]
-        title = "Superclasses"
-        text = "Superclass top-1 of two fine models."
-        rows = ["softmax", "log_softmax"]
-        reference = "log_softmax"
-        metric = "coarse_accuracy"
-        """)
+    text = _study(tmp_path, f'[provenance]\ngpu_offset = "{offset.name}"\n', sections=SUPERCLASS_SECTION)
     row = _row(text, "`softmax` − `log_softmax` (coarse_accuracy)", "validation", "offset at its low end")
     assert row[2:] == ["3 of 3 vs 0 of 3", "inconclusive", "–", "–", "no offset measured for it"]
     assert ("1 of 3 hold at both ends; these change: `softmax` − `log_softmax` (validation), `tuned-softmax` − "
-            "`log_softmax` (validation). Not checked (1; the offset was measured on top-1 only): `softmax` − "
+            "`log_softmax` (validation). Not checked (1; no offset is measured on their metric): `softmax` − "
             "`log_softmax` (coarse_accuracy) (validation).") in text
+
+
+def test_a_superclass_comparison_is_checked_against_the_superclass_offset(tmp_path):
+    offset = _offset_file(tmp_path / "kinds.json", val=(0.0, -0.2, 0.2), coarse=(0.11, -0.5, 6.0))
+    text = _study(tmp_path, f'[provenance]\ngpu_offset = "{offset.name}"\n', sections=SUPERCLASS_SECTION)
+    assert "Superclass top-1 (4 of the pairs hold it): +0.11 pp [-0.50, +6.00] on validation." in text
+    softmax, log_softmax = np.array([0.80, 0.81, 0.82]), np.array([0.79, 0.80, 0.81])  # superclass top-1
+    low, high = (stats.ttest_ind(softmax - shift, log_softmax, equal_var=False) for shift in (-0.005, 0.06))
+    assert low.pvalue > 0.05 and high.pvalue < 0.05 and high.statistic < 0  # a family of one: no Holm step
+    row = _row(text, "`softmax` − `log_softmax` (coarse_accuracy)", "validation", "offset at its low end")
+    assert row[2:] == ["3 of 3 vs 0 of 3", "inconclusive", "+1.50 pp: inconclusive", "-5.00 pp: worse", "**changes**"]
+    assert "Not checked" not in text
 
 
 def test_a_verdict_that_holds_over_the_whole_interval_is_not_marked(tmp_path):
