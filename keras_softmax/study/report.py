@@ -151,7 +151,6 @@ def _pp(x, scale=100.0, digits=2, sign=True) -> str:
 
 
 _SPLIT_NAMES = {"val": "validation", "test": "test"}
-OFFSET_MARK = " — *turns on the GPU-kind offset* (Provenance)"
 
 
 def _runs_of(n: int, planned: int | None) -> str:
@@ -204,7 +203,9 @@ class _Study:
         self.families: dict[int, tuple] = {}
         self._kind_checks: dict[tuple, list | None] = {}  # (id(verdict), metric, split) -> kind_check's answer
         self.offset = (spec.provenance or {}).get("gpu_offset")  # a measured GPU-kind offset (KindOffset) or None
-        self.headlines: list[tuple[str, object, object, str]] = []  # (question, val verdict, test verdict, metric)
+        # (question, val verdict, test verdict, metric, the study whose families found them)
+        self.headlines: list[tuple[str, object, object, str, _Study]] = []
+        self.offset_section = "Provenance"  # where its comparisons across GPU kinds are checked
         self.figures_written: list[Path] = []
 
     def figure(self, filename: str) -> tuple[Path, str]:
@@ -310,8 +311,13 @@ class _Study:
             text = (f"*provisional* ({_runs_of(verdict.n_a, verdict.planned_a)} vs "
                     f"{_runs_of(verdict.n_b, verdict.planned_b)} runs): {text}")
         if self.turns_on_offset(verdict, metric, split):
-            text += OFFSET_MARK
+            text += self.offset_mark
         return text
+
+    @property
+    def offset_mark(self) -> str:
+        """What a verdict that turns on the GPU-kind offset carries, and where that is shown."""
+        return f" — *turns on the GPU-kind offset* ({self.offset_section})"
 
     def turns_on_offset(self, verdict, metric: str, split: str) -> bool:
         """True when the verdict changes within the GPU-kind offset's interval (:meth:`kind_check`)."""
@@ -350,7 +356,7 @@ class _Study:
         primary = tuple(primary) if primary else pairs[0]
         table, val, test = self.verdict_table(pairs, metric, primary)
         index = pairs.index(primary)
-        self.headlines.append((question, val[index], test[index], metric))
+        self.headlines.append((question, val[index], test[index], metric, self))
         untested = len([v for v in val if v.difference is None])
         lines = [f"**Verdicts** on {METRIC_TITLES.get(metric, metric)} — primary comparison `{_md(primary[0])}` − "
                  f"`{_md(primary[1])}`: {self.verdict_cell(val[index], metric)} on validation; test: "
@@ -891,7 +897,7 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
             for verdict, split in ((v, "val"), (t, "test")):
                 d = verdict.difference
                 if d is not None:
-                    mark = OFFSET_MARK if study.turns_on_offset(verdict, claim.metric, split) else ""
+                    mark = study.offset_mark if study.turns_on_offset(verdict, claim.metric, split) else ""
                     parts.append(f"{_SPLIT_NAMES[split]} {_pp(d.difference, scale, digits)}{unit} "
                                  f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}], "
                                  f"{verdict.marked_word}{mark}")
@@ -950,25 +956,31 @@ def _provenance_section(spec, study: _Study, planned) -> list[str]:
     rows = [[f"`{_md(g)}`" if not g.startswith(("tuning", "timing")) else g,
              ", ".join(f"{kind} × {len(runs)}" for kind, runs in sorted(found.items()))]
             for g, found in kinds.items()]
-    all_kinds = sorted({k for found in kinds.values() for k in found})
     lines += ["Every row's GPU kind (runs per kind):", "", *_table(["row", "GPU"], rows, ["l", "l"])]
-    if len(all_kinds) > 1:
-        crossing = [(a, b, metric, split) for (a, b, metric, split) in study.verdicts
-                    if metric != "steady_epoch_seconds" and set(kinds.get(a, {})) and set(kinds.get(b, {}))
-                    and set(kinds.get(a, {})) != set(kinds.get(b, {}))]
-        offset = provenance.get("gpu_offset")
-        if offset is None or {_gpu(offset.record), _gpu(offset.repeat)} != set(all_kinds):
-            names = [f"`{a}` − `{b}`" for a, b, _, split in crossing if split == "val"]
-            lines += [f"The rows come from {len(all_kinds)} GPU kinds ({', '.join(all_kinds)}). **The offset between "
-                      "them is not yet measured**: the same configuration and seed on both kinds would measure it. "
-                      f"{len(names)} comparison(s) above set rows of different kinds against each other"
-                      + (": " + ", ".join(names) if names else "")
-                      + "; read them with that in mind (the same-kind repeat noise is in the margin, a kind offset "
-                      "is not).",
-                      ""]
-        else:
-            lines += _kind_offset_lines(study, offset, crossing)
-    return lines
+    return lines + _across_kinds(study, kinds)
+
+
+def _across_kinds(study: _Study, kinds: dict[str, dict]) -> list[str]:
+    """``kinds``: each row's runs per GPU kind. With rows from several kinds, the comparisons that set them
+    against each other: checked against the study's measured offset (``[provenance] gpu_offset``) where it
+    is of these two kinds, else named."""
+    all_kinds = sorted({k for found in kinds.values() for k in found})
+    if len(all_kinds) < 2:
+        return []
+    crossing = [(a, b, metric, split) for (a, b, metric, split) in study.verdicts
+                if metric != "steady_epoch_seconds" and set(kinds.get(a, {})) and set(kinds.get(b, {}))
+                and set(kinds.get(a, {})) != set(kinds.get(b, {}))]
+    offset = study.offset
+    if offset is None or {_gpu(offset.record), _gpu(offset.repeat)} != set(all_kinds):
+        names = [f"`{a}` − `{b}`" for a, b, _, split in crossing if split == "val"]
+        return [f"The rows come from {len(all_kinds)} GPU kinds ({', '.join(all_kinds)}). **The offset between "
+                "them is not yet measured**: the same configuration and seed on both kinds would measure it. "
+                f"{len(names)} comparison(s) above set rows of different kinds against each other"
+                + (": " + ", ".join(names) if names else "")
+                + "; read them with that in mind (the same-kind repeat noise is in the margin, a kind offset "
+                "is not).",
+                ""]
+    return _kind_offset_lines(study, offset, crossing)
 
 
 def _kind_offset_lines(study: _Study, offset, crossing) -> list[str]:
@@ -1108,6 +1120,7 @@ def _included_section(included, study: _Study) -> list[str]:
         lines += [included.text.strip(), ""]
     kinds = Counter(_gpu(row["device"]) for row in {r["run_dir"]: r for r in rows if r.get("device")}.values())
     gpus = ", ".join(f"{kind} × {n}" for kind, n in sorted(kinds.items()))
+    other.offset_section = f"{included.title}, GPU kinds"
     lines += [f"Study `{_md(spec.path.name)}` ({_md(spec.description)}): {finished} of "
               f"{len(planned_ids)} planned runs in `{_md(included.results.name)}`"
               + (f" (GPU: {gpus})" if gpus else "") + ".", ""]
@@ -1120,6 +1133,11 @@ def _included_section(included, study: _Study) -> list[str]:
         lines += other.verdict_block(included.title, f"{stem}-heads", pairs, primary=primary)
     lines += ["### Calibration and speed", ""] + other.calibration_table(heads) + other.footnotes()
     lines += _earlier_section(spec, other, prefix=f"{stem}-", level="###")
+    if len(kinds) > 1:
+        by_row: dict[str, dict] = {}
+        for row in rows:
+            by_row.setdefault(row["name"], {}).setdefault(_gpu(row.get("device")), set()).add(row["run_dir"])
+        lines += ["### GPU kinds", "", *_across_kinds(other, by_row)]
     study.headlines += other.headlines
     return lines
 
@@ -1143,7 +1161,7 @@ def _headlines(study: _Study) -> list[str]:
     if not study.headlines:
         return []
     rows = []
-    for question, val, test, metric in study.headlines:
+    for question, val, test, metric, owner in study.headlines:
         scale, digits, unit = ((1, 3, " s") if metric == "steady_epoch_seconds" else (100, 2, " pp"))
         for verdict, split in ((val, "val"), (test, "test")):
             d = verdict.difference
@@ -1153,7 +1171,7 @@ def _headlines(study: _Study) -> list[str]:
                          f"{_pp(d.high, scale, digits)}]" if d else "–",
                          f"[{_pp(verdict.holm_low, scale, digits)}, {_pp(verdict.holm_high, scale, digits)}]"
                          if d else "–",
-                         study.verdict_cell(verdict, metric, split)])
+                         owner.verdict_cell(verdict, metric, split)])
     return ["## Headline verdicts", "",
             "Each question's primary comparison, on the validation split (which chose everything) and on the test "
             "split (scored once per finished run, read by no choice). Details, families and forest plots in each "

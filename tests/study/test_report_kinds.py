@@ -209,3 +209,59 @@ def test_an_earlier_studys_verdict_is_not_checked_against_this_studys_kinds(tmp_
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3] == "**better**"  # the earlier study's own verdict, unmarked
     assert cells[6].startswith("inconclusive") and cells[6].endswith("— *turns on the GPU-kind offset* (Provenance)")
+
+
+def test_a_study_set_in_from_other_kinds_is_checked_against_its_own_offset(tmp_path):
+    """[[studies]]: a set-in study whose rows come from both kinds gets its own "GPU kinds" subsection,
+    checked against the offset its spec names, and its verdicts' marks point there (headlines too)."""
+    from keras_softmax.study.report import write_study_report
+    from keras_softmax.study.results import collect, write_results
+
+    from .test_report import EARLIER, EARLIER_SPEC, NOW
+
+    offset = _offset_file(tmp_path / "kinds.json", val=(0.0, -0.1, 0.1), test=(0.0, -0.2, 2.0))
+    (tmp_path / "strong.toml").write_text(textwrap.dedent(EARLIER_SPEC).replace(
+        "[verdicts]", 'primary = "softmax"\n[verdicts]').replace(
+        "[earlier]", '[provenance]\ngpu_offset = "kinds.json"\n[earlier]'))
+    (tmp_path / "earlier.jsonl").write_text("".join(
+        json.dumps({"name": n, "kind": "head", "seed": s, "test_accuracy": v}) + "\n"
+        for n, values in EARLIER.items() for s, v in enumerate(values)))
+    strong = load_spec(tmp_path / "strong.toml")
+    planned = Planner(strong).plan()
+    for run in planned:
+        fake_run(tmp_path / "gone", run)
+    rows = collect(planned, tmp_path / "gone")
+    for row in rows:
+        row["test_accuracy"] = NOW[row["name"]][row["seed"]]
+        row["device"] = f"gpu: {H100 if row['name'] == 'softmax' else H200}"
+    write_results(rows, tmp_path / "strong.jsonl")
+    (tmp_path / "main.toml").write_text(textwrap.dedent('''
+        heads = ["softmax", "log_softmax"]
+        seeds = [0, 1]
+        epochs = 3
+        [[studies]]
+        spec = "strong.toml"
+        results = "strong.jsonl"
+        title = "Near convergence"
+        '''))
+    spec = load_spec(tmp_path / "main.toml")
+    main = Planner(spec).plan()
+    for run in main:
+        fake_run(tmp_path / "study", run)  # all on one kind (no device): no check of its own
+    text = write_study_report(spec, main, collect(main, tmp_path / "study"), tmp_path / "study").read_text()
+    section = text.split("## Near convergence\n")[1].split("\n## ")[0]
+    assert "### GPU kinds" in section and "**The offset between them is measured**" in section
+    # On the test split softmax is level with log_softmax (Δ +0.03 pp); with up to 2 points taken off its
+    # H100 runs it is worse: Welch's test on the shifted values, by scipy.
+    softmax, log_softmax = np.array(NOW["softmax"]), np.array(NOW["log_softmax"])
+    shifted = stats.ttest_ind(softmax - 0.02, log_softmax, equal_var=False)
+    assert shifted.pvalue < 0.05 / 2 and shifted.statistic < 0  # below Holm's first step of two
+    check = _row(section, "`softmax` − `log_softmax`", "test", "offset at its low end")
+    assert check[2:4] == ["4 of 4 vs 0 of 4", "equivalent"] and check[-1] == "**changes**"
+    assert check[-2].endswith("pp: worse")
+    assert "| `sparsemax` − `log_softmax` | test |" not in section.split("offset at its low end")[1]
+    mark = "— *turns on the GPU-kind offset* (Near convergence, GPU kinds)"
+    headline = text.split("## Headline verdicts")[1].split("\n## ")[0]
+    assert any(line.startswith("|  | `softmax` − `log_softmax` | test |") and line.endswith(f"{mark} |")
+               for line in headline.splitlines())
+    assert "(Provenance)" not in section
