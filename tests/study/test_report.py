@@ -523,32 +523,25 @@ def test_a_bad_earlier_table_is_one_line(tmp_path, table, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_path):
-    """[[studies]]: the strong-recipe study inside STUDY.md. Built from its results.jsonl only (its run
-    directories are gone): its heads' tables, verdicts on validation and test (test Δ checked against
-    scipy), its own [earlier] comparison as a subsection, and its primary comparison in the headlines."""
-    from keras_softmax.study.report import write_study_report
+def set_in_study(tmp_path, strong_spec: str, device_of, title: str, text: str | None = None):
+    """The spec of a study (softmax, log_softmax, seeds 0-1) that sets in ``strong.toml`` (``strong_spec``)
+    from its results.jsonl alone: its runs' test top-1 are ``NOW``'s, its [earlier] file holds ``EARLIER``,
+    and ``device_of(name)`` names the GPU each row ran on."""
     from keras_softmax.study.results import collect, write_results
 
-    # Its data are not here (a class-folder archive on another machine): the section needs none of it.
-    (tmp_path / "strong.toml").write_text(textwrap.dedent(EARLIER_SPEC).replace(
-        "epochs = 3\n", "epochs = 3\ndataset = \"elsewhere/cifar100-train-jpg.tar.gz\"\n"))
+    (tmp_path / "strong.toml").write_text(strong_spec)
     (tmp_path / "earlier.jsonl").write_text("".join(
         json.dumps({"name": n, "kind": "head", "seed": s, "test_accuracy": v}) + "\n"
         for n, values in EARLIER.items() for s, v in enumerate(values)))
-    strong = load_spec(tmp_path / "strong.toml")
-    with pytest.raises(StudyError, match="dataset path not found: elsewhere/cifar100-train-jpg.tar.gz"):
-        Planner(strong).plan()  # (what planning it for training says)
-    strong_planned = Planner(strong, check_data=False).plan()
-    for run in strong_planned:
+    planned = Planner(load_spec(tmp_path / "strong.toml"), check_data=False).plan()
+    for run in planned:
         fake_run(tmp_path / "gone", run)
-    rows = collect(strong_planned, tmp_path / "gone")
+    rows = collect(planned, tmp_path / "gone")
     for row in rows:
         row["test_accuracy"] = NOW[row["name"]][row["seed"]]
-        row["device"] = f"gpu: NVIDIA {'H100 80GB HBM3' if row['name'] == 'sparsemax' else 'H200'}"
+        row["device"] = f"gpu: {device_of(row['name'])}"
     write_results(rows, tmp_path / "strong.jsonl")
-    shutil.rmtree(tmp_path / "gone")
-
+    shutil.rmtree(tmp_path / "gone")  # the section is built from the results file alone
     (tmp_path / "main.toml").write_text(textwrap.dedent('''
         heads = ["softmax", "log_softmax"]
         seeds = [0, 1]
@@ -556,10 +549,24 @@ def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_pa
         [[studies]]
         spec = "strong.toml"
         results = "strong.jsonl"
-        title = "The heads near convergence"
-        text = "Set in from another study."
-        '''))
-    spec = load_spec(tmp_path / "main.toml")
+        ''') + f"title = {json.dumps(title)}\n" + (f"text = {json.dumps(text)}\n" if text else ""))
+    return load_spec(tmp_path / "main.toml")
+
+
+def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_path):
+    """[[studies]]: the strong-recipe study inside STUDY.md. Built from its results.jsonl only (its run
+    directories are gone): its heads' tables, verdicts on validation and test (test Δ checked against
+    scipy), its own [earlier] comparison as a subsection, and its primary comparison in the headlines."""
+    from keras_softmax.study.report import write_study_report
+    from keras_softmax.study.results import collect
+
+    # Its data are not here (a class-folder archive on another machine): the section needs none of it.
+    spec = set_in_study(tmp_path, textwrap.dedent(EARLIER_SPEC).replace(
+        "epochs = 3\n", "epochs = 3\ndataset = \"elsewhere/cifar100-train-jpg.tar.gz\"\n"),
+        lambda name: f"NVIDIA {'H100 80GB HBM3' if name == 'sparsemax' else 'H200'}",
+        title="The heads near convergence", text="Set in from another study.")
+    with pytest.raises(StudyError, match="dataset path not found: elsewhere/cifar100-train-jpg.tar.gz"):
+        Planner(load_spec(tmp_path / "strong.toml")).plan()  # (what planning it for training says)
     assert spec.studies[0].spec.heads == ("log_softmax", "softmax", "sparsemax")
     planned = Planner(spec).plan()
     out = tmp_path / "study"
@@ -578,6 +585,11 @@ def test_another_study_is_a_section_of_this_report_from_its_results_alone(tmp_pa
     assert "(plots/study-the-heads-near-convergence-heads-forest.png)" in section
     assert "(plots/study-the-heads-near-convergence-earlier-which-30-epoch-conclusions-hold-forest.png)" in section
     assert "The heads near convergence" in text.split("## Heads, shared recipe")[0]  # a headline
+    # Its rows come from two kinds and its spec names no offset: its own subsection names the crossings.
+    kinds = section.split("### GPU kinds\n")[1]
+    assert "**The offset between them is not yet measured**" in kinds
+    assert ("1 comparison(s) above set rows of different kinds against each other: `sparsemax` − "
+            "`log_softmax`;") in kinds
 
 
 def test_a_study_set_into_another_may_not_set_in_studies_itself(tmp_path):

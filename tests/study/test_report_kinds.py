@@ -215,36 +215,15 @@ def test_a_study_set_in_from_other_kinds_is_checked_against_its_own_offset(tmp_p
     """[[studies]]: a set-in study whose rows come from both kinds gets its own "GPU kinds" subsection,
     checked against the offset its spec names, and its verdicts' marks point there (headlines too)."""
     from keras_softmax.study.report import write_study_report
-    from keras_softmax.study.results import collect, write_results
+    from keras_softmax.study.results import collect
 
-    from .test_report import EARLIER, EARLIER_SPEC, NOW
+    from .test_report import EARLIER_SPEC, NOW, set_in_study
 
     offset = _offset_file(tmp_path / "kinds.json", val=(0.0, -0.1, 0.1), test=(0.0, -0.2, 2.0))
-    (tmp_path / "strong.toml").write_text(textwrap.dedent(EARLIER_SPEC).replace(
+    spec = set_in_study(tmp_path, textwrap.dedent(EARLIER_SPEC).replace(
         "[verdicts]", 'primary = "softmax"\n[verdicts]').replace(
-        "[earlier]", '[provenance]\ngpu_offset = "kinds.json"\n[earlier]'))
-    (tmp_path / "earlier.jsonl").write_text("".join(
-        json.dumps({"name": n, "kind": "head", "seed": s, "test_accuracy": v}) + "\n"
-        for n, values in EARLIER.items() for s, v in enumerate(values)))
-    strong = load_spec(tmp_path / "strong.toml")
-    planned = Planner(strong).plan()
-    for run in planned:
-        fake_run(tmp_path / "gone", run)
-    rows = collect(planned, tmp_path / "gone")
-    for row in rows:
-        row["test_accuracy"] = NOW[row["name"]][row["seed"]]
-        row["device"] = f"gpu: {H100 if row['name'] == 'softmax' else H200}"
-    write_results(rows, tmp_path / "strong.jsonl")
-    (tmp_path / "main.toml").write_text(textwrap.dedent('''
-        heads = ["softmax", "log_softmax"]
-        seeds = [0, 1]
-        epochs = 3
-        [[studies]]
-        spec = "strong.toml"
-        results = "strong.jsonl"
-        title = "Near convergence"
-        '''))
-    spec = load_spec(tmp_path / "main.toml")
+        "[earlier]", f'[provenance]\ngpu_offset = "{offset.name}"\n[earlier]'),
+        lambda name: H100 if name == "softmax" else H200, title="Near convergence")
     main = Planner(spec).plan()
     for run in main:
         fake_run(tmp_path / "study", run)  # all on one kind (no device): no check of its own
