@@ -98,8 +98,9 @@ def _gpu(report: dict) -> str:
 
 
 def compare(records: Path, out: Path, repeats: Path | None = None, earlier: Path | None = None) -> dict:
-    """Each repeat under ``out`` beside its record: validation and test top-1, in points, and the kinds;
-    with ``earlier`` (a JSON this wrote before), its pairs of runs not under ``out`` count too."""
+    """Each repeat under ``out`` beside its record: validation and test top-1 (and superclass top-1 where the
+    record has it) and the kinds, with the paired offset of each; with ``earlier`` (a JSON this wrote before),
+    its pairs of runs not under ``out`` count too."""
     from keras_softmax.study.stats import paired_interval, repeat_sd
     from keras_softmax.study.verdicts import OFFSET_METRICS
 
