@@ -299,31 +299,44 @@ def plot_confused_pairs(pairs, path, *, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def plot_answers(answers: dict, path, *, title: str = "", xlabel: str = "") -> Path:
-    """One row per answer: every run's value (dots) and the mean with its 95 % t-interval (bar)."""
+def plot_answers(answers: dict, path, *, test: dict | None = None, title: str = "", xlabel: str = "") -> Path:
+    """One row per answer: every run's value (dots) and the mean with its 95 % t-interval (bar), on
+    validation (red diamond) and, where ``test`` gives a name's test-split values, on test beside it (blue
+    square)."""
     from scipy import stats
 
     names = list(answers)
-    fig = Figure(figsize=(7.0, 0.55 * max(1, len(names)) + 1.2), layout="constrained")
+    splits = [("validation", answers, "tab:red", "D")]
+    if test and any(v is not None for name in names for v in test.get(name, [])):
+        splits.append(("test", test, "tab:blue", "s"))
+    step = 0.34 if len(splits) > 1 else 0.0
+    fig = Figure(figsize=(7.0, (0.55 + 0.3 * (len(splits) - 1)) * max(1, len(names)) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     for yi, name in enumerate(names):
-        values = np.array([float(v) for v in answers[name] if v is not None], dtype=float)
-        if not values.size:
-            continue
-        ax.plot(values, np.full(values.size, yi), "o", color="0.5", markersize=4)
-        mean = values.mean()
-        if values.size > 1:
-            half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
-            ax.plot([mean - half, mean + half], [yi, yi], color="black", linewidth=2)
-        ax.plot([mean], [yi], "D", color="tab:red", markersize=6)
-        ax.text(mean, yi + 0.25, f"{100 * mean:.2f}% (n={values.size})", ha="center", fontsize=7)
+        for si, (label, found, color, marker) in enumerate(splits):
+            values = np.array([float(v) for v in found.get(name, []) if v is not None], dtype=float)
+            if not values.size:
+                continue
+            y = yi + (si - (len(splits) - 1) / 2) * step
+            ax.plot(values, np.full(values.size, y), "o", color="0.5", markersize=4)
+            mean, half = values.mean(), 0.0
+            if values.size > 1:
+                half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+                ax.plot([mean - half, mean + half], [y, y], color="black", linewidth=2)
+            ax.plot([mean], [y], marker, color=color, markersize=6, label=label if yi == 0 else None)
+            ax.annotate(f"{100 * mean:.2f}% (n={values.size})", (max(mean + half, values.max()), y),
+                        xytext=(6, 0), textcoords="offset points", va="center", fontsize=7)
+    low, high = ax.get_xlim()
+    ax.set_xlim(low, high + 0.3 * (high - low))  # room for the labels right of each interval
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels(names, fontsize=8)
-    ax.set_ylim(-0.6, len(names) - 0.3)
+    ax.set_ylim(-0.6, len(names) - 0.4)
     ax.invert_yaxis()
     ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     ax.set_xlabel(xlabel, fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
+    if len(splits) > 1:
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_title(wrap(title, 7.0), fontsize=10)
     return _save(fig, path)
 

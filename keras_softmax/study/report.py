@@ -1252,10 +1252,13 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
         if section.metric != "accuracy":
             lines += study.metric_table(names, section.metric)
             path, rel = study.figure(f"{stem}-answers.png")
+            metric = METRIC_TITLES.get(section.metric, section.metric)
+            scored = any(study.n_test(n, section.metric) for n in names)
+            splits = "validation and test" if scored else "validation"
             plots.plot_answers({n: study.values(n, section.metric) for n in names}, path,
-                               xlabel=f"validation {METRIC_TITLES.get(section.metric, section.metric)}",
-                               title=f"{section.title}: validation {METRIC_TITLES.get(section.metric, section.metric)}"
-                                     " per run, mean and 95 % interval")
+                               test={n: study.values(n, f"test_{section.metric}") for n in names},
+                               xlabel=f"{splits} {metric}", title=f"{section.title}: {splits} {metric} per run, "
+                                                                  "mean and 95 % interval")
             lines += [f"![{_md(section.title)}: the answers side by side]({rel})", ""]
         else:
             lines += study.accuracy_table(names, section_reference if study.n(section_reference) else None)

@@ -662,3 +662,33 @@ def test_a_grid_heatmap_writes_light_numbers_on_dark_cells_even_with_one_value(t
     colours = {(ax.get_title(), t.get_text()): t.get_color() for ax in figures[0].axes for t in ax.texts}
     assert colours == {("one", "66.7"): "white", ("two", "60.0"): "white", ("two", "70.0"): "black",
                        ("two", "65.0"): "black"}
+
+
+def test_the_answers_figure_sets_each_answers_test_values_beside_its_validation_ones(tmp_path, monkeypatch):
+    """Question 4's figure: per answer the mean and 95 % t-interval on validation and, once scored, on test
+    (checked against numpy and scipy); without test values it is the validation figure alone."""
+    from scipy import stats
+
+    axes = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (axes.append(fig.axes[0]), real(fig, path))[1])
+    val = {"coarse": [0.760, 0.755, 0.765], "fine": [0.780, 0.776, 0.786]}
+    test = {"coarse": [0.761, 0.757, 0.763], "fine": [0.774, None, 0.772]}
+    plots.plot_answers(val, tmp_path / "a.png", test=test)
+    plots.plot_answers(val, tmp_path / "b.png", test={"coarse": [None], "fine": []})
+
+    def drawn(ax, marker):  # (x, y) of each mean marker, and each interval's ends
+        means = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == marker]
+        bars = [tuple(line.get_xdata()) for line in ax.lines if line.get_linewidth() == 2]
+        return means, bars
+
+    means, bars = drawn(axes[0], "D")
+    test_means, _ = drawn(axes[0], "s")
+    assert [m for m, _ in means] == pytest.approx([np.mean(val["coarse"]), np.mean(val["fine"])])
+    assert [m for m, _ in test_means] == pytest.approx([np.mean(test["coarse"]), np.mean([0.774, 0.772])])
+    assert all(y_test > y_val for (_, y_val), (_, y_test) in zip(means, test_means))  # test beside, not on it
+    half = stats.t.ppf(0.975, 2) * np.std(val["coarse"], ddof=1) / np.sqrt(3)
+    assert bars[0] == pytest.approx((np.mean(val["coarse"]) - half, np.mean(val["coarse"]) + half))
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["validation", "test"]
+    means, _ = drawn(axes[1], "D")
+    assert drawn(axes[1], "s")[0] == [] and axes[1].get_legend() is None and [y for _, y in means] == [0, 1]
