@@ -64,9 +64,10 @@ def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
 
 
 def test_the_recorded_study_is_its_runs(tmp_path):
-    """zoo/STUDY.md and zoo/results/cifar100-study.jsonl agree with the run records they came from
-    (zoo/results/cifar100-study-records/, one .jsonl per run name: each run's report.json, history.csv and
-    config.toml), and the records unpack into a study directory without overwriting anything there."""
+    """zoo/STUDY.md and zoo/results/cifar100-study5.jsonl agree with the run records they came from
+    (zoo/results/cifar100-study5-records/, one .jsonl per run name: each run's report.json, history.csv,
+    config.toml and test.json), and the records unpack into a study directory without overwriting anything
+    there."""
     import json
     import re
 
@@ -75,7 +76,7 @@ def test_the_recorded_study_is_its_runs(tmp_path):
     records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
     records = importlib.util.module_from_spec(records_module)
     records_module.loader.exec_module(records)
-    recorded = ROOT / "zoo" / "results" / "cifar100-study-records"
+    recorded = ROOT / "zoo" / "results" / "cifar100-study5-records"
     study = tmp_path / "study"
     kept = study / "runs" / "softmax-seed0" / "report.json"
     kept.parent.mkdir(parents=True)
@@ -84,17 +85,19 @@ def test_the_recorded_study_is_its_runs(tmp_path):
     assert kept.read_text() == "{}"
     kept.unlink()
     records.unpack(recorded, study)
-    rows = [json.loads(line) for line in (ROOT / "zoo" / "results" / "cifar100-study.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (ROOT / "zoo" / "results" / "cifar100-study5.jsonl").read_text().splitlines()]
     assert rows
     for row in rows:
         report = json.loads((study / row["run_dir"] / "report.json").read_text())
         assert (row["accuracy"], row["f1_macro"], row["ece"]) == (report["accuracy"], report["f1_macro"], report["ece"])
     text = (ROOT / "zoo" / "STUDY.md").read_text()
     for name in ("log_softmax", "taylor", "softmax-mismatched"):
-        values = [100 * json.loads((study / "runs" / f"{name}-seed{s}" / "report.json").read_text())["accuracy"]
-                  for s in (0, 1, 2)]
-        row = re.search(rf"^\| `{re.escape(name)}` \| 3 \| ([^|]+) \|", text, re.M).group(1).strip()
-        assert row == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+        runs = [study / "runs" / f"{name}-seed{s}" for s in range(5)]
+        values = [100 * json.loads((run / "report.json").read_text())["accuracy"] for run in runs]
+        tested = [100 * json.loads((run / "test.json").read_text())["accuracy"] for run in runs]
+        cells = re.search(rf"^\| `{re.escape(name)}` \| 5 \| ([^|]+) \| ([^|]+) \|", text, re.M).groups()
+        assert [cell.strip() for cell in cells] == [f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}"
+                                                    for v in (values, tested)]
     # packing what was unpacked gives the same records, file for file
     assert records.pack(study, tmp_path / "again") > 0
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(p.name for p in recorded.iterdir())
