@@ -137,3 +137,57 @@ def test_packing_scored_only_leaves_out_every_run_that_could_never_be_scored(tmp
     records.pack(study, tmp_path / "all")
     records.unpack(tmp_path / "all", tmp_path / "all-back")
     assert sorted(p.name for p in (tmp_path / "all-back" / "runs").iterdir()) == sorted(layout)
+
+
+def test_merging_a_slice_only_adds_to_the_records(tmp_path):
+    """`merge` adds what a GPU slice sent back (its rec.tgz) to the committed records: new runs and the
+    union of the placements, the result what `pack` makes of the union; a slice that began from older
+    records drops nothing; a file that differs (or a run placed differently) stops it, naming the file,
+    with the records untouched."""
+    import json
+    import tarfile
+
+    records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
+    records = importlib.util.module_from_spec(records_module)
+    records_module.loader.exec_module(records)
+
+    def study(path, runs, placements):
+        for run in runs:
+            (path / "runs" / run).mkdir(parents=True)
+            for name in ("config.toml", "report.json", "test.json"):
+                (path / "runs" / run / name).write_text(f'{{"run": "{run}", "file": "{name}"}}')
+        (path / "study.json").write_text('{"spec": "s.toml"}')
+        (path / "placements.json").write_text(json.dumps(placements))
+        return path
+
+    committed = tmp_path / "records"
+    records.pack(study(tmp_path / "a", ["softmax-seed0", "taylor-seed0"], {"softmax-seed0": 1, "taylor-seed0": 1}),
+                 committed)
+    # the slice started from older records (no taylor) and trained two more runs
+    sliced = study(tmp_path / "b", ["softmax-seed0", "softmax-seed1", "gumbel-seed0"],
+                   {"softmax-seed0": 1, "softmax-seed1": 0, "gumbel-seed0": 0})
+    records.pack(sliced, tmp_path / "rec")
+    with tarfile.open(tmp_path / "rec.tgz", "w:gz") as archive:
+        for file in (tmp_path / "rec").iterdir():
+            archive.add(file, arcname=f"./{file.name}")
+    assert records.merge(tmp_path / "rec.tgz", committed) == (8, 14)
+    expected = study(tmp_path / "c", ["softmax-seed0", "softmax-seed1", "taylor-seed0", "gumbel-seed0"],
+                     {"softmax-seed0": 1, "taylor-seed0": 1, "softmax-seed1": 0, "gumbel-seed0": 0})
+    records.pack(expected, tmp_path / "expected")
+    assert sorted(p.name for p in committed.iterdir()) == ["_study.jsonl", "gumbel.jsonl", "softmax.jsonl",
+                                                           "taylor.jsonl"]
+    for file in (tmp_path / "expected").iterdir():
+        assert (committed / file.name).read_text() == file.read_text(), file.name
+    assert records.merge(tmp_path / "rec", committed) == (14, 14)  # a directory; merging again adds nothing
+
+    before = {p.name: p.read_text() for p in committed.iterdir()}
+    (sliced / "runs" / "softmax-seed0" / "report.json").write_text('{"run": "trained again"}')
+    records.pack(sliced, tmp_path / "changed")
+    with pytest.raises(SystemExit, match=r"runs/softmax-seed0/report.json differs between .*changed and"):
+        records.merge(tmp_path / "changed", committed)
+    (sliced / "runs" / "softmax-seed0" / "report.json").write_text('{"run": "softmax-seed0", "file": "report.json"}')
+    (sliced / "placements.json").write_text(json.dumps({"softmax-seed0": 1, "gumbel-seed0": 3}))
+    records.pack(sliced, tmp_path / "moved")
+    with pytest.raises(SystemExit, match="places gumbel-seed0 differently"):
+        records.merge(tmp_path / "moved", committed)
+    assert {p.name: p.read_text() for p in committed.iterdir()} == before

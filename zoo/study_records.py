@@ -19,6 +19,14 @@ study grows. ``unpack`` reads such a directory, or a single records file (the ol
 timing runs (never scored): between slices of a study on a machine that is then given back, a run
 that trained but was not scored, or had not finished, would come back without its weights and could
 never be scored, so it is left out and the next slice trains it again.
+
+``merge`` adds the records a slice sent back (a records directory, or the ``rec.tgz`` that
+``zoo/studies/device_slice.sh`` packs them into) to the committed ones. It only adds: every file the
+committed records hold must come back unchanged or be absent (a slice that began from an older checkout
+keeps nothing less), ``placements.json`` is the union of both; anything else that differs stops it with
+the differing file named, before the records are touched.
+
+    python zoo/study_records.py merge rec.tgz zoo/results/cifar100-study5-records
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tarfile
+import tempfile
 from pathlib import Path
 
 RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json", "test.json")
@@ -86,21 +96,71 @@ def pack(study: Path, out: Path, scored_only: bool = False) -> int:
 def unpack(records: Path, study: Path) -> int:
     """Write the files that ``records`` (a directory from ``pack``, or one records file) holds into
     ``study``, keeping any that are there already; the number written."""
-    files = sorted(records.glob("*.jsonl")) if records.is_dir() else [records]
     count = 0
-    for file in files:
-        for line in file.read_text(encoding="utf-8").splitlines():
-            item = json.loads(line)
-            path = Path(item["path"])
-            if path.is_absolute() or ".." in path.parts:
-                raise SystemExit(f"refusing a record outside the study directory: {path}")
-            target = study / path
-            if target.exists():
-                continue  # never overwrite what a study has already written
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(item["text"], encoding="utf-8")
-            count += 1
+    for line in _record_lines(records):
+        item = json.loads(line)
+        if _target(item, study).exists():
+            continue  # never overwrite what a study has already written
+        _write(item, study)
+        count += 1
     return count
+
+
+def merge(incoming: Path, records: Path) -> tuple[int, int]:
+    """Add the records in ``incoming`` (a records directory or file, or a ``.tgz`` of a records directory)
+    to the records directory ``records``; (files before, files after). Refuses, writing nothing, when a
+    file both hold differs (but ``placements.json``, whose entries are united) or a placement changes."""
+    source = incoming  # as the user named it, for the messages
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        if incoming.is_file() and incoming.name.endswith((".tgz", ".tar.gz")):
+            with tarfile.open(incoming) as archive:
+                if hasattr(tarfile, "data_filter"):
+                    archive.extractall(scratch / "incoming", filter="data")
+                else:  # Python < 3.11.4: no extraction filters; refuse what they would refuse
+                    for member in archive.getmembers():
+                        if not (member.isfile() or member.isdir()) or member.name.startswith(("/", "..")):
+                            raise SystemExit(f"refusing {member.name!r} in {source}")
+                    archive.extractall(scratch / "incoming")
+            incoming = scratch / "incoming"
+        union = scratch / "union"
+        count = unpack(records, union) if records.exists() else 0
+        for line in _record_lines(incoming):
+            item = json.loads(line)
+            target = _target(item, union)
+            if not target.exists():
+                _write(item, union)
+            elif item["path"] == "placements.json":
+                old, new = json.loads(target.read_text(encoding="utf-8")), json.loads(item["text"])
+                changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
+                if changed:
+                    raise SystemExit(f"not merged: placements.json places {', '.join(changed)} differently in "
+                                     f"{source} and {records}; nothing was changed")
+                target.write_text(json.dumps({**old, **new}, separators=(",", ":")), encoding="utf-8")
+            elif target.read_text(encoding="utf-8") != item["text"]:
+                raise SystemExit(f"not merged: {item['path']} differs between {source} and {records} (another "
+                                 "study's records, or a run recorded twice?); nothing was changed")
+        total = pack(union, records)
+    return count, total
+
+
+def _record_lines(records: Path):
+    for file in sorted(records.glob("*.jsonl")) if records.is_dir() else [records]:
+        yield from file.read_text(encoding="utf-8").splitlines()
+
+
+def _target(item: dict, study: Path) -> Path:
+    """Where a record's file goes in ``study``; refuses a path outside it."""
+    path = Path(item["path"])
+    if path.is_absolute() or ".." in path.parts:
+        raise SystemExit(f"refusing a record outside the study directory: {path}")
+    return study / path
+
+
+def _write(item: dict, study: Path) -> None:
+    target = _target(item, study)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(item["text"], encoding="utf-8")
 
 
 def main(argv=None) -> None:
@@ -114,9 +174,15 @@ def main(argv=None) -> None:
     u = sub.add_parser("unpack", help="records directory or file -> study directory (existing files are kept)")
     u.add_argument("records", type=Path)
     u.add_argument("study", type=Path)
+    m = sub.add_parser("merge", help="add a slice's records (directory, file or .tgz) to a records directory")
+    m.add_argument("incoming", type=Path)
+    m.add_argument("records", type=Path)
     args = parser.parse_args(argv)
     if args.command == "pack":
         print(f"{pack(args.study, args.records, args.scored_only)} files -> {args.records}/")
+    elif args.command == "merge":
+        before, after = merge(args.incoming, args.records)
+        print(f"{args.records}/: {before} files before, {after} after ({after - before} added)")
     else:
         print(f"{unpack(args.records, args.study)} files -> {args.study}")
 

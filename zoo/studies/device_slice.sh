@@ -7,8 +7,10 @@
 # .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz; .gpu/jaxcache.tgz (optional):
 # the JAX compilation cache the last slice sent back, so a fresh machine compiles less. LIMIT must leave
 # the call's 600 s room to pack (a slice killed by the call's own limit sends nothing back). The device
-# returns at most 8 files per call, so the records come back as one archive, $OUT/rec.tgz: unpack it
-# over the records folder and commit. Another spec: SPEC, RECORDS and RUNS, e.g. the strong-recipe study
+# returns at most 8 files per call, so the records come back as one archive, $OUT/rec.tgz: add it to the
+# records with `python zoo/study_records.py merge <the call's files>/rec.tgz RECORDS` (it refuses, changing
+# nothing, if a recorded file came back different) and commit. Another spec: SPEC, RECORDS and RUNS, e.g.
+# the strong-recipe study
 #   SPEC=zoo/studies/cifar100-strong.toml RECORDS=zoo/results/cifar100-strong-records RUNS=runs/strong RPD=1 BUDGET=270 LIMIT=575
 # (its runs take 212-263 s alone, and the training process scores its run on the test split in 3-4 s more, measured
 # 2026-12-05; two side by side take as long as one after the other. BUDGET=270
