@@ -106,3 +106,14 @@ def test_the_runs_to_train_again_can_be_named(tmp_path):
 def test_mix_trains_the_slice_on_another_kind(tmp_path):
     calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", MIX="1")
     assert any("keras_softmax_cli study" in c for c in calls) and not any("gpu_kinds.py" in c for c in calls)
+
+
+def test_pairs_can_be_measured_on_another_studys_records(tmp_path):
+    # the strong recipe: its own records and offset file, one run at a time
+    calls = _slice(tmp_path, "NVIDIA H100 80GB HBM3", KINDS_RECORDS="zoo/results/cifar100-strong-records",
+                   KINDS_FILE=str(tmp_path / "strong-kinds.json"), KINDS_RUNS="log_softmax-seed0",
+                   KINDS_PARALLEL="1")
+    assert calls[0].startswith("bench/gpu_kinds.py run zoo/results/cifar100-strong-records log_softmax-seed0 --")
+    assert calls[0].endswith("--parallel 1")
+    assert calls[1].startswith("bench/gpu_kinds.py compare zoo/results/cifar100-strong-records runs/kinds")
+    assert "--with" not in calls[1]  # no pairs measured yet at that recipe

@@ -23,6 +23,10 @@
 # as $OUT/gpu_kinds.tgz: copy its gpu_kinds.json over that file. With enough pairs (18 since 2026-12-06),
 # or MIX=1, it trains the slice there (the report recomputes each comparison across kinds at both ends of
 # the measured offset and marks the verdicts that turn on it); MEASURE=1 or KINDS_RUNS measures anyway.
+# KINDS_RECORDS and KINDS_PARALLEL measure pairs of another study's records, e.g. at the strong recipe (one
+# run at a time, two a call; their own offset file), on an H100:
+#   KINDS_RECORDS=zoo/results/cifar100-strong-records KINDS_FILE=zoo/results/cifar100-strong-gpu-kinds.json
+#   KINDS_RUNS="log_softmax-seed0 log_softmax-seed2" KINDS_PARALLEL=1 LIMIT=575 bash zoo/studies/device_slice.sh
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
@@ -39,14 +43,14 @@ if [[ "$gpu" != *"${KIND:-H200}"* && "${MIX:-0}" != 1 ]]; then
 fi
 if [ $measure = 1 ]; then
   echo "GPU: $gpu, not ${KIND:-H200}: measuring the offset between the kinds ($paired pairs so far; MIX=1: a slice)"
-  S=zoo/results/cifar100-study5-records K=${TMPDIR:-/tmp}/kinds && mkdir -p $K
+  S=${KINDS_RECORDS:-zoo/results/cifar100-study5-records} K=${TMPDIR:-/tmp}/kinds && mkdir -p $K
   # The pairs measured so far are in $E; these add to them (KINDS_RUNS: the records to train again here).
   AGAIN=${KINDS_RUNS:-}  # default: the first 10 recorded runs of these that $E holds no pair of yet
   for r in {gumbel,log_gumbel,sparsemax,taylor,entmax15,log_softmax,softmax}-seed{0,1,2,3,4}; do
     [ -z "${KINDS_RUNS:-}" ] && [ "$(wc -w <<< "$AGAIN")" -lt 10 ] && ! grep -q "\"run\": \"$r\"" $E 2>/dev/null && AGAIN+=" $r"
   done
   timeout "${LIMIT:-560}" python3 bench/gpu_kinds.py run $S $AGAIN \
-      --dataset $D --test-dataset $T --out runs/kinds --parallel 4 > $K/run.log 2>&1
+      --dataset $D --test-dataset $T --out runs/kinds --parallel "${KINDS_PARALLEL:-4}" > $K/run.log 2>&1
   echo "run rc=$?; $gpu" >> $K/run.log
   python3 bench/gpu_kinds.py compare $S runs/kinds --repeats zoo/results/cifar100-study-repeats.json \
       $([ -f $E ] && echo "--with $E") --json $K/gpu_kinds.json > $K/compare.log 2>&1
