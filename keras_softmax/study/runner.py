@@ -4,6 +4,7 @@ The study directory::
 
     DIR/
       study.json        the invocation (spec, --dataset, --set), for the report's command line
+                        (--report-only reads it and leaves it as the study wrote it)
       configs/<run>.toml  the resolved settings of each run (what `train --config` is given)
       runs/<run>/       ordinary run directories (GUIDE §6)
       logs/<run>.log    everything each training process printed, attempt after attempt
@@ -510,10 +511,18 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     if test_dataset is not None and not report_only and not Path(test_dataset).expanduser().exists():
         raise StudyError(f"--test-dataset not found: {test_dataset}")
     command = study_command(spec_path, out, dataset, overrides, test_dataset)
-    invocation = {"spec": str(spec_path), "dataset": dataset, "settings": overrides, "command": command}
-    if test_dataset is not None:
-        invocation["test_dataset"] = str(test_dataset)
-    io.write_json(out / "study.json", invocation)
+    recorded = out / "study.json"
+    if report_only and recorded.is_file():
+        # The study's own invocation stays on record and heads its report, whatever this rebuild was given.
+        try:
+            command = io.read_json(recorded).get("command", command)
+        except ValueError as error:
+            raise StudyError(f"{error}; --report-only reads the study's invocation from it") from None
+    else:
+        invocation = {"spec": str(spec_path), "dataset": dataset, "settings": overrides, "command": command}
+        if test_dataset is not None:
+            invocation["test_dataset"] = str(test_dataset)
+        io.write_json(recorded, invocation)
     runner = _Runner(out, slots, log, start_until=None if budget is None else time.monotonic() + budget,
                      test_dataset=test_dataset)
     runner.prior = _prior_walls(planned, out)

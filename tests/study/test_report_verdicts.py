@@ -6,6 +6,7 @@ nothing to report."""
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 
@@ -133,6 +134,23 @@ def test_report_only_reads_no_data(synthetic, tmp_path):
     run_study(spec_path, out, report_only=True, test_dataset=str(tmp_path / "absent.tar.gz"),
               log=lambda line: None)
     assert (out / "STUDY.md").is_file()
+
+
+def test_report_only_keeps_the_studys_own_command(synthetic, tmp_path):
+    """A rebuild given other arguments (another --out, no --test-dataset) neither rewrites study.json nor puts
+    its own arguments in the report: the header and the claims' command are the ones the study ran."""
+    spec_path, out, *_ = synthetic
+    ran = ("keras-softmax study spec.toml --out runs/s --dataset data.tar.gz --test-dataset test.tar.gz")
+    recorded = json.dumps({"spec": "spec.toml", "dataset": "data.tar.gz", "settings": {}, "command": ran,
+                           "test_dataset": "test.tar.gz"})
+    (out / "study.json").write_text(recorded)
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    assert (out / "study.json").read_text() == recorded
+    text = (out / "STUDY.md").read_text()
+    assert text.split("```bash\n")[1].split("\n```")[0] == ran
+    (out / "study.json").write_text("{not json")
+    with pytest.raises(StudyError, match=r"study.json: not valid JSON .*--report-only reads the study's invocation"):
+        run_study(spec_path, out, report_only=True, log=lambda line: None)
 
 
 def test_tuned_runs_not_yet_planned_are_counted_and_listed(synthetic):
