@@ -191,3 +191,5 @@ def test_merging_a_slice_only_adds_to_the_records(tmp_path):
     with pytest.raises(SystemExit, match="places gumbel-seed0 differently"):
         records.merge(tmp_path / "moved", committed)
     assert {p.name: p.read_text() for p in committed.iterdir()} == before
+    with pytest.raises(SystemExit, match=r"not found: .*rec2.tgz; nothing was written"):
+        records.main(["merge", str(tmp_path / "rec2.tgz"), str(committed)])

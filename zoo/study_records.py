@@ -178,6 +178,9 @@ def main(argv=None) -> None:
     m.add_argument("incoming", type=Path)
     m.add_argument("records", type=Path)
     args = parser.parse_args(argv)
+    source = args.study if args.command == "pack" else args.incoming if args.command == "merge" else args.records
+    if not source.exists():
+        raise SystemExit(f"not found: {source}; nothing was written")
     if args.command == "pack":
         print(f"{pack(args.study, args.records, args.scored_only)} files -> {args.records}/")
     elif args.command == "merge":
