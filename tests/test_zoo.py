@@ -161,9 +161,10 @@ def test_merging_a_slice_only_adds_to_the_records(tmp_path):
         return path
 
     committed = tmp_path / "records"
-    records.pack(study(tmp_path / "a", ["softmax-seed0", "taylor-seed0"], {"softmax-seed0": 1, "taylor-seed0": 1}),
-                 committed)
-    # the slice started from older records (no taylor) and trained two more runs
+    # an earlier slice trained softmax-seed1 but could not score it: its placement is recorded, not the run
+    records.pack(study(tmp_path / "a", ["softmax-seed0", "taylor-seed0"],
+                       {"softmax-seed0": 1, "taylor-seed0": 1, "softmax-seed1": 4}), committed)
+    # the slice started from older records (no taylor) and trained two more runs, softmax-seed1 again
     sliced = study(tmp_path / "b", ["softmax-seed0", "softmax-seed1", "gumbel-seed0"],
                    {"softmax-seed0": 1, "softmax-seed1": 0, "gumbel-seed0": 0})
     records.pack(sliced, tmp_path / "rec")

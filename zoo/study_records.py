@@ -23,8 +23,9 @@ never be scored, so it is left out and the next slice trains it again.
 ``merge`` adds the records a slice sent back (a records directory, or the ``rec.tgz`` that
 ``zoo/studies/device_slice.sh`` packs them into) to the committed ones. It only adds: every file the
 committed records hold must come back unchanged or be absent (a slice that began from an older checkout
-keeps nothing less), ``placements.json`` is the union of both; anything else that differs stops it with
-the differing file named, before the records are touched.
+keeps nothing less), ``placements.json`` is the union of both (a run the records do not hold, such as
+one an earlier slice trained but could not score, takes the slice's placement); anything else that
+differs stops it with the differing file named, before the records are touched.
 
     python zoo/study_records.py merge rec.tgz zoo/results/cifar100-study5-records
 """
@@ -109,7 +110,8 @@ def unpack(records: Path, study: Path) -> int:
 def merge(incoming: Path, records: Path) -> tuple[int, int]:
     """Add the records in ``incoming`` (a records directory or file, or a ``.tgz`` of a records directory)
     to the records directory ``records``; (files before, files after). Refuses, writing nothing, when a
-    file both hold differs (but ``placements.json``, whose entries are united) or a placement changes."""
+    file both hold differs (but ``placements.json``, whose entries are united) or a recorded run's
+    placement changes (a run the records do not hold takes its new placement)."""
     source = incoming  # as the user named it, for the messages
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -125,6 +127,7 @@ def merge(incoming: Path, records: Path) -> tuple[int, int]:
             incoming = scratch / "incoming"
         union = scratch / "union"
         count = unpack(records, union) if records.exists() else 0
+        recorded_runs = {p.name for p in (union / "runs").iterdir()} if (union / "runs").is_dir() else set()
         for line in _record_lines(incoming):
             item = json.loads(line)
             target = _target(item, union)
@@ -132,7 +135,8 @@ def merge(incoming: Path, records: Path) -> tuple[int, int]:
                 _write(item, union)
             elif item["path"] == "placements.json":
                 old, new = json.loads(target.read_text(encoding="utf-8")), json.loads(item["text"])
-                changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
+                # a run dropped unscored by an earlier slice may have been trained again elsewhere
+                changed = sorted(k for k in old.keys() & new.keys() & recorded_runs if old[k] != new[k])
                 if changed:
                     raise SystemExit(f"not merged: placements.json places {', '.join(changed)} differently in "
                                      f"{source} and {records}; nothing was changed")
