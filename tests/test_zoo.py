@@ -194,3 +194,20 @@ def test_merging_a_slice_only_adds_to_the_records(tmp_path):
     assert {p.name: p.read_text() for p in committed.iterdir()} == before
     with pytest.raises(SystemExit, match=r"not found: .*rec2.tgz; nothing was written"):
         records.main(["merge", str(tmp_path / "rec2.tgz"), str(committed)])
+
+
+def test_the_zoo_readme_quotes_the_recorded_study_as_it_stands():
+    """zoo/README.md's "What the study says" restates zoo/STUDY.md by hand: every signed two-decimal figure
+    in it is one STUDY.md prints, and the runs it counts are STUDY.md's, so a STUDY.md regenerated after a
+    GPU slice fails here until the README says what the study now says."""
+    import re
+
+    readme = (ROOT / "zoo" / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## What the study says"):]
+    study = (ROOT / "zoo" / "STUDY.md").read_text(encoding="utf-8")
+    figures = re.findall(r"[+−-]\d+\.\d\d\b", section)
+    assert len(figures) > 20
+    assert [f for f in figures if f.replace("−", "-") not in study] == []
+    finished = re.search(r"^- runs: (\d+) of \d+ planned", study, re.M).group(1)
+    assert f"from {finished} of the study's" in section
+    assert f"**{finished} of the 333 planned runs so far" in readme
