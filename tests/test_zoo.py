@@ -85,11 +85,16 @@ def test_the_recorded_study_is_its_runs(tmp_path):
     assert kept.read_text() == "{}"
     kept.unlink()
     records.unpack(recorded, study)
-    rows = [json.loads(line) for line in (ROOT / "zoo" / "results" / "cifar100-study5.jsonl").read_text().splitlines()]
-    assert rows
-    for row in rows:
-        report = json.loads((study / row["run_dir"] / "report.json").read_text())
-        assert (row["accuracy"], row["f1_macro"], row["ece"]) == (report["accuracy"], report["f1_macro"], report["ece"])
+    # the rows agree with their records, for the 5-seed study and for the earlier 3-seed records it replaced
+    earlier = tmp_path / "earlier"
+    records.unpack(ROOT / "zoo" / "results" / "cifar100-study-records", earlier)
+    for rows_file, directory in (("cifar100-study5.jsonl", study), ("cifar100-study.jsonl", earlier)):
+        rows = [json.loads(line) for line in (ROOT / "zoo" / "results" / rows_file).read_text().splitlines()]
+        assert rows
+        for row in rows:
+            report = json.loads((directory / row["run_dir"] / "report.json").read_text())
+            assert ((row["accuracy"], row["f1_macro"], row["ece"])
+                    == (report["accuracy"], report["f1_macro"], report["ece"])), (rows_file, row["run_dir"])
     text = (ROOT / "zoo" / "STUDY.md").read_text()
     for name in ("log_softmax", "taylor", "softmax-mismatched"):
         runs = [study / "runs" / f"{name}-seed{s}" for s in range(5)]
