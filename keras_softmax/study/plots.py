@@ -166,8 +166,8 @@ def plot_curve_panels(series: dict, path, *, ylabel: str, percent: bool = False,
 
 
 def plot_forest(items: list[dict], path, *, margin: float | None = None, title: str = "", unit: str = "pp") -> Path:
-    """One row per comparison: Δ with its raw 95 % interval (black) and the wider interval at the level
-    Holm's step tests it (grey); the band is the equivalence margin ±``margin``.
+    """One row per comparison: Δ with its raw 95 % interval (black) and the wider Holm-level interval
+    (grey; :func:`keras_softmax.study.stats.holm_levels`); the band is the equivalence margin ±``margin``.
 
     Args:
         items: dicts with ``label``, ``difference``, ``low``, ``high`` and optionally ``holm_low``,

@@ -635,8 +635,12 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
              "(its answer). Δ = mean of the first − mean of the second, in percentage points, with Welch's "
              "t-test and 95 % interval on the per-seed values (unequal variances, Welch–Satterthwaite df; the "
              f"two rows' seeds treated as independent samples). Within a family, **Holm's** step-down adjustment "
-             f"keeps the chance of any false \"better\"/\"worse\" at α = {alpha:g}; the *Holm-level CI* is the "
-             "interval at the level Holm's step tests that comparison (wider than the raw one).",
+             f"keeps the chance of any false \"better\"/\"worse\" at α = {alpha:g}; the *Holm-level CI* is wider "
+             "than the raw one: for a comparison Holm rejects, the interval at the level of the step that rejects "
+             "it, 1 − α/(m − k) (k comparisons with smaller p before it, m in the family); for one it retains, at "
+             "the level of the step where Holm stopped, 1 − α/(m − r) (r rejected), as in the intervals compatible "
+             "with Holm (Strassburger and Bretz 2008). So it excludes 0 exactly when the comparison is better or "
+             "worse.",
              f"- **better / worse**: Holm-adjusted p < {alpha:g}. **equivalent**: not that, and two one-sided "
              f"Welch tests (TOST, Holm-adjusted within the family) exclude a difference beyond the margin {margin}. "
              f"**inconclusive**: neither; the cell says which differences the data still exclude for the whole family "

@@ -17,10 +17,10 @@ seeds (same validation split and data order per seed).
 
 Many comparisons: :func:`holm` adjusts the p-values of a family (Holm 1979, step-down; it controls the
 family-wise error rate under any dependence), and :func:`holm_levels` gives each comparison the
-confidence level at which Holm's step tests it, for an interval that excludes 0 exactly when the
-step rejects. Equivalence: :func:`tost` tests ``|Δ| < margin`` with two one-sided Welch tests (Schuirmann
-1987); its p-value is the larger of the two, and the (1 − 2α) interval lies inside ``±margin`` exactly when
-it is below α. :func:`excluded_beyond` is the smallest margin the data exclude at that level.
+confidence level of an interval that excludes 0 exactly when Holm rejects it (a rejected comparison's
+step; for the retained, the step where Holm stopped). Equivalence: :func:`tost` tests ``|Δ| < margin``
+with two one-sided Welch tests (Schuirmann 1987); its p-value is the larger of the two, and the (1 − 2α)
+interval lies inside ``±margin`` exactly when it is below α. :func:`excluded_beyond` is the smallest margin the data exclude at that level.
 
 >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
 [0.03, 0.06, 0.06]
@@ -153,16 +153,22 @@ def holm(p_values) -> list[float]:
 
 
 def holm_levels(p_values, alpha: float = 0.05) -> list[float]:
-    """The confidence level ``1 − α / (m − rank)`` at which Holm's step tests each comparison (rank 0 is
-    the smallest p): its interval at that level excludes 0 exactly when that step's test rejects. Holm
-    stops at its first non-rejection, so a later comparison whose interval excludes 0 is still not
-    significant: read the decision from the adjusted p-value (:func:`holm`)."""
+    """The confidence level of each comparison's Holm-level interval (rank 0 is the smallest p). Holm
+    rejects the first ``r`` ranks while ``p · (m − rank) < α`` and stops at the first that fails: a
+    comparison it rejects gets its step's level ``1 − α / (m − rank)``, and every comparison it retains the
+    level of the step where it stopped, ``1 − α / (m − r)``, as the retained comparisons' bounds of the
+    intervals compatible with Holm (Strassburger and Bretz 2008, Statistics in Medicine) have it. So an interval excludes 0 exactly
+    when Holm's adjusted p-value (:func:`holm`) is below α; a retained comparison's is never narrower
+    than the step that retained the family's rest."""
     p = [float(v) for v in p_values]
     m = len(p)
     order = sorted(range(m), key=lambda i: p[i])
     levels = [0.0] * m
+    stopped = None
     for rank, i in enumerate(order):
-        levels[i] = 1.0 - alpha / (m - rank)
+        if stopped is None and not p[i] * (m - rank) < alpha:
+            stopped = rank
+        levels[i] = 1.0 - alpha / (m - (rank if stopped is None else stopped))
     return levels
 
 

@@ -57,7 +57,7 @@ class Verdict:
     n_b: int
     difference: Difference | None  # None: fewer than 2 values on a side
     p_holm: float | None = None
-    holm_low: float | None = None  # the interval at the level Holm's step tests it
+    holm_low: float | None = None  # the interval at the level stats.holm_levels gives it
     holm_high: float | None = None
     holm_level: float | None = None
     equivalence: Equivalence | None = None

@@ -44,18 +44,35 @@ def test_holm_on_a_textbook_case_and_random_families():
         assert holm(p) == pytest.approx(holm_by_definition(p))
 
 
-def test_a_holm_level_interval_excludes_zero_exactly_when_its_step_rejects():
+def test_a_holm_level_interval_excludes_zero_exactly_when_holm_rejects():
     rng = np.random.default_rng(1)
     groups = [rng.normal(0.66 + shift, 0.004, 5) for shift in (0, 0.002, 0.006, 0.012, -0.008)]
     diffs = [welch_interval(g, groups[0]) for g in groups[1:]]
     p = [d.p_value for d in diffs]
     levels = holm_levels(p, 0.05)
-    order = sorted(range(len(p)), key=lambda i: p[i])
-    for rank, i in enumerate(order):
-        assert levels[i] == pytest.approx(1 - 0.05 / (len(p) - rank))
-        half = scipy_stats.t.ppf(0.5 + levels[i] / 2, diffs[i].df) * diffs[i].se
-        excludes = abs(diffs[i].difference) > half
-        assert excludes == (p[i] < 0.05 / (len(p) - rank))
+    for i, d in enumerate(diffs):
+        half = scipy_stats.t.ppf(0.5 + levels[i] / 2, d.df) * d.se
+        assert (abs(d.difference) > half) == (holm(p)[i] < 0.05)
+        assert levels[i] >= 0.95
+
+
+def test_holm_levels_follow_the_step_that_rejects_or_the_step_where_holm_stopped():
+    # Closed forms, m = 4, α = 0.05: 0.001 is rejected at step 0 (level 1 − α/4), 0.012 at step 1
+    # (1 − α/3); 0.03 fails step 2 (0.03 · 2 ≥ α), so Holm stops there and it and 0.04 are retained, both
+    # at that step's level 1 − α/2. The old levels gave 0.04 the last step's 1 − α/1 = 95 %, an interval
+    # that excluded 0 (p < 0.05) for a comparison Holm does not reject (adjusted p 0.06).
+    p = [0.04, 0.001, 0.03, 0.012]
+    assert holm_levels(p, 0.05) == pytest.approx([1 - 0.05 / 2, 1 - 0.05 / 4, 1 - 0.05 / 2, 1 - 0.05 / 3])
+    assert holm(p)[0] == pytest.approx(0.06)
+    # An interval at level L excludes 0 exactly when its two-sided p < 1 − L; over random families that
+    # agrees with Holm's adjusted p-value on every comparison.
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 3, 5, 11):
+        for _ in range(200):
+            p = list(rng.uniform(0, 0.08, m) ** rng.uniform(0.5, 2))
+            levels = holm_levels(p, 0.05)
+            assert [pi < 1 - level for pi, level in zip(p, levels)] == [q < 0.05 for q in holm(p)]
+    assert holm_levels([0.2, 0.3, 0.5], 0.05) == pytest.approx([1 - 0.05 / 3] * 3)  # none rejected: Bonferroni
 
 
 def test_welch_test_matches_scipy():
