@@ -642,7 +642,9 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
              "with Holm (Strassburger and Bretz 2008). So it excludes 0 exactly when the comparison is better or "
              "worse.",
              f"- **better / worse**: Holm-adjusted p < {alpha:g}. **equivalent**: not that, and two one-sided "
-             f"Welch tests (TOST, Holm-adjusted within the family) exclude a difference beyond the margin {margin}. "
+             f"Welch tests (TOST, Holm-adjusted within the family) exclude a difference beyond the margin {margin}; "
+             "TOST at its own Holm step α′ asks the (1 − 2α′) interval to lie inside the margin, so the Holm-level "
+             "CI (the better/worse test's) may reach past the margin of a comparison that is equivalent. "
              f"**inconclusive**: neither; the cell says which differences the data still exclude for the whole family "
              f"(\"beyond ±x excluded\": the larger end of the 1 − 2α/m interval, m the family's size, so x is at "
              "least the margin). A raw 95 % interval read alone is not a verdict.",
