@@ -638,12 +638,12 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
              f"keeps the chance of any false \"better\"/\"worse\" at α = {alpha:g}; the *Holm-level CI* is wider "
              "than the raw one: for a comparison Holm rejects, the interval at the level of the step that rejects "
              "it, 1 − α/(m − k) (k comparisons with smaller p before it, m in the family); for one it retains, at "
-             "the level of the step where Holm stopped, 1 − α/(m − r) (r rejected), as in the intervals compatible "
-             "with Holm (Strassburger and Bretz 2008). So it excludes 0 exactly when the comparison is better or "
-             "worse.",
+             "the level of the step where Holm stopped, 1 − α/(m − r) (r rejected), as in the intervals "
+             "compatible with Holm (Strassburger and Bretz 2008). So it excludes 0 exactly when the comparison "
+             "is better or worse.",
              f"- **better / worse**: Holm-adjusted p < {alpha:g}. **equivalent**: not that, and two one-sided "
-             f"Welch tests (TOST, Holm-adjusted within the family) exclude a difference beyond the margin {margin}; "
-             "TOST at its own Holm step α′ asks the (1 − 2α′) interval to lie inside the margin, so the Holm-level "
+             "Welch tests (TOST, Holm-adjusted within the family) exclude a difference beyond the margin "
+             f"{margin}; TOST at its own Holm step α′ asks the (1 − 2α′) interval to lie inside the margin, so the Holm-level "
              "CI (the better/worse test's) may reach past the margin of a comparison that is equivalent. "
              f"**inconclusive**: neither; the cell says which differences the data still exclude for the whole family "
              f"(\"beyond ±x excluded\": the larger end of the 1 − 2α/m interval, m the family's size, so x is at "

@@ -20,7 +20,8 @@ family-wise error rate under any dependence), and :func:`holm_levels` gives each
 confidence level of an interval that excludes 0 exactly when Holm rejects it (a rejected comparison's
 step; for the retained, the step where Holm stopped). Equivalence: :func:`tost` tests ``|Δ| < margin``
 with two one-sided Welch tests (Schuirmann 1987); its p-value is the larger of the two, and the (1 − 2α)
-interval lies inside ``±margin`` exactly when it is below α. :func:`excluded_beyond` is the smallest margin the data exclude at that level.
+interval lies inside ``±margin`` exactly when it is below α. :func:`excluded_beyond` is the smallest margin
+the data exclude at that level.
 
 >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
 [0.03, 0.06, 0.06]
@@ -157,9 +158,8 @@ def holm_levels(p_values, alpha: float = 0.05) -> list[float]:
     rejects the first ``r`` ranks while ``p · (m − rank) < α`` and stops at the first that fails: a
     comparison it rejects gets its step's level ``1 − α / (m − rank)``, and every comparison it retains the
     level of the step where it stopped, ``1 − α / (m − r)``, as the retained comparisons' bounds of the
-    intervals compatible with Holm (Strassburger and Bretz 2008, Statistics in Medicine) have it. So an interval excludes 0 exactly
-    when Holm's adjusted p-value (:func:`holm`) is below α; a retained comparison's is never narrower
-    than the step that retained the family's rest."""
+    intervals compatible with Holm (Strassburger and Bretz 2008, Statistics in Medicine) have it. So an
+    interval excludes 0 exactly when Holm's adjusted p-value (:func:`holm`) is below α."""
     p = [float(v) for v in p_values]
     m = len(p)
     order = sorted(range(m), key=lambda i: p[i])
