@@ -203,8 +203,9 @@ def test_merging_a_slice_only_adds_to_the_records(tmp_path):
 
 def test_the_zoo_readme_quotes_the_recorded_study_as_it_stands():
     """zoo/README.md's "What the study says" restates zoo/STUDY.md by hand: every signed two-decimal figure
-    in it is one STUDY.md prints, and the runs it counts are STUDY.md's, so a STUDY.md regenerated after a
-    GPU slice fails here until the README says what the study now says."""
+    in it is one STUDY.md prints, and the runs it counts are STUDY.md's (the strong section's count in the
+    top README's results table too), so a STUDY.md regenerated after a GPU slice fails here until the
+    READMEs say what the study now says."""
     import re
 
     readme = (ROOT / "zoo" / "README.md").read_text(encoding="utf-8")
@@ -216,3 +217,7 @@ def test_the_zoo_readme_quotes_the_recorded_study_as_it_stands():
     finished = re.search(r"^- runs: (\d+) of \d+ planned", study, re.M).group(1)
     assert f"from {finished} of the study's" in section
     assert f"**{finished} of the 333 planned runs so far" in readme
+    strong = re.search(r"^Study `cifar100-strong.toml` .*: (\d+) of (\d+) planned runs", study, re.M).groups()
+    assert "{} of its {} runs".format(*strong) in section
+    top = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "six heads × 3 seeds at the strong recipe ({} of {} runs so far".format(*strong) in top
