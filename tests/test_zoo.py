@@ -220,4 +220,4 @@ def test_the_zoo_readme_quotes_the_recorded_study_as_it_stands():
     strong = re.search(r"^Study `cifar100-strong.toml` .*: (\d+) of (\d+) planned runs", study, re.M).groups()
     assert "{} of its {} runs".format(*strong) in section
     top = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "six heads × 3 seeds at the strong recipe ({} of {} runs so far".format(*strong) in top
+    assert "six heads × 3 seeds at the strong recipe ({} of {} runs,".format(*strong) in top
