@@ -896,27 +896,30 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
             study.family(missing, claim.metric, "test")
         val = [study.verdicts[(a, b, claim.metric, "val")] for a, b in pairs]
         test = [study.verdicts[(a, b, claim.metric, "test")] for a, b in pairs]
-        scale, digits, unit = ((1, 3, " s") if claim.metric == "steady_epoch_seconds" else (100, 2, " pp"))
+        speed = claim.metric == "steady_epoch_seconds"  # measured by the timing runs, on no split
+        scale, digits, unit = (1, 3, " s") if speed else (100, 2, " pp")
         detail = []
         for v, t in zip(val, test):
             parts = []
-            for verdict, split in ((v, "val"), (t, "test")):
+            for verdict, split in ((v, "val"),) if speed else ((v, "val"), (t, "test")):
                 d = verdict.difference
                 if d is not None:
                     mark = study.offset_mark if study.turns_on_offset(verdict, claim.metric, split) else ""
-                    parts.append(f"{_SPLIT_NAMES[split]} {_pp(d.difference, scale, digits)}{unit} "
-                                 f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}], "
-                                 f"{verdict.marked_word}{mark}")
+                    where = f"timing runs ({verdict.n_a} vs {verdict.n_b})" if speed else _SPLIT_NAMES[split]
+                    word = verdict.marked_word
+                    if speed:  # a - b > 0 in epoch seconds is slower, not better
+                        word = word.replace("better", "slower").replace("worse", "faster")
+                    parts.append(f"{where} {_pp(d.difference, scale, digits)}{unit} "
+                                 f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}], {word}{mark}")
                 elif split == "val":
-                    parts.append(f"untested (n = {verdict.n_a} vs {verdict.n_b})")
+                    parts.append(f"untested ({'timing runs: ' if speed else ''}n = {verdict.n_a} vs {verdict.n_b})")
             detail.append(f"`{_md(v.a)}` − `{_md(v.b)}`: " + "; ".join(parts))
         size = None if claim.size is None else claim.size / scale
         if size is not None:
             detail.append(f"The claim's size: {_pp(size, scale, digits)}{unit} or beyond")
         if claim.evidence:
             detail.append(_md(claim.evidence))
-        test_cell = ("– (a speed claim)" if claim.metric == "steady_epoch_seconds"
-                     else _claim_summary(claim.expect, test, "test", size))
+        test_cell = "– (a speed claim)" if speed else _claim_summary(claim.expect, test, "test", size)
         runs = ", ".join(f"`{n}`" for n in dict.fromkeys(n for p in pairs for n in p))
         cmd = f"the study command (rows {runs})" + (f"; also `{_md(claim.command)}`" if claim.command else "")
         rows.append([_md(claim.claim), f"**{_claim_summary(claim.expect, val, 'val', size)}**", test_cell,
@@ -929,7 +932,9 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
             "claimed difference); \"contradicted (its size is excluded)\": the claim states a size (a difference "
             "of at least so many points) and the Holm-level interval excludes it, whatever the direction's "
             "verdict; \"not shown\": inconclusive at these seeds; \"not yet measured\": a row it "
-            "needs has fewer than 2 runs; \"provisional\": a row has fewer runs than the study plans. The study "
+            "needs has fewer than 2 runs; \"provisional\": a row has fewer runs than the study plans. A speed "
+            "claim is judged on the timing runs' epoch times, which belong to no split, in the validation "
+            "column. The study "
             f"command: `{_md(command)}`.", "", *_table(header, rows, ["l", "l", "l", "l", "l"])]
 
 

@@ -212,6 +212,42 @@ def test_a_claim_with_rows_and_evidence_shows_both_and_its_test_verdict(syntheti
     assert "validation +1.00 pp" in cells[3] and "; test " in cells[3] and "The collapse is the wiring" in cells[3]
 
 
+def test_a_speed_claim_names_the_timing_runs_not_a_split(synthetic):
+    """A claim on epoch time is judged on the timing runs alone (Welch's interval on their epoch times,
+    recomputed with scipy); the report says so instead of calling them "validation", calls a lower epoch time
+    faster (not "worse"), and gives no test verdict. Fails on the report of 2026-12-06, which printed the timing
+    runs' difference as "validation ..., worse"."""
+    spec_path, out, spec, planner, planned = synthetic
+    spec_path.write_text(spec_path.read_text() + textwrap.dedent('''
+        [timing]
+        names = ["softmax", "log_softmax"]
+        seeds = [0, 1, 2]
+        epochs = 4
+        [[claims]]
+        claim = "softmax is faster"
+        rows = ["softmax"]
+        reference = "log_softmax"
+        expect = "lower"
+        metric = "steady_epoch_seconds"
+        '''))
+    seconds = {"softmax": [0.50, 0.52, 0.51], "log_softmax": [0.60, 0.61, 0.63]}
+    for run in Planner(load_spec(spec_path)).plan_timing():
+        report = fake_run(out, run)
+        report.update(steady_epoch_seconds=seconds[run.name][run.seed], accuracy=0.01)
+        write_json(out / "runs" / run.run_id / "report.json", report)
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| softmax is faster |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    interval = stats.ttest_ind(seconds["softmax"], seconds["log_softmax"], equal_var=False).confidence_interval(0.95)
+    d = np.mean(seconds["softmax"]) - np.mean(seconds["log_softmax"])
+    assert cells[3].startswith(f"`softmax` − `log_softmax`: timing runs (3 vs 3) {d:+.3f} s "
+                               f"[{interval.low:+.3f}, {interval.high:+.3f}], faster")
+    assert "validation" not in cells[3] and "test" not in cells[3]
+    assert cells[1] == "**supported**" and cells[2] == "– (a speed claim)"
+    assert "A speed claim is judged on the timing runs' epoch times" in text
+
+
 @pytest.mark.parametrize("beyond", [-0.05, +0.05])
 def test_a_claim_whose_stated_size_its_holm_level_interval_excludes_is_contradicted(synthetic, beyond):
     """A claim of "far below" that the data put near zero is contradicted in size, even where the
