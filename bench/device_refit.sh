@@ -5,17 +5,17 @@
 #
 #   run(command="SEEDS='0 1' bash bench/device_refit.sh", carry=[".whl", ".data"])
 #
-# .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz. Two runs take ~500 s on a
+# .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz. Two runs take 500-536 s on a
 # warm H100 (275 s as a fresh machine's first run), so a 10-minute call holds two; LIMIT (default 290 s)
-# bounds each. FRESH=1 first times the fast preset as the fresh
-# machine's first run (issue 24 item 3, bench/cold_start.py; RESULTS §5's command). What comes back under
-# $OUT: gpu.txt (the card), all-s<seed>.log (the run's output and "WALL <s> s") and the run's report.json,
-# history.csv, config.json and config.toml as all-s<seed>-<file>.
+# bounds each. FRESH=1 first times the fast preset as the fresh machine's first run (issue 24 item 3,
+# bench/cold_start.py; RESULTS §5's command; two files more, so with one seed). What comes back under
+# $OUT: all-s<seed>.log (the card and driver, the run's output and "WALL <s> s") and the run's report.json,
+# history.csv and config.toml as all-s<seed>-<file>. The device returns at most 8 files a call,
+# so the card goes into each log, not a file of its own (on 2026-12-06 a gpu.txt was the ninth and was lost).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
-nvidia-smi --query-gpu=name,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 C=${TMPDIR:-/tmp}/c
 if [ ! -d "$C/train" ]; then
   mkdir -p "$C" && tar xzf .data/cifar100-train-jpg.tar.gz -C "$C" && tar xzf .data/cifar100-test-jpg.tar.gz -C "$C"
@@ -29,11 +29,11 @@ if [ "${FRESH:-0}" = 1 ]; then
 fi
 for s in ${SEEDS:-0}; do
   run=${TMPDIR:-/tmp}/runs/all-s$s
-  date -u +%FT%TZ > "$OUT/all-s$s.log"
+  { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1; } > "$OUT/all-s$s.log"
   TIMEFORMAT="WALL %R s"  # bash's own timer: the run's wall time, training and test scoring
   { time timeout "${LIMIT:-290}" python3 -m keras_softmax.cli train \
       --config zoo/presets/cifar100-log_softmax-strong-all.toml --dataset "$C" --seed "$s" --out "$run" \
       >> "$OUT/all-s$s.log" 2>&1; echo "rc=$?" >> "$OUT/all-s$s.log"; } 2>> "$OUT/all-s$s.log"
-  for f in report.json history.csv config.json config.toml; do [ -f "$run/$f" ] && cp "$run/$f" "$OUT/all-s$s-$f"; done
+  for f in report.json history.csv config.toml; do [ -f "$run/$f" ] && cp "$run/$f" "$OUT/all-s$s-$f"; done
 done
 tail -n 3 "$OUT"/all-s*.log

@@ -23,11 +23,12 @@ def _refit(tmp_path, **env):
     for folder in (bin_dir, out, tmp_path / "tmp" / "c" / "train"):  # the archives already unpacked
         folder.mkdir(parents=True, exist_ok=True)
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200, 580.0'\n")
-    # python3: record the call; a `train` writes report.json in its --out folder
+    # python3: record the call; a `train` writes what a real run leaves for the script to copy back
     (bin_dir / "python3").write_text(f'''#!/bin/sh
 echo "$*" >> "{calls}"
 case "$*" in *" train "*)
-  while [ "$1" != "--out" ]; do shift; done; mkdir -p "$2" && echo '{{"accuracy": 0.76}}' > "$2/report.json";;
+  while [ "$1" != "--out" ]; do shift; done; mkdir -p "$2" && echo '{{"accuracy": 0.76}}' > "$2/report.json"
+  echo epoch > "$2/history.csv"; echo 'head = "log_softmax"' > "$2/config.toml";;
 esac
 ''')
     for stub in bin_dir.iterdir():
@@ -48,7 +49,10 @@ def test_each_seed_trains_the_refit_preset_alone_and_its_report_comes_back(tmp_p
         log = (out / f"all-s{s}.log").read_text()
         assert "rc=0" in log and "WALL " in log  # the wall time of the bounded run
         assert (out / f"all-s{s}-report.json").read_text().strip() == '{"accuracy": 0.76}'
-    assert (out / "gpu.txt").read_text().startswith("NVIDIA H200")
+        assert log.splitlines()[1] == "NVIDIA H200, 580.0"  # the card, in the log that comes back
+    # the device returns at most 8 files a call: two seeds' logs and files must fit, the card among them
+    # (fails on the script of 2026-12-06, whose gpu.txt was a ninth file)
+    assert len(list(out.iterdir())) <= 8
     assert (ROOT / "zoo" / "presets" / "cifar100-log_softmax-strong-all.toml").is_file()
 
 
