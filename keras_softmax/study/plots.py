@@ -341,8 +341,9 @@ def plot_answers(answers: dict, path, *, test: dict | None = None, title: str = 
     return _save(fig, path)
 
 
-def plot_epoch_times(times: dict, path, *, title: str = "") -> Path:
-    """Horizontal bars: mean steady-state epoch seconds per name, error bars = sample std over runs."""
+def plot_epoch_times(times: dict, path, *, title: str = "", kind: str | None = None) -> Path:
+    """Horizontal bars: mean steady-state epoch seconds per name, error bars = sample std over runs;
+    ``kind``: the one GPU kind the times come from, where the study's runs span several."""
     names = list(times)
     means, stds, counts = [], [], []
     for name in names:
@@ -360,7 +361,8 @@ def plot_epoch_times(times: dict, path, *, title: str = "") -> Path:
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("steady-state epoch seconds (median of epochs 2..n per run)")
+    ax.set_xlabel("steady-state epoch seconds (median of epochs 2..n per run"
+                  + (f"; {kind} runs only)" if kind else ")"))
     finite = [m for m in means if np.isfinite(m)]
     ax.set_xlim(0, (max(m + d for m, d in zip(means, stds) if np.isfinite(m)) * 1.4) if finite else 1)
     ax.grid(True, axis="x", alpha=0.3)

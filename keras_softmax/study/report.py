@@ -172,6 +172,29 @@ def _gpu(device) -> str:
     return match.group(1) if match else text.replace("gpu: ", "")
 
 
+def _alone(rows) -> list:
+    """The rows of runs that had their device to themselves (``--runs-per-device 1``)."""
+    return [row for row in rows if row.get("runs_sharing_device", 1) == 1]
+
+
+def _speed_kind(timing_by_name: dict, by_name: dict) -> tuple[str | None, int]:
+    """The GPU kind every speed figure comes from, and how many speed runs on other kinds that leaves out.
+
+    A head's epoch time differs between GPU kinds by far more than between heads (an H100 0.687 s, an H200
+    0.61-0.64 s an epoch at the strong recipe; the 12 heads' timing runs of 2026-12-02 spanned 0.596-0.614 s on
+    one H200), so epoch times of
+    two kinds are never set side by side: where the speed runs (the timing runs, or where there are none the
+    runs alone on their device) span several kinds, only those of the kind with the most of them count
+    (ties: the first in alphabetical order). ``(None, 0)`` when they span one kind or none."""
+    timing = [row for rows in timing_by_name.values() for row in rows]
+    pool = timing or [row for rows in by_name.values() for row in _alone(rows)]
+    kinds = [_gpu(row.get("device")) for row in pool if row.get("steady_epoch_seconds") is not None]
+    if len(set(kinds)) < 2:
+        return None, 0
+    kind = min(set(kinds), key=lambda k: (-kinds.count(k), k))
+    return kind, sum(k != kind for k in kinds)
+
+
 class _Study:
     """The rows grouped by name, and what the tables and plots need of the run directories."""
 
@@ -193,6 +216,7 @@ class _Study:
         self.floor_notes: dict[str, str] = {}
         self.bound_note = False
         self.shared_timing = False
+        self.speed_kind, self.speed_left_out = _speed_kind(self.timing_by_name, self.by_name)
         self.alpha = spec.verdicts.alpha
         self.margin, self.repeat_sd, self.repeat_pairs = spec.verdicts.margin, None, 0
         if spec.verdicts.repeats is not None:
@@ -227,10 +251,13 @@ class _Study:
 
     def timings(self, name: str, key: str) -> list:
         """``key`` of the timing runs of ``name`` if it has any, else of its runs that had their device
-        to themselves (see ``runs_per_device``)."""
-        if self.timing_by_name.get(name):
-            return [row.get(key) for row in self.timing_by_name[name]]
-        return [row.get(key) for row in self.by_name.get(name, []) if row.get("runs_sharing_device", 1) == 1]
+        to themselves (see ``runs_per_device``); of those, only the runs on :attr:`speed_kind` where the
+        study's speed runs span several GPU kinds."""
+        def on_kind(rows):
+            return [row for row in rows if self.speed_kind is None or _gpu(row.get("device")) == self.speed_kind]
+
+        rows = on_kind(self.timing_by_name.get(name, [])) or on_kind(_alone(self.by_name.get(name, [])))
+        return [row.get(key) for row in rows]
 
     def report(self, run_dir: str) -> dict:
         if run_dir not in self._reports:
@@ -463,7 +490,7 @@ class _Study:
                     cells.append(format_summary(self.values(name, key), scale, digits))
             timed = self.timings(name, "steady_epoch_seconds")
             cells += [format_summary(self.timings(name, key), scale, digits) for key, _, scale, digits in SPEED_COLUMNS]
-            if len(timed) != self.n(name):
+            if len(timed) != self.n(name) or self.speed_kind:
                 cells[-1] += f" (n={len(timed)})²"
                 self.shared_timing = True
             rows.append(cells)
@@ -476,7 +503,11 @@ class _Study:
                       "study's timing runs (`[timing]`: a few epochs of the same recipe, alone on a GPU) where the "
                       "row has them, else its runs made with `--runs-per-device 1`; runs that shared a GPU count "
                       "for accuracy, not for speed. n is the number of runs behind the speed figures; with n = 1 "
-                      "there is no spread.", ""]
+                      "there is no spread."
+                      + (f" Every speed figure is from one GPU kind, {self.speed_kind} (the kind with the most "
+                         "speed runs): a head's epoch time differs between GPU kinds far more than between heads, "
+                         f"so {self.speed_left_out} speed run(s) on other kinds count for accuracy only."
+                         if self.speed_kind else ""), ""]
             self.shared_timing = False
         if self.notes:
             lines += ["¹ Temperature scaling does not apply to these rows:", ""]
@@ -581,7 +612,7 @@ class _Study:
         if not times:
             return []
         path, rel = self.figure(f"{stem}-epoch_time.png")
-        plots.plot_epoch_times(times, path)
+        plots.plot_epoch_times(times, path, kind=self.speed_kind)
         return [f"![epoch time]({rel})", ""]
 
 

@@ -248,6 +248,47 @@ def test_a_speed_claim_names_the_timing_runs_not_a_split(synthetic):
     assert "A speed claim is judged on the timing runs' epoch times" in text
 
 
+def test_speed_figures_come_from_one_gpu_kind_where_the_timing_runs_span_two(synthetic):
+    """Epoch times of two GPU kinds are never averaged or compared: with timing runs on an H100 (4) and an
+    H200 (2), only the H100's count, in the table, the claim and the figure, and the report says how many
+    were left out. Fails on the report of 2026-12-06, which pooled the kinds (an H100 is ~10 % slower an
+    epoch than an H200, more than any head differs from another)."""
+    spec_path, out, spec, planner, planned = synthetic
+    spec_path.write_text(spec_path.read_text() + textwrap.dedent('''
+        [timing]
+        names = ["softmax", "log_softmax"]
+        seeds = [0, 1, 2]
+        epochs = 4
+        [[claims]]
+        claim = "softmax is faster"
+        rows = ["softmax"]
+        reference = "log_softmax"
+        expect = "lower"
+        metric = "steady_epoch_seconds"
+        '''))
+    h100, h200 = "gpu: NVIDIA H100 80GB HBM3", "gpu: NVIDIA H200"
+    runs = {("softmax", 0): (0.70, h100), ("softmax", 1): (0.71, h100), ("softmax", 2): (0.60, h200),
+            ("log_softmax", 0): (0.72, h100), ("log_softmax", 1): (0.73, h100), ("log_softmax", 2): (0.62, h200)}
+    for run in Planner(load_spec(spec_path)).plan_timing():
+        report = fake_run(out, run)
+        seconds, device = runs[(run.name, run.seed)]
+        report.update(steady_epoch_seconds=seconds, device=device, accuracy=0.01)
+        write_json(out / "runs" / run.run_id / "report.json", report)
+    figures = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "plot_epoch_times", lambda times, path, **kw: figures.update(times=times, **kw))
+        run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    calibration = [row for row in _cells(text, "softmax") if len(row) > 10][0]
+    assert calibration[-2] == f"{np.mean([0.70, 0.71]):.3f} ± {np.std([0.70, 0.71], ddof=1):.3f}"
+    assert calibration[-1].endswith("(n=2)²")
+    assert ("Every speed figure is from one GPU kind, H100 (the kind with the most speed runs)" in text
+            and "so 2 speed run(s) on other kinds count for accuracy only" in text)
+    assert figures["kind"] == "H100" and figures["times"]["softmax"] == [0.70, 0.71]
+    row = next(line for line in text.splitlines() if line.startswith("| softmax is faster |"))
+    assert "timing runs (2 vs 2) -0.020 s" in row
+
+
 @pytest.mark.parametrize("beyond", [-0.05, +0.05])
 def test_a_claim_whose_stated_size_its_holm_level_interval_excludes_is_contradicted(synthetic, beyond):
     """A claim of "far below" that the data put near zero is contradicted in size, even where the
