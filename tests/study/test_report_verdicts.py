@@ -212,29 +212,39 @@ def test_a_claim_with_rows_and_evidence_shows_both_and_its_test_verdict(syntheti
     assert "validation +1.00 pp" in cells[3] and "; test " in cells[3] and "The collapse is the wiring" in cells[3]
 
 
+SPEED_CLAIM = """
+[timing]
+names = ["softmax", "log_softmax"]
+seeds = [0, 1, 2]
+epochs = 4
+[[claims]]
+claim = "softmax is faster"
+rows = ["softmax"]
+reference = "log_softmax"
+expect = "lower"
+metric = "steady_epoch_seconds"
+"""
+
+
+def _timed(spec_path, out, timing):
+    """The synthetic spec with 3 timing runs of softmax and log_softmax and a claim on their epoch time;
+    ``timing(run)`` gives each timing run's ``(steady_epoch_seconds, device)``."""
+    spec_path.write_text(spec_path.read_text() + SPEED_CLAIM)
+    for run in Planner(load_spec(spec_path)).plan_timing():
+        report = fake_run(out, run)
+        seconds, device = timing(run)
+        report.update(steady_epoch_seconds=seconds, device=device, accuracy=0.01)
+        write_json(out / "runs" / run.run_id / "report.json", report)
+
+
 def test_a_speed_claim_names_the_timing_runs_not_a_split(synthetic):
     """A claim on epoch time is judged on the timing runs alone (Welch's interval on their epoch times,
     recomputed with scipy); the report says so instead of calling them "validation", calls a lower epoch time
     faster (not "worse"), and gives no test verdict. Fails on the report of 2026-12-06, which printed the timing
     runs' difference as "validation ..., worse"."""
     spec_path, out, spec, planner, planned = synthetic
-    spec_path.write_text(spec_path.read_text() + textwrap.dedent('''
-        [timing]
-        names = ["softmax", "log_softmax"]
-        seeds = [0, 1, 2]
-        epochs = 4
-        [[claims]]
-        claim = "softmax is faster"
-        rows = ["softmax"]
-        reference = "log_softmax"
-        expect = "lower"
-        metric = "steady_epoch_seconds"
-        '''))
     seconds = {"softmax": [0.50, 0.52, 0.51], "log_softmax": [0.60, 0.61, 0.63]}
-    for run in Planner(load_spec(spec_path)).plan_timing():
-        report = fake_run(out, run)
-        report.update(steady_epoch_seconds=seconds[run.name][run.seed], accuracy=0.01)
-        write_json(out / "runs" / run.run_id / "report.json", report)
+    _timed(spec_path, out, lambda run: (seconds[run.name][run.seed], None))
     run_study(spec_path, out, report_only=True, log=lambda line: None)
     text = (out / "STUDY.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| softmax is faster |"))
@@ -254,26 +264,10 @@ def test_speed_figures_come_from_one_gpu_kind_where_the_timing_runs_span_two(syn
     were left out. Fails on the report of 2026-12-06, which pooled the kinds (an H100 is ~10 % slower an
     epoch than an H200, more than any head differs from another)."""
     spec_path, out, spec, planner, planned = synthetic
-    spec_path.write_text(spec_path.read_text() + textwrap.dedent('''
-        [timing]
-        names = ["softmax", "log_softmax"]
-        seeds = [0, 1, 2]
-        epochs = 4
-        [[claims]]
-        claim = "softmax is faster"
-        rows = ["softmax"]
-        reference = "log_softmax"
-        expect = "lower"
-        metric = "steady_epoch_seconds"
-        '''))
     h100, h200 = "gpu: NVIDIA H100 80GB HBM3", "gpu: NVIDIA H200"
     runs = {("softmax", 0): (0.70, h100), ("softmax", 1): (0.71, h100), ("softmax", 2): (0.60, h200),
             ("log_softmax", 0): (0.72, h100), ("log_softmax", 1): (0.73, h100), ("log_softmax", 2): (0.62, h200)}
-    for run in Planner(load_spec(spec_path)).plan_timing():
-        report = fake_run(out, run)
-        seconds, device = runs[(run.name, run.seed)]
-        report.update(steady_epoch_seconds=seconds, device=device, accuracy=0.01)
-        write_json(out / "runs" / run.run_id / "report.json", report)
+    _timed(spec_path, out, lambda run: runs[(run.name, run.seed)])
     figures = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plots, "plot_epoch_times", lambda times, path, **kw: figures.update(times=times, **kw))
