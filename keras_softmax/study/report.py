@@ -181,11 +181,11 @@ def _speed_kind(timing_by_name: dict, by_name: dict) -> tuple[str | None, int]:
     """The GPU kind every speed figure comes from, and how many speed runs on other kinds that leaves out.
 
     A head's epoch time differs between GPU kinds by far more than between heads (an H100 0.687 s, an H200
-    0.61-0.64 s an epoch at the strong recipe; the 12 heads' timing runs of 2026-12-02 spanned 0.596-0.614 s on
-    one H200), so epoch times of
-    two kinds are never set side by side: where the speed runs (the timing runs, or where there are none the
-    runs alone on their device) span several kinds, only those of the kind with the most of them count
-    (ties: the first in alphabetical order). ``(None, 0)`` when they span one kind or none."""
+    0.61-0.64 s an epoch at the strong recipe; the 12 heads' timing runs of 2026-12-02 spanned 0.596-0.614 s
+    on one H200), so epoch times of two kinds are never set side by side: where the speed runs (the timing
+    runs, or where there are none the runs alone on their device) span several kinds, only those of the kind
+    with the most of them count (ties: the first in alphabetical order). ``(None, 0)`` when they span one
+    kind or none."""
     timing = [row for rows in timing_by_name.values() for row in rows]
     pool = timing or [row for rows in by_name.values() for row in _alone(rows)]
     kinds = [_gpu(row.get("device")) for row in pool if row.get("steady_epoch_seconds") is not None]
@@ -875,6 +875,7 @@ def _tuning_section(spec, study: _Study) -> list[str]:
     return lines
 
 
+_SPEED_WORDS = {"better": "slower", "worse": "faster"}  # a verdict's word on epoch seconds (a − b)
 _EXPECT = {"better": "better", "higher": "better", "worse": "worse", "lower": "worse", "equivalent": "equivalent"}
 
 
@@ -939,7 +940,7 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
                     where = f"timing runs ({verdict.n_a} vs {verdict.n_b})" if speed else _SPLIT_NAMES[split]
                     word = verdict.marked_word
                     if speed:  # a - b > 0 in epoch seconds is slower, not better
-                        word = word.replace("better", "slower").replace("worse", "faster")
+                        word = word.replace(verdict.word, _SPEED_WORDS.get(verdict.word, verdict.word))
                     parts.append(f"{where} {_pp(d.difference, scale, digits)}{unit} "
                                  f"[{_pp(d.low, scale, digits)}, {_pp(d.high, scale, digits)}], {word}{mark}")
                 elif split == "val":
