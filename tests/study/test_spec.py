@@ -239,8 +239,8 @@ def test_the_zoo_specs_plan(name, tmp_path):
     runs = Planner(spec, dataset=str(data)).plan()
     assert len(spec.heads) == 12 and spec.seeds == (0, 1, 2, 3, 4)
     assert {r.config.dataset for r in runs} == {str(data)}
-    # zoo/studies/README.md: 60 head runs; 105 variant runs and 168 grid runs (12 heads x 7 points x 2 seeds)
-    assert len({r.run_id for r in runs}) == (60 if name == "cifar100.toml" else 60 + 105 + 168)
+    # zoo/studies/README.md: 60 head runs; 105 variant runs and 216 grid runs (12 heads x 9 points x 2 seeds)
+    assert len({r.run_id for r in runs}) == (60 if name == "cifar100.toml" else 60 + 105 + 216)
     timing = Planner(spec, dataset=str(data)).plan_timing()
     assert len(timing) == (0 if name == "cifar100.toml" else 51)
     assert all(r.config.epochs == 4 and r.run_id.startswith("timing-") for r in timing)
