@@ -4,6 +4,7 @@ matches its run records."""
 import argparse
 import dataclasses
 import importlib.util
+import json
 import subprocess
 import threading
 import time
@@ -115,8 +116,10 @@ def test_the_recorded_study_is_its_runs(tmp_path):
 
 
 def test_packing_scored_only_leaves_out_every_run_that_could_never_be_scored(tmp_path):
-    """Between GPU slices the weights are lost: `pack --scored-only` keeps scored runs and finished
-    timing runs, and leaves out finished-but-unscored and unfinished runs, so the next slice retrains them."""
+    """Between GPU slices the weights are lost: `pack --scored-only` keeps scored runs, finished timing runs
+    and diverged runs (the study's outcome for their settings, with nothing to score), and leaves out
+    finished-but-unscored and unfinished runs (a run that failed otherwise too), so the next slice retrains
+    them."""
     records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
     records = importlib.util.module_from_spec(records_module)
     records_module.loader.exec_module(records)
@@ -125,18 +128,27 @@ def test_packing_scored_only_leaves_out_every_run_that_could_never_be_scored(tmp
               "softmax-seed1": ("config.toml", "history.csv", "report.json"),  # finished, not scored
               "softmax-seed2": ("config.toml", "history.csv"),  # unfinished
               "timing-softmax-seed0": ("config.toml", "history.csv", "report.json"),  # finished timing run
-              "timing-softmax-seed1": ("config.toml",)}  # unfinished timing run
+              "timing-softmax-seed1": ("config.toml",),  # unfinished timing run
+              "tune-softmax-lr9-seed0": ("config.toml", "history.csv", "failed.json"),  # diverged
+              "tune-softmax-lr9-seed1": ("config.toml", "failed.json")}  # failed otherwise: retrained
+    failed = {"tune-softmax-lr9-seed0": {"reason": "non-finite loss", "epoch": 2},
+              "tune-softmax-lr9-seed1": {"reason": "killed"}}
     for run, files in layout.items():
         (study / "runs" / run).mkdir(parents=True)
         for name in files:
-            (study / "runs" / run / name).write_text("{}" if name.endswith(".json") else f"{run}/{name}")
+            text = json.dumps(failed[run]) if name == "failed.json" else "{}"
+            (study / "runs" / run / name).write_text(text if name.endswith(".json") else f"{run}/{name}")
     (study / "study.json").write_text("{}")
     records.main(["pack", "--scored-only", str(study), str(tmp_path / "kept")])
     back = tmp_path / "back"
     records.unpack(tmp_path / "kept", back)
-    assert sorted(p.name for p in (back / "runs").iterdir()) == ["softmax-seed0", "timing-softmax-seed0"]
+    assert sorted(p.name for p in (back / "runs").iterdir()) == [
+        "softmax-seed0", "timing-softmax-seed0", "tune-softmax-lr9-seed0"]
     assert sorted(p.name for p in (back / "runs" / "softmax-seed0").iterdir()) == [
         "config.toml", "history.csv", "report.json", "test.json"]
+    from keras_softmax.study.runner import run_state  # the study reads the unpacked run as settled
+
+    assert run_state(back / "runs" / "tune-softmax-lr9-seed0") == "diverged"
     assert (back / "study.json").is_file()
     # without the option every run travels, as before
     records.pack(study, tmp_path / "all")

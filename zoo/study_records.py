@@ -1,9 +1,10 @@
 """Pack a study directory's run records into text files, one per run name, or unpack them to continue the study.
 
 A record keeps, per run, what the study's report and its resume logic read — ``config.toml``,
-``history.csv``, ``report.json``, ``test.json`` (the test-split figures, once scored) and the
-run-directory marker — and, per study, ``study.json``,
-``placements.json`` and ``configs/``; never weights, plots or logs. One JSON object per line:
+``history.csv``, ``report.json``, ``test.json`` (the test-split figures, once scored), ``failed.json``
+(a run that diverged: the study keeps that as the run's outcome) and the run-directory marker — and,
+per study, ``study.json``, ``placements.json`` and ``configs/``; never weights, plots or logs. One JSON
+object per line:
 ``{"path": <relative to the study directory>, "text": <file contents>}``.
 
 ``pack`` writes a directory of such files: ``<name>.jsonl`` holds the seeds of one run name (the run
@@ -15,10 +16,11 @@ study grows. ``unpack`` reads such a directory, or a single records file (the ol
     python zoo/study_records.py pack runs/study zoo/results/cifar100-study-records
     python zoo/study_records.py unpack zoo/results/cifar100-study-records runs/study
 
-``pack --scored-only`` keeps only the runs scored on the test split (``test.json``) and the finished
-timing runs (never scored): between slices of a study on a machine that is then given back, a run
-that trained but was not scored, or had not finished, would come back without its weights and could
-never be scored, so it is left out and the next slice trains it again.
+``pack --scored-only`` keeps only the runs scored on the test split (``test.json``), the finished
+timing runs (never scored) and the runs that diverged (nothing to score; never trained again): between
+slices of a study on a machine that is then given back, a run that trained but was not scored, or had
+not finished, would come back without its weights and could never be scored, so it is left out and the
+next slice trains it again.
 
 ``merge`` adds the records a slice sent back (a records directory, or the ``rec.tgz`` that
 ``zoo/studies/device_slice.sh`` packs them into) to the committed ones. It only adds: every file the
@@ -39,10 +41,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json", "test.json")
+RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json", "test.json", "failed.json")
 STUDY_FILES = ("study.json", "placements.json")
 STUDY_RECORDS = "_study"  # the file (less .jsonl) that holds the study-level files
 TIMING_PREFIX = "timing-"  # a timing run's directory (keras_softmax/study/spec.py: timing-<name>-seed<s>)
+DIVERGED = "non-finite loss"  # failed.json's reason then (keras_softmax/training/rundir.py: DIVERGED)
 
 
 def record_paths(study: Path, scored_only: bool = False) -> list[Path]:
@@ -58,10 +61,21 @@ def record_paths(study: Path, scored_only: bool = False) -> list[Path]:
 
 
 def is_kept_scored(run: Path) -> bool:
-    """A run scored on the test split, or a finished timing run (timing runs are never scored)."""
+    """A run scored on the test split, a finished timing run (timing runs are never scored), or a run that
+    diverged (its loss became NaN or infinite: the study's outcome for it, with nothing to score)."""
     if run.name.startswith(TIMING_PREFIX):
         return (run / "report.json").is_file()
-    return (run / "test.json").is_file()
+    return (run / "test.json").is_file() or is_diverged(run)
+
+
+def is_diverged(run: Path) -> bool:
+    """``failed.json`` says the run's loss became NaN or infinite, and it has no report."""
+    if (run / "report.json").is_file() or not (run / "failed.json").is_file():
+        return False
+    try:
+        return json.loads((run / "failed.json").read_text(encoding="utf-8")).get("reason") == DIVERGED
+    except (OSError, ValueError):
+        return False
 
 
 def group_of(path: Path) -> str:

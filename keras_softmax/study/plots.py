@@ -224,13 +224,16 @@ def plot_forest(items: list[dict], path, *, margin: float | None = None, title: 
 def plot_grid_heatmaps(grids: dict, path, *, row_label: str, column_label: str, rows, columns, title: str = "",
                        chosen: dict | None = None) -> Path:
     """One small heatmap per head: ``grids[head][i][j]`` the mean validation top-1 (fraction, or None)
-    at ``rows[i]`` × ``columns[j]``; each head's colours span its own range; the chosen cell is boxed."""
+    at ``rows[i]`` × ``columns[j]``, -inf where a run of that point diverged (left blank, marked "div.");
+    each head's colours span its own range; the chosen cell is boxed."""
     heads = list(grids)
     n_rows, n_columns = _grid(len(heads), 4)
     fig = Figure(figsize=(2.3 * n_columns + 0.4, 2.0 * n_rows + 0.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(n_rows, n_columns, squeeze=False)).ravel()
     for ax, head in zip(axes, heads):
         values = np.array([[np.nan if v is None else 100 * v for v in row] for row in grids[head]], dtype=float)
+        diverged = np.isneginf(values)
+        values[diverged] = np.nan
         finite = values[np.isfinite(values)]
         low, high = (finite.min(), finite.max()) if finite.size else (0, 1)
         ax.imshow(values, cmap="viridis", vmin=low, vmax=max(high, low + 1e-9), aspect="auto")
@@ -240,6 +243,8 @@ def plot_grid_heatmaps(grids: dict, path, *, row_label: str, column_label: str, 
                     shade = (values[i, j] - low) / max(high - low, 1e-9)  # 0 = viridis's dark end
                     ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7,
                             color="white" if shade < 0.5 else "black")
+                elif diverged[i, j]:
+                    ax.text(j, i, "div.", ha="center", va="center", fontsize=7, color="firebrick")
         point = (chosen or {}).get(head)
         if point is not None:
             i, j = point

@@ -27,7 +27,7 @@ from keras_softmax.cifar100 import COARSE_NAMES, FINE_TO_COARSE
 from keras_softmax.evaluation.calibration import temperature_applicable
 from keras_softmax.io import write_text
 from keras_softmax.study import plots
-from keras_softmax.study.results import read_results
+from keras_softmax.study.results import diverged_runs, read_results
 from keras_softmax.study.stats import summarize, welch_interval
 from keras_softmax.study.verdicts import compare_family, margin_from_repeats
 
@@ -198,8 +198,9 @@ def _speed_kind(timing_by_name: dict, by_name: dict) -> tuple[str | None, int]:
 class _Study:
     """The rows grouped by name, and what the tables and plots need of the run directories."""
 
-    def __init__(self, spec, planned, rows, out: Path, report_path: Path, plots_dir: Path):
+    def __init__(self, spec, planned, rows, out: Path, report_path: Path, plots_dir: Path, diverged=()):
         self.spec, self.out = spec, out
+        self.diverged = list(diverged)  # results.diverged_runs: runs whose loss became NaN or infinite
         self.report_path, self.plots_dir = report_path, plots_dir
         self.rows = [row for row in rows if row.get("kind") != "timing"]
         self.by_name: dict[str, list[dict]] = {}
@@ -624,6 +625,7 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
     backends = sorted({str(r.get("backend")) for r in study.rows if r.get("backend")})
     scored = len({r["run_dir"] for r in study.rows if r.get("test_accuracy") is not None})
     finished = len({r["run_dir"] for r in study.rows})
+    diverged_ids = {r["run_dir"].split("/", 1)[1] for r in study.diverged}
     alpha = study.alpha
     if study.repeat_sd is not None:
         margin = (f"**±{100 * study.margin:.2f} points** = 1.96 · √2 · σ_repeat, where σ_repeat = "
@@ -645,7 +647,8 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
              "```bash", command, "```", "",
              f"- spec: `{spec.path}`; seeds {seeds}; reference `{spec.reference}`",
              f"- runs: {len(finished_ids)} of {len(planned_ids)} planned so far finished"
-             + (f" (see *Not finished* below)" if len(finished_ids) < len(planned_ids) else "")
+             + (f", {len(diverged_ids)} diverged (see *Diverged* below)" if diverged_ids else "")
+             + (f" (see *Not finished* below)" if len(finished_ids | diverged_ids) < len(planned_ids) else "")
              + (f"; {waiting} more tuned run(s) are planned once their heads' tuning grids are complete"
                 if waiting else ""),
              f"- test split: {scored} of {finished} finished runs scored"
@@ -749,7 +752,7 @@ def _tuning_section(spec, study: _Study) -> list[str]:
 
     tuning = spec.tuning
     points = tuning.points()
-    best = best_points(tuning, study.rows)
+    best = best_points(tuning, study.rows, study.diverged)
     grid_seeds = ", ".join(str(s) for s in tuning.seeds)
     tuned_seeds = tuning.tuned_seeds or spec.seeds
     unseen = not (set(tuned_seeds) & set(tuning.seeds))
@@ -770,9 +773,14 @@ def _tuning_section(spec, study: _Study) -> list[str]:
         for point in points:
             values = study.values(tune_name(head, point), tuning.metric)
             s = summarize(values)
-            cells.append(format_summary(values, 100, 2) + (f" (n={s.n})" if s.n and s.n != len(tuning.seeds) else ""))
-            means.append(s.mean)
-        ranked = sorted((m, i) for i, m in enumerate(means) if m is not None)
+            diverged = sorted(r["seed"] for r in study.diverged if r["name"] == tune_name(head, point))
+            cell = format_summary(values, 100, 2) + (f" (n={s.n})" if s.n and s.n != len(tuning.seeds) else "")
+            if diverged:  # counted as the worst point (best_points), drawn as "div." in the heatmap
+                said = f"seed{'s' if len(diverged) > 1 else ''} {', '.join(str(d) for d in diverged)} diverged"
+                cell = f"{cell}; {said}" if values else said
+            cells.append(cell)
+            means.append(float("-inf") if diverged else s.mean)
+        ranked = sorted((m, i) for i, m in enumerate(means) if m is not None and m != float("-inf"))
         if ranked:
             top = ranked[-1]
             cells.append(_md(_point_label(points[top[1]])))
@@ -1223,13 +1231,31 @@ def _headlines(study: _Study) -> list[str]:
                     ["l", "l", "l", "r", "r", "l"])]
 
 
-def _pending_tuned(spec, rows) -> list[tuple[str, tuple]]:
+def _diverged_section(diverged: list[dict]) -> list[str]:
+    """The runs whose training loss became NaN or infinite: settled, kept out of every mean."""
+    runs = {}
+    for row in diverged:  # one line per run directory (a grid point may share its run with a head row)
+        runs.setdefault(row["run_dir"], row)
+    if not runs:
+        return []
+    lines = ["## Diverged", "",
+             f"{len(runs)} run(s) stopped because the training loss became NaN or infinite (`failed.json` in the "
+             "run directory). That is the outcome of the run's settings, not a fault to retry: the study keeps it "
+             "and does not train it again (remove the run directory to retry it). It has no figures, so it is "
+             "left out of every mean (its row's n is one less), and in the tuning grid it makes its point the "
+             "worst, never chosen while another point trained through.", ""]
+    for run_dir, row in runs.items():
+        lines.append(f"- `{_md(row['name'])}` seed {row['seed']} (`{run_dir}`): epoch {row['epoch']}, lr {row['lr']:g}")
+    return lines + [""]
+
+
+def _pending_tuned(spec, rows, diverged=()) -> list[tuple[str, tuple]]:
     """``[(tuned name, seeds)]`` of the tuned rows not planned yet (their head's grid is not complete)."""
     if not spec.tuning:
         return []
     from keras_softmax.study.results import best_points
 
-    best = best_points(spec.tuning, rows)
+    best = best_points(spec.tuning, rows, diverged)
     seeds = tuple(spec.tuning.tuned_seeds or spec.seeds)
     return [(f"tuned-{head}", seeds) for head in spec.tuning.heads if head not in best]
 
@@ -1254,11 +1280,12 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
     rows = read_results(out / "results.jsonl") if rows is None else rows
     report_path = Path(report_path) if report_path else out / "STUDY.md"
     plots_dir = Path(plots_dir) if plots_dir else out / PLOTS_DIR
-    study = _Study(spec, planned, rows, out, report_path.resolve(), plots_dir.resolve())
+    diverged = diverged_runs(planned, out)
+    study = _Study(spec, planned, rows, out, report_path.resolve(), plots_dir.resolve(), diverged)
     plots_dir.mkdir(parents=True, exist_ok=True)
     planned_ids = {p.run_id for p in planned}
     finished_ids = {r["run_dir"].split("/", 1)[1] for r in rows}
-    pending = _pending_tuned(spec, rows)
+    pending = _pending_tuned(spec, rows, diverged)
     intro = _intro(spec, study, command, planned_ids, finished_ids, pending)
 
     heads = [h for h in spec.heads if study.n(h)]
@@ -1352,7 +1379,8 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
                    _gpu(r.get("device")),
                    f"{r['wall_seconds']:.1f}" if r.get("wall_seconds") is not None else "–"] for r in rows]
     lines += _table(header, table_rows, ["l", "r", "l", "r", "r", "l", "r"])
-    missing = planned_ids - finished_ids
+    diverged_ids = {r["run_dir"].split("/", 1)[1] for r in diverged}
+    missing = planned_ids - finished_ids - diverged_ids
     by_name: dict[str, list[int]] = {}
     for p in planned:
         label = f"timing run of `{_md(p.name)}`" if p.kind == "timing" else f"`{_md(p.name)}`"
@@ -1369,5 +1397,6 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
                       "best setting is chosen once its tuning grid is complete, and the same command then trains "
                       "it:", "",
                       *(f"- `{_md(name)}`: seeds {', '.join(str(s) for s in seeds)}" for name, seeds in pending), ""]
+    lines += _diverged_section(diverged)
     text = "\n".join(intro + _headlines(study) + lines).rstrip() + "\n"
     return write_text(report_path, text)

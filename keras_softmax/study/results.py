@@ -19,7 +19,8 @@ from keras_softmax.io import write_text
 
 TEST_FILE = "test.json"  # written by keras_softmax.study.testsplit (kept free of its imports here)
 
-__all__ = ["FIGURES", "TEST_FIGURES", "best_points", "collect", "read_placements", "read_results", "write_results"]
+__all__ = ["FIGURES", "TEST_FIGURES", "best_points", "collect", "diverged_runs", "read_placements", "read_results",
+           "write_results"]
 
 #: The report figures every row carries (GUIDE §6 keys and the timing summary).
 FIGURES = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", "ece",
@@ -83,6 +84,23 @@ def collect(planned_runs, out) -> list[dict]:
     return rows
 
 
+def diverged_runs(planned_runs, out) -> list[dict]:
+    """One row per planned run that diverged (``RunDirectory.diverged``), in plan order, as :func:`collect`
+    gives one per finished run (two planned runs may share a run directory): ``name``, ``kind``, ``seed``,
+    ``run_dir``, the epoch it stopped in and its ``lr`` setting (the schedule's rate where it stopped, which
+    failed.json also holds, may be a warm-up's or the decay's end). Such a run has no figures, so
+    :func:`collect` has no row of it; the study keeps it as its settings' outcome."""
+    from keras_softmax.training.rundir import RunDirectory
+
+    rows = []
+    for planned in planned_runs:
+        failed = RunDirectory(Path(out) / "runs" / planned.run_id).diverged
+        if failed is not None:
+            rows.append({"name": planned.name, "kind": planned.kind, "seed": planned.seed,
+                         "run_dir": f"runs/{planned.run_id}", "epoch": failed.get("epoch"), "lr": planned.config.lr})
+    return rows
+
+
 def _runs_sharing_device(run: Path, default: int) -> int:
     """What the run directory says (it travels with the run), else the study's placements.json."""
     path = run / RUN_PLACEMENT
@@ -109,11 +127,14 @@ def read_results(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def best_points(tuning, rows) -> dict:
+def best_points(tuning, rows, diverged=()) -> dict:
     """Each tuned head's best grid point by ``tuning.metric`` (mean over the grid seeds that finished).
 
     A head is left out until every one of its grid points has a finished run on every grid seed, so
     that the choice never depends on which runs happened to finish first. Ties go to the earlier point.
+    A grid run that diverged (``diverged``: :func:`diverged_runs`) counts as finished with a score of
+    -inf: its point is settled and never chosen while any point trained through (where every point
+    diverged, the first is chosen, as in any tie, and its tuned runs say what it does).
     """
     from keras_softmax.study.spec import tune_name
 
@@ -121,6 +142,9 @@ def best_points(tuning, rows) -> dict:
     for row in rows:
         if row["kind"] == "tune" and row.get(tuning.metric) is not None:
             by_name.setdefault(row["name"], []).append(float(row[tuning.metric]))
+    for row in diverged:
+        if row["kind"] == "tune":
+            by_name.setdefault(row["name"], []).append(float("-inf"))
     best = {}
     for head in tuning.heads:
         scores = []

@@ -18,7 +18,12 @@ exactly one GPU (``CUDA_VISIBLE_DEVICES``). A run directory with ``report.json``
 trained again; one with ``config.toml`` but no report is continued with ``train --resume`` (from its
 last checkpoint, or from the start when it has none); one without ``config.toml`` never got past
 loading and is replaced. A finished run whose settings differ from the spec's is an error, not silently kept or
-retrained. A run that fails is recorded and the others go on; the study then exits non-zero.
+retrained. A run that fails is recorded and the others go on; the study then exits non-zero. A run whose
+loss became NaN or infinite (``failed.json``, ``RunDirectory.diverged``) is not a failure but the outcome
+of its settings: it is kept, listed as diverged in the report, counted as the worst point of a tuning
+grid (:func:`~keras_softmax.study.results.best_points`), and not trained again (retrained with the same
+settings it would most likely diverge again, every invocation, and a grid with it would never be complete);
+remove its directory to retry it.
 
 With several devices, ``devices`` worker slots each take the next run; slot ``i`` runs on GPU ``i``
 (of ``CUDA_VISIBLE_DEVICES`` when set). ``runs_per_device`` > 1 gives each GPU that many slots, each
@@ -55,11 +60,12 @@ from pathlib import Path
 
 from keras_softmax import io
 from keras_softmax.study.results import (
-    PLACEMENTS, RUN_PLACEMENT, TEST_FILE, best_points, collect, read_placements, write_results,
+    PLACEMENTS, RUN_PLACEMENT, TEST_FILE, best_points, collect, diverged_runs, read_placements, write_results,
 )
 from keras_softmax.study.spec import PlannedRun, Planner, StudyError, load_spec
 from keras_softmax.training.callbacks import format_duration
 from keras_softmax.training.config import ConfigError, parse_head_param, resolve, to_toml
+from keras_softmax.training.rundir import RunDirectory
 
 __all__ = ["StudyOutcome", "run_study", "visible_gpus"]
 
@@ -80,6 +86,7 @@ class StudyOutcome:
     trained: int  # trained (or resumed) by this invocation
     failed: list  # (run id, one-line reason)
     report: Path | None
+    diverged: list = dataclasses.field(default_factory=list)  # run ids whose loss became NaN or infinite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +155,12 @@ def parse_settings(settings) -> dict:
 
 
 def run_state(path: Path) -> str:
-    """``"finished"``, ``"resume"`` (config.toml, no report), ``"replace"`` (other leftovers) or ``"new"``."""
+    """``"finished"``, ``"diverged"`` (its loss became NaN or infinite), ``"resume"`` (config.toml, no report),
+    ``"replace"`` (other leftovers) or ``"new"``."""
     if (path / "report.json").is_file():
         return "finished"
+    if RunDirectory(path).diverged is not None:
+        return "diverged"
     if (path / "config.toml").is_file():
         return "resume"
     if path.exists():
@@ -187,6 +197,7 @@ class _Runner:
         self.walls: list[float] = []
         self.prior: list[float] = []
         self.failed: list[tuple[str, str]] = []
+        self.diverged: list[str] = []  # run ids whose loss became NaN or infinite (not failures: results)
         self.trained = 0
         self.scored = 0
         self.scoring_seconds: dict[str, float] = {}  # run -> seconds its training process spent scoring it
@@ -245,6 +256,8 @@ class _Runner:
                             self.log(f"[{index}/{total}] scored {planned.run_id} on the test split in "
                                      f"{format_duration(scoring)} (in its training process)")
                             continue
+                    elif self._diverged(planned, index, total):
+                        continue
                     else:
                         self.failed.append((planned.run_id, reason))
                         self.log(f"[{index}/{total}] FAILED {planned.run_id} (exit {code}): {reason}; "
@@ -281,6 +294,18 @@ class _Runner:
             for thread in threads:
                 thread.join(timeout=30)
             raise
+
+    def _diverged(self, planned: PlannedRun, index: int, total: int) -> bool:
+        """Whether the run that just ended non-zero diverged; if so it is logged as the run's outcome."""
+        path = self.out / "runs" / planned.run_id
+        failed = RunDirectory(path).diverged
+        if failed is None:
+            return False
+        self.diverged.append(planned.run_id)
+        where = f"epoch {failed.get('epoch')}, lr {planned.config.lr:g}"
+        self.log(f"[{index}/{total}] DIVERGED {planned.run_id} ({where}): the loss became NaN or infinite; kept as "
+                 f"this setting's outcome and not trained again (remove {path} to retry it)")
+        return True
 
     def scores(self, planned: PlannedRun) -> bool:
         """Whether ``planned`` is scored on the test split as soon as it has trained."""
@@ -384,7 +409,8 @@ class _Runner:
 
 
 def _jobs(planned_runs, out: Path) -> tuple[list, int]:
-    """The distinct runs that still need training (with their state), and how many are finished."""
+    """The distinct runs that still need training (with their state), and how many are settled: finished,
+    or diverged with the planned settings (a diverged run of other settings is trained again)."""
     jobs, seen, finished = [], set(), 0
     for planned in planned_runs:
         if planned.run_id in seen:
@@ -392,15 +418,15 @@ def _jobs(planned_runs, out: Path) -> tuple[list, int]:
         seen.add(planned.run_id)
         path = out / "runs" / planned.run_id
         state = run_state(path)
-        if state in ("finished", "resume"):
+        if state in ("finished", "diverged", "resume"):
             differences = _differences(planned, path)
             if differences and state == "finished":
                 raise StudyError(f"{path} was trained with {differences[0]}: give the same --dataset and --set "
                                  "as when it was trained, or remove that run directory to retrain it, or use "
                                  "another --out")
             if differences:
-                state = "replace"  # an unfinished run of other settings: start it again
-        if state == "finished":
+                state = "replace"  # an unfinished or diverged run of other settings: start it again
+        if state in ("finished", "diverged"):
             finished += 1
         else:
             jobs.append((planned, state))
@@ -415,11 +441,17 @@ def _write_configs(planned_runs, out: Path) -> None:
             io.write_text(path, text)
 
 
-def _describe(jobs, finished: int, slots) -> str:
+def _describe(jobs, settled: int, diverged: int, slots) -> str:
     resume = sum(1 for _, state in jobs if state == "resume")
     train = len(jobs) - resume
     where = f"{len(slots)} device(s): " + ", ".join(slot.label for slot in slots)
-    return f"{finished + len(jobs)} runs: {finished} finished, {resume} to resume, {train} to train; {where}"
+    return (f"{settled + len(jobs)} runs: {_settled(settled, diverged)}, {resume} to resume, {train} to train; "
+            f"{where}")
+
+
+def _settled(settled: int, diverged: int) -> str:
+    """``"N finished"``, with the diverged runs among the settled ones named apart."""
+    return f"{settled - diverged} finished" + (f", {diverged} diverged (not trained again)" if diverged else "")
 
 
 def _prior_walls(planned_runs, out: Path) -> list[float]:
@@ -526,16 +558,17 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     runner = _Runner(out, slots, log, start_until=None if budget is None else time.monotonic() + budget,
                      test_dataset=test_dataset)
     runner.prior = _prior_walls(planned, out)
+    diverged = len({row["run_dir"] for row in diverged_runs(planned, out)})
     if report_only:
-        log(f"study {spec.path}: report only; {finished} of {finished + len(jobs)} runs finished")
+        log(f"study {spec.path}: report only; {finished + len(jobs)} runs: {_settled(finished, diverged)}")
     else:
-        log(f"study {spec.path}: {_describe(jobs, finished, slots)}")
+        log(f"study {spec.path}: {_describe(jobs, finished, diverged, slots)}")
         _write_configs(planned, out)
         _with_signals(lambda: runner.execute(jobs))
         write_results(collect(planned, out), out / "results.jsonl")
 
     if spec.tuning:
-        best = best_points(spec.tuning, collect(planned, out))
+        best = best_points(spec.tuning, collect(planned, out), diverged_runs(planned, out))
         tuned = planner.plan_tuned(best)
         waiting = [h for h in spec.tuning.heads if h not in best]
         if tuned and not report_only:
@@ -556,6 +589,7 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
             _with_signals(lambda: alone.execute(more))
             runner.trained += alone.trained
             runner.failed += alone.failed
+            runner.diverged += alone.diverged
     planned = planned + timing
 
     if test_dataset is not None and not report_only:
@@ -578,7 +612,7 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     if runner.failed:
         log(f"{len(runner.failed)} run(s) failed: " + "; ".join(f"{run}: {why}" for run, why in runner.failed))
     return StudyOutcome(planned=len(distinct), finished=len(done_ids), trained=runner.trained,
-                        failed=runner.failed, report=report)
+                        failed=runner.failed, report=report, diverged=runner.diverged)
 
 
 def _with_signals(work) -> None:

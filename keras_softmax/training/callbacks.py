@@ -9,6 +9,8 @@ import time
 import keras
 import numpy as np
 
+from keras_softmax.training.rundir import DIVERGED
+
 
 def format_duration(seconds: float | None) -> str:
     """``seconds`` as ``"42s"``, ``"3m05s"`` or ``"1h02m"`` (``"unknown"`` for None)."""
@@ -140,7 +142,7 @@ class RunRecorder(keras.callbacks.Callback):
         tries = "a lower --lr, more warmup_epochs" + (" or precision float32" if self.mixed_precision else "")
         self.diverged = (f"training diverged: the loss became {loss if loss is not None else 'nan'} at "
                          f"{where} (learning rate {lr:.3g}); try {tries}; {after}")
-        self.run_dir.mark_failed({"reason": "non-finite loss", "epoch": epoch + 1, "step": self._bad_step,
+        self.run_dir.mark_failed({"reason": DIVERGED, "epoch": epoch + 1, "step": self._bad_step,
                                   "loss": str(loss), "learning_rate": lr,
                                   "last_checkpoint_epoch": None if good is None else good["epoch"],
                                   "message": self.diverged})

@@ -31,6 +31,9 @@ HISTORY_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "nll
 #: The file that marks a directory as a keras-softmax run (written first, when a run claims it).
 MARKER = ".keras-softmax-run"
 
+#: ``failed.json``'s ``reason`` when the training loss became NaN or infinite (``RunDirectory.diverged``).
+DIVERGED = "non-finite loss"
+
 #: Everything keras-softmax writes at the top of a run directory (train, evaluate, export, the study's
 #: test-split score). ``--overwrite`` removes these and nothing else: a run holding any other file
 #: (a user's notes, a copied image) is refused with the names, never emptied.
@@ -77,6 +80,14 @@ class RunDirectory:
             return json.loads(self.failed_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {"message": "failed.json is unreadable"}
+
+    @property
+    def diverged(self) -> dict | None:
+        """``failed.json`` of an unfinished run that stopped because its loss became NaN or infinite, else
+        None. Retrained with the same settings it would most likely diverge again: a study keeps it as the
+        outcome of those settings (:mod:`keras_softmax.study.runner`)."""
+        failed = None if self.finished else self.failed
+        return failed if failed is not None and failed.get("reason") == DIVERGED else None
 
     def mark_failed(self, info: dict) -> None:
         """Record that the run stopped on an error; ``--resume`` or ``--overwrite`` clears it."""

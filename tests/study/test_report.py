@@ -274,6 +274,10 @@ def test_run_states(tmp_path):
     assert run_state(tmp_path / "leftover") == "replace"
     (tmp_path / "leftover" / "config.toml").write_text("")
     assert run_state(tmp_path / "leftover") == "resume"
+    (tmp_path / "leftover" / "failed.json").write_text('{"reason": "killed"}')
+    assert run_state(tmp_path / "leftover") == "resume"  # failed otherwise: continued
+    (tmp_path / "leftover" / "failed.json").write_text('{"reason": "non-finite loss", "epoch": 2}')
+    assert run_state(tmp_path / "leftover") == "diverged"  # an outcome, not trained again
     (tmp_path / "leftover" / "report.json").write_text("{}")
     assert run_state(tmp_path / "leftover") == "finished"
 
@@ -420,6 +424,71 @@ def test_timing_runs_give_the_speed_columns_alone_and_train_last_one_per_device(
     calls.clear()
     run_study(spec_path, out, devices=1, runs_per_device=3, log=lambda line: None)
     assert calls == []
+
+
+def test_a_diverged_grid_run_is_an_outcome_kept_its_point_never_chosen_and_not_trained_again(tmp_path,
+                                                                                            monkeypatch):
+    """A grid point whose run diverged (loss NaN or infinite) used to be a FAILED run that every invocation
+    trained again, and its head's grid, never complete, never got its tuned rows. Now the run is kept, its
+    point counts as the worst (sparsemax's lr 0.1 would win by 15 points otherwise), the tuned runs follow,
+    and the report lists it apart, in the grid's table and in its heatmap."""
+    from keras_softmax.study.results import diverged_runs
+
+    spec_path = tmp_path / "spec.toml"  # two grid seeds, and tuned seeds of their own (new run directories)
+    spec_path.write_text(textwrap.dedent(SPEC).replace("lr = [0.05, 0.1]\n", "lr = [0.05, 0.1]\nseeds = [0, 1]\n"
+                                                                             "tuned_seeds = [5, 6]\n"))
+    out = tmp_path / "study"
+    blows_up = "tune-sparsemax-lr0.1-seed1"
+    calls, logged, figures = [], [], []
+
+    def train(self, planned, state, slot):
+        calls.append((planned.run_id, planned.config.lr))
+        if planned.run_id != blows_up:
+            fake_run(out, planned)
+            return 0, ""
+        run = RunDirectory(out / "runs" / planned.run_id)
+        run.path.mkdir(parents=True)
+        run.config.write_text(to_toml(planned.config))
+        run.mark_failed({"reason": "non-finite loss", "epoch": 2, "step": 7, "learning_rate": 0.03})  # decayed
+        return 1, "Error: training diverged: the loss became nan at epoch 2, step 7"
+
+    monkeypatch.setattr(runner._Runner, "train", train)
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), real(fig, path))[1])
+    outcome = run_study(spec_path, out, log=logged.append)
+    assert outcome.failed == [] and outcome.diverged == [blows_up]
+    assert any(line.endswith(f"DIVERGED {blows_up} (epoch 2, lr 0.1): the loss became NaN or "
+                             f"infinite; kept as this setting's outcome and not trained again (remove "
+                             f"{out / 'runs' / blows_up} to retry it)") for line in logged), logged
+    spec = load_spec(spec_path)
+    planner = Planner(spec)
+    planned = planner.plan()
+    assert [r["run_dir"] for r in diverged_runs(planned, out)] == [f"runs/{blows_up}"]
+    rows = read_results(out / "results.jsonl")
+    assert best_points(spec.tuning, rows) == {"softmax": {"lr": 0.05}}  # without it: sparsemax's grid unfinished
+    best = best_points(spec.tuning, rows, diverged_runs(planned, out))
+    assert best == {"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.05}}
+    assert sorted((run, lr) for run, lr in calls if run.startswith("tuned-sparsemax")) == [
+        ("tuned-sparsemax-seed5", 0.05), ("tuned-sparsemax-seed6", 0.05)]
+
+    text = (out / "STUDY.md").read_text()
+    # 12 head and variant runs, 4 at the grid's lr 0.1 (lr 0.05 is the shared recipe), 4 tuned
+    assert "- runs: 19 of 20 planned so far finished, 1 diverged (see *Diverged* below)\n" in text
+    assert "## Not finished" not in text
+    assert (f"## Diverged\n\n1 run(s) stopped because the training loss became NaN or infinite" in text
+            and f"- `tune-sparsemax-lr0.1` seed 1 (`runs/{blows_up}`): epoch 2, lr 0.1\n" in text)
+    grid = [row for row in _cells(text, "sparsemax") if row[-1] == "lr 0.05"]  # its column "chosen"
+    assert len(grid) == 1 and grid[0][2] == "75.00 (n=1); seed 1 diverged"
+    heatmap = figures[[fig.get_suptitle().startswith("Tuning grid") for fig in figures].index(True)]
+    assert [(ax.get_title(), t.get_text()) for ax in heatmap.axes for t in ax.texts if t.get_text() == "div."] == [
+        ("sparsemax", "div.")]
+
+    calls.clear()
+    again = run_study(spec_path, out, log=logged.append)  # settled: nothing is trained again
+    assert calls == [] and again.failed == [] and again.diverged == []
+    # the 16 planned before the tuned runs (those the grid chose come after)
+    assert any(line.endswith("16 runs: 15 finished, 1 diverged (not trained again), 0 to resume, 0 to train; "
+                             "1 device(s): CPU") for line in logged), logged
 
 
 def test_a_negative_budget_is_refused_before_the_study_directory_is_made(tmp_path):
