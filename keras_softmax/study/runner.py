@@ -558,7 +558,8 @@ def run_study(spec_path, out, *, dataset: str | None = None, settings=(), device
     runner = _Runner(out, slots, log, start_until=None if budget is None else time.monotonic() + budget,
                      test_dataset=test_dataset)
     runner.prior = _prior_walls(planned, out)
-    diverged = len({row["run_dir"] for row in diverged_runs(planned, out)})
+    # settled as diverged: not among the jobs (a diverged run of other settings is trained again)
+    diverged = len({row["run_dir"] for row in diverged_runs(planned, out)} - {f"runs/{p.run_id}" for p, _ in jobs})
     if report_only:
         log(f"study {spec.path}: report only; {finished + len(jobs)} runs: {_settled(finished, diverged)}")
     else:
