@@ -201,6 +201,7 @@ class _Study:
     def __init__(self, spec, planned, rows, out: Path, report_path: Path, plots_dir: Path, diverged=()):
         self.spec, self.out = spec, out
         self.diverged = list(diverged)  # results.diverged_runs: runs whose loss became NaN or infinite
+        self.diverged_ids = {r["run_dir"].split("/", 1)[1] for r in self.diverged}
         self.report_path, self.plots_dir = report_path, plots_dir
         self.rows = [row for row in rows if row.get("kind") != "timing"]
         self.by_name: dict[str, list[dict]] = {}
@@ -625,7 +626,7 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
     backends = sorted({str(r.get("backend")) for r in study.rows if r.get("backend")})
     scored = len({r["run_dir"] for r in study.rows if r.get("test_accuracy") is not None})
     finished = len({r["run_dir"] for r in study.rows})
-    diverged_ids = {r["run_dir"].split("/", 1)[1] for r in study.diverged}
+    diverged_ids = study.diverged_ids
     alpha = study.alpha
     if study.repeat_sd is not None:
         margin = (f"**±{100 * study.margin:.2f} points** = 1.96 · √2 · σ_repeat, where σ_repeat = "
@@ -1379,8 +1380,7 @@ def write_study_report(spec, planned, rows=None, out=".", *, command: str = "", 
                    _gpu(r.get("device")),
                    f"{r['wall_seconds']:.1f}" if r.get("wall_seconds") is not None else "–"] for r in rows]
     lines += _table(header, table_rows, ["l", "r", "l", "r", "r", "l", "r"])
-    diverged_ids = {r["run_dir"].split("/", 1)[1] for r in diverged}
-    missing = planned_ids - finished_ids - diverged_ids
+    missing = planned_ids - finished_ids - study.diverged_ids
     by_name: dict[str, list[int]] = {}
     for p in planned:
         label = f"timing run of `{_md(p.name)}`" if p.kind == "timing" else f"`{_md(p.name)}`"
