@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import re
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from keras_softmax.study.spec import Planner, StudyError, load_spec
 from keras_softmax.study.testsplit import read_test_images, score_figures
 
 from .images import write_class_images
-from .test_report import SPEC, _cells, fake_run
+from .test_report import _cells, fake_run, synthetic  # noqa: F401  (synthetic: the fixture)
 
 
 def _tree(root, classes, per_class=2):
@@ -59,21 +58,8 @@ def test_test_figures_by_hand():
     assert coarse["coarse_accuracy"] == 1.0
 
 
-@pytest.fixture
-def study(tmp_path):
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(textwrap.dedent(SPEC))
-    out = tmp_path / "study"
-    spec = load_spec(spec_path)
-    planner = Planner(spec)
-    planned = planner.plan() + planner.plan_tuned({"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}})
-    for run in {p.run_id: p for p in planned}.values():
-        fake_run(out, run)
-    return spec_path, out, planned
-
-
-def test_only_finished_runs_with_a_model_and_no_test_figures_are_scored(study, tmp_path):
-    spec_path, out, planned = study
+def test_only_finished_runs_with_a_model_and_no_test_figures_are_scored(synthetic, tmp_path):
+    spec_path, out, _, _, planned = synthetic
     for run in ("softmax-seed0", "softmax-seed1", "log_softmax-seed0"):
         (out / "runs" / run / "model.keras").write_bytes(b"model")
     write_json(out / "runs" / "softmax-seed1" / "test.json", {"accuracy": 0.7})
@@ -157,9 +143,9 @@ def test_the_child_reads_as_the_study_expects_and_a_failed_scoring_is_a_note(tmp
     assert "the study scores the run in a process of its own" in out
 
 
-def test_finished_unscored_runs_are_scored_whatever_the_budget(study, tmp_path, monkeypatch):
+def test_finished_unscored_runs_are_scored_whatever_the_budget(synthetic, tmp_path, monkeypatch):
     # Runs trained earlier without --test-dataset still have their weights: a spent budget must not skip them.
-    spec_path, out, planned = study
+    spec_path, out, _, _, planned = synthetic
     for run in ("softmax-seed0", "log_softmax-seed0"):
         (out / "runs" / run / "model.keras").write_bytes(b"model")
     scored = []
@@ -177,8 +163,8 @@ def test_finished_unscored_runs_are_scored_whatever_the_budget(study, tmp_path, 
     assert any("test split: scoring 2 finished run(s) once" in line for line in lines)
 
 
-def test_the_report_carries_test_figures_beside_validation_and_says_where_there_are_none(study):
-    spec_path, out, planned = study
+def test_the_report_carries_test_figures_beside_validation_and_says_where_there_are_none(synthetic):
+    spec_path, out, _, _, planned = synthetic
     for p in planned:
         if p.name == "softmax":
             write_json(out / "runs" / p.run_id / "test.json", {"accuracy": 0.60 + 0.01 * p.seed, "nll": 1.1})
