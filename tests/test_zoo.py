@@ -213,6 +213,38 @@ def test_merging_a_slice_only_adds_to_the_records(tmp_path):
         records.main(["merge", str(tmp_path / "rec2.tgz"), str(committed)])
 
 
+def test_merging_takes_the_slices_plan_for_runs_not_yet_recorded(tmp_path):
+    """A study writes ``configs/`` for every planned run, and a tuned run's settings are its grid's best, so a
+    slice that trained more grid points may plan a tuned run anew (2026-12-06: tuned softmax at lr 1.6, not
+    0.8): `merge` keeps the slice's config of a run the records do not hold, and still refuses a changed
+    config of a recorded run."""
+    records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
+    records = importlib.util.module_from_spec(records_module)
+    records_module.loader.exec_module(records)
+
+    def study(path, tuned_lr, grid_lr=0.8):
+        (path / "runs" / "softmax-seed0").mkdir(parents=True)
+        (path / "configs").mkdir()
+        for name in ("config.toml", "report.json", "test.json"):
+            (path / "runs" / "softmax-seed0" / name).write_text(f"lr = {grid_lr}" if name == "config.toml" else "{}")
+        (path / "configs" / "softmax-seed0.toml").write_text(f"lr = {grid_lr}")
+        (path / "configs" / "tuned-softmax-seed5.toml").write_text(f"lr = {tuned_lr}")
+        (path / "study.json").write_text("{}")
+        return path
+
+    committed = tmp_path / "records"
+    records.pack(study(tmp_path / "a", tuned_lr=0.8), committed)
+    records.pack(study(tmp_path / "b", tuned_lr=1.6), tmp_path / "slice")
+    records.merge(tmp_path / "slice", committed)
+    records.unpack(committed, tmp_path / "back")
+    assert (tmp_path / "back" / "configs" / "tuned-softmax-seed5.toml").read_text() == "lr = 1.6"
+    before = {p.name: p.read_text() for p in committed.iterdir()}
+    records.pack(study(tmp_path / "c", tuned_lr=1.6, grid_lr=0.4), tmp_path / "changed")
+    with pytest.raises(SystemExit, match="configs/softmax-seed0.toml differs"):
+        records.merge(tmp_path / "changed", committed)
+    assert {p.name: p.read_text() for p in committed.iterdir()} == before
+
+
 def test_the_zoo_readme_quotes_the_recorded_study_as_it_stands():
     """zoo/README.md's "What the study says" restates zoo/STUDY.md by hand: every signed two-decimal figure
     in it is one STUDY.md prints, and the runs it counts are STUDY.md's (the strong section's count in the

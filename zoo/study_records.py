@@ -26,8 +26,10 @@ next slice trains it again.
 ``zoo/studies/device_slice.sh`` packs them into) to the committed ones. It only adds: every file the
 committed records hold must come back unchanged or be absent (a slice that began from an older checkout
 keeps nothing less), ``placements.json`` is the union of both (a run the records do not hold, such as
-one an earlier slice trained but could not score, takes the slice's placement); anything else that
-differs stops it with the differing file named, before the records are touched.
+one an earlier slice trained but could not score, takes the slice's placement), and so is ``configs/``
+but for the configs of runs the records do not hold yet: those are the plan, which the slice made anew
+from more results (a tuned run's settings are its grid's best), so the slice's are kept. Anything else
+that differs stops it with the differing file named, before the records are touched.
 
     python zoo/study_records.py merge rec.tgz zoo/results/cifar100-study5-records
 """
@@ -124,8 +126,9 @@ def unpack(records: Path, study: Path) -> int:
 def merge(incoming: Path, records: Path) -> tuple[int, int]:
     """Add the records in ``incoming`` (a records directory or file, or a ``.tgz`` of a records directory)
     to the records directory ``records``; (files before, files after). Refuses, writing nothing, when a
-    file both hold differs (but ``placements.json``, whose entries are united) or a recorded run's
-    placement changes (a run the records do not hold takes its new placement)."""
+    file both hold differs (but ``placements.json``, whose entries are united, and the config of a run the
+    records do not hold, which is the slice's plan) or a recorded run's placement changes (a run the
+    records do not hold takes its new placement)."""
     source = incoming  # as the user named it, for the messages
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -156,10 +159,20 @@ def merge(incoming: Path, records: Path) -> tuple[int, int]:
                                      f"{source} and {records}; nothing was changed")
                 target.write_text(json.dumps({**old, **new}, separators=(",", ":")), encoding="utf-8")
             elif target.read_text(encoding="utf-8") != item["text"]:
+                if _is_plan(item["path"], recorded_runs):
+                    target.write_text(item["text"], encoding="utf-8")  # the plan as the slice made it
+                    continue
                 raise SystemExit(f"not merged: {item['path']} differs between {source} and {records} (another "
                                  "study's records, or a run recorded twice?); nothing was changed")
         total = pack(union, records)
     return count, total
+
+
+def _is_plan(path: str, recorded_runs: set[str]) -> bool:
+    """``configs/<run>.toml`` of a run the committed records do not hold: the study's plan for a run not
+    yet trained, which changes with the results (a tuned run's settings are its grid's best), not a record."""
+    parts = Path(path).parts
+    return len(parts) == 2 and parts[0] == "configs" and Path(parts[1]).stem not in recorded_runs
 
 
 def _record_lines(records: Path):
