@@ -172,6 +172,19 @@ def test_unfinished_runs_are_listed_and_left_out(synthetic):
     assert _cells(text, "tuned-sparsemax")[0][1] == "2"
 
 
+def test_the_header_points_to_both_lists_once(synthetic):
+    """A study with a diverged and an unfinished run: one parenthesis naming both sections (it read
+    "3 diverged (see *Diverged* below) (see *Not finished* below)")."""
+    spec_path, out, *_ = synthetic
+    shutil.rmtree(out / "runs" / "tuned-sparsemax-seed2")
+    (out / "runs" / "tuned-sparsemax-seed1" / "report.json").unlink()
+    (out / "runs" / "tuned-sparsemax-seed1" / "failed.json").write_text('{"reason": "non-finite loss", "epoch": 2}')
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    assert "- runs: 14 of 16 planned so far finished, 1 diverged (see *Diverged* and *Not finished* below)\n" in text
+    assert "## Diverged" in text and "- `tuned-sparsemax`: seed 2" in text
+
+
 def report_without(synthetic, *runs: str) -> str:
     """The synthetic study's report once ``runs`` (run ids) are gone."""
     spec_path, out, *_ = synthetic
@@ -761,3 +774,26 @@ def test_the_answers_figure_sets_each_answers_test_values_beside_its_validation_
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["validation", "test"]
     means, _ = drawn(axes[1], "D")
     assert drawn(axes[1], "s")[0] == [] and axes[1].get_legend() is None and [y for _, y in means] == [0, 1]
+
+
+def test_the_edge_note_says_where_the_highest_learning_rate_already_diverges():
+    """The grid's edge note tells a reader to widen an axis whose highest value a head chose; where runs at
+    the highest learning rate diverged, it says so (the recorded grid: lr 1.6 chosen by softmax, 3 runs
+    there diverged), and says nothing of divergence at other axes' values or where none diverged."""
+    from keras_softmax.study.report import _diverged_at_top_lr
+    from keras_softmax.study.spec import Tuning
+
+    tuning = Tuning(heads=("softmax", "sparsemax"), grid={"lr": [0.8, 1.6], "label_smoothing": [0.0, 0.1]},
+                    seeds=(0, 1))
+    finished = {"tune-softmax-lr1.6-ls0": 2, "tune-softmax-lr1.6-ls0.1": 2, "tune-sparsemax-lr1.6-ls0.1": 1}
+    study = types.SimpleNamespace(n=lambda name: finished.get(name, 0),
+                                  diverged=[{"name": "tune-sparsemax-lr1.6-ls0", "seed": 0},
+                                            {"name": "tune-sparsemax-lr1.6-ls0", "seed": 1},
+                                            {"name": "tune-sparsemax-lr1.6-ls0.1", "seed": 1}])
+    best = {"softmax": {"lr": 1.6, "label_smoothing": 0.1}, "sparsemax": {"lr": 0.8, "label_smoothing": 0.0}}
+    assert _diverged_at_top_lr(tuning, best, study) == (
+        " But at lr = 1.6, the highest tried, 3 of the 8 grid runs trained so far diverged (`sparsemax`): "
+        "beyond it, training starts to fail.")
+    assert _diverged_at_top_lr(tuning, {"softmax": {"lr": 0.8, "label_smoothing": 0.1}}, study) == ""
+    study.diverged = []
+    assert _diverged_at_top_lr(tuning, best, study) == ""
