@@ -772,7 +772,7 @@ def _point_label(point: dict) -> str:
 
 
 def _tuning_section(spec, study: _Study) -> list[str]:
-    from keras_softmax.study.results import best_points
+    from keras_softmax.study.results import best_points, unstable_learning_rates
     from keras_softmax.study.spec import tune_name
 
     tuning = spec.tuning
@@ -792,9 +792,10 @@ def _tuning_section(spec, study: _Study) -> list[str]:
                 f"{len(points)} points on the same runs)."), ""]
     header = ["head", *[_md(_point_label(p)) for p in points], "leader so far", "lead over runner-up (pp)",
               "chosen"]
-    rows, heat = [], {}
+    rows, heat, set_aside = [], {}, []
     for head in tuning.heads:
         cells, means = [f"`{head}`"], []
+        unstable = unstable_learning_rates(tuning, head, study.diverged)
         for point in points:
             values = study.values(tune_name(head, point), tuning.metric)
             s = summarize(values)
@@ -803,9 +804,13 @@ def _tuning_section(spec, study: _Study) -> list[str]:
             if diverged:  # counted as the worst point (best_points), drawn as "div." in the heatmap
                 said = f"seed{'s' if len(diverged) > 1 else ''} {', '.join(str(d) for d in diverged)} diverged"
                 cell = f"{cell}; {said}" if values else said
+            elif values and point.get("lr") in unstable:
+                cell += " †"
+                set_aside.append(head)
             cells.append(cell)
             means.append(float("-inf") if diverged else s.mean)
-        ranked = sorted((m, i) for i, m in enumerate(means) if m is not None and m != float("-inf"))
+        eligible = [i for i, p in enumerate(points) if p.get("lr") not in unstable] or range(len(points))
+        ranked = sorted((means[i], i) for i in eligible if means[i] is not None and means[i] != float("-inf"))
         if ranked:
             top = ranked[-1]
             cells.append(_md(_point_label(points[top[1]])))
@@ -831,6 +836,12 @@ def _tuning_section(spec, study: _Study) -> list[str]:
                   + (": " + ", ".join(close) if close else "")
                   + ". On one grid seed such a leader is a coin toss among the near-equal points; the mean over "
                   "several grid seeds is what chooses.", ""]
+    if set_aside:
+        lines += [f"† At a learning rate where another of the head's grid runs diverged ("
+                  + ", ".join(f"`{h}`" for h in dict.fromkeys(set_aside))
+                  + "): not chosen, and left out of the leader and its lead, while another rate is left. The tuned "
+                  "runs train on seeds the grid never saw, and a rate that diverged once, at whatever other "
+                  "setting, is at the edge of what the head trains through.", ""]
     axes = list(tuning.grid)
     if len(axes) == 1:  # one axis: a single column
         axes, tuning_grid = axes + ["_"], {**tuning.grid, "_": [""]}
@@ -1268,7 +1279,8 @@ def _diverged_section(diverged: list[dict]) -> list[str]:
              "run directory). That is the outcome of the run's settings, not a fault to retry: the study keeps it "
              "and does not train it again (remove the run directory to retry it). It has no figures, so it is "
              "left out of every mean (its row's n is one less), and in the tuning grid it makes its point the "
-             "worst, never chosen while another point trained through.", ""]
+             "worst, never chosen while another point trained through, nor is its learning rate for that head "
+             "while another rate is left.", ""]
     for run_dir, row in runs.items():
         lines.append(f"- `{_md(row['name'])}` seed {row['seed']} (`{run_dir}`): epoch {row['epoch']}, lr {row['lr']:g}")
     return lines + [""]

@@ -20,7 +20,7 @@ from keras_softmax.io import write_text
 TEST_FILE = "test.json"  # written by keras_softmax.study.testsplit (kept free of its imports here)
 
 __all__ = ["FIGURES", "TEST_FIGURES", "best_points", "collect", "diverged_runs", "read_placements", "read_results",
-           "write_results"]
+           "unstable_learning_rates", "write_results"]
 
 #: The report figures every row carries (GUIDE §6 keys and the timing summary).
 FIGURES = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "loss", "ece",
@@ -134,7 +134,10 @@ def best_points(tuning, rows, diverged=()) -> dict:
     that the choice never depends on which runs happened to finish first. Ties go to the earlier point.
     A grid run that diverged (``diverged``: :func:`diverged_runs`) counts as finished with a score of
     -inf: its point is settled and never chosen while any point trained through (where every point
-    diverged, the first is chosen, as in any tie, and its tuned runs say what it does).
+    diverged, the first is chosen, as in any tie, and its tuned runs say what it does). Nor is any point
+    at a learning rate where one of the head's grid runs diverged (:func:`unstable_learning_rates`), while
+    another rate is left: its tuned runs train on seeds the grid never saw, and a rate that diverged
+    once, at whatever other setting, is at the edge of what the head trains through.
     """
     from keras_softmax.study.spec import tune_name
 
@@ -154,5 +157,15 @@ def best_points(tuning, rows, diverged=()) -> dict:
                 break
             scores.append((sum(values) / len(values), point))
         else:
-            best[head] = max(scores, key=lambda item: item[0])[1]  # max keeps the first of equal scores
+            unstable = unstable_learning_rates(tuning, head, diverged)
+            stable = [item for item in scores if item[1].get("lr") not in unstable] or scores
+            best[head] = max(stable, key=lambda item: item[0])[1]  # max keeps the first of equal scores
     return best
+
+
+def unstable_learning_rates(tuning, head: str, diverged=()) -> set:
+    """The grid's learning rates (its ``lr`` axis) at which a grid run of ``head`` diverged."""
+    from keras_softmax.study.spec import tune_name
+
+    failed = {row["name"] for row in diverged if row["kind"] == "tune"}
+    return {point["lr"] for point in tuning.points() if "lr" in point and tune_name(head, point) in failed}

@@ -21,9 +21,9 @@ loading and is replaced. A finished run whose settings differ from the spec's is
 retrained. A run that fails is recorded and the others go on; the study then exits non-zero. A run whose
 loss became NaN or infinite (``failed.json``, ``RunDirectory.diverged``) is not a failure but the outcome
 of its settings: it is kept, listed as diverged in the report, counted as the worst point of a tuning
-grid (:func:`~keras_softmax.study.results.best_points`), and not trained again (retrained with the same
-settings it would most likely diverge again, every invocation, and a grid with it would never be complete);
-remove its directory to retry it.
+grid, its learning rate set aside for its head (:func:`~keras_softmax.study.results.best_points`), and not
+trained again (retrained with the same settings it would most likely diverge again, every invocation, and a
+grid with it would never be complete); remove its directory to retry it.
 
 With several devices, ``devices`` worker slots each take the next run; slot ``i`` runs on GPU ``i``
 (of ``CUDA_VISIBLE_DEVICES`` when set). ``runs_per_device`` > 1 gives each GPU that many slots, each

@@ -797,3 +797,41 @@ def test_the_edge_note_says_where_the_highest_learning_rate_already_diverges():
     assert _diverged_at_top_lr(tuning, {"softmax": {"lr": 0.8, "label_smoothing": 0.1}}, study) == ""
     study.diverged = []
     assert _diverged_at_top_lr(tuning, best, study) == ""
+
+
+def test_a_learning_rate_that_diverged_for_a_head_is_not_chosen_for_it(tmp_path):
+    """The recorded grid of 2026-12-06: entmax15's best mean was lr 1.6 with smoothing 0.1 (69.25 %), while its
+    lr 1.6 run without smoothing diverged on seed 1. Its tuned runs train on five seeds the grid never saw, so
+    lr 1.6 is set aside for entmax15 (not for softmax, which trained through at every point), the table marks
+    the set-aside cell and ranks the leader without it; where every rate diverged somewhere the choice falls
+    back to the best point that trained through."""
+    from keras_softmax.study.report import _tuning_section
+    from keras_softmax.study.results import unstable_learning_rates
+    from keras_softmax.study.spec import Tuning, tune_name
+
+    tuning = Tuning(heads=("softmax", "entmax15"), grid={"lr": [0.8, 1.6], "label_smoothing": [0.0, 0.1]},
+                    seeds=(0, 1))
+    scores = {("softmax", 0.8, 0.0): 0.677, ("softmax", 0.8, 0.1): 0.684, ("softmax", 1.6, 0.0): 0.676,
+              ("softmax", 1.6, 0.1): 0.687, ("entmax15", 0.8, 0.0): 0.683, ("entmax15", 0.8, 0.1): 0.687,
+              ("entmax15", 1.6, 0.1): 0.6925}
+    rows = [{"kind": "tune", "name": tune_name(h, {"lr": lr, "label_smoothing": ls}), "seed": seed,
+             "accuracy": value} for (h, lr, ls), value in scores.items() for seed in (0, 1)]
+    rows.append({"kind": "tune", "name": "tune-entmax15-lr1.6-ls0", "seed": 0, "accuracy": 0.682})
+    diverged = [{"kind": "tune", "name": "tune-entmax15-lr1.6-ls0", "seed": 1}]
+    assert unstable_learning_rates(tuning, "entmax15", diverged) == {1.6}
+    assert unstable_learning_rates(tuning, "softmax", diverged) == set()
+    assert best_points(tuning, rows, diverged) == {"softmax": {"lr": 1.6, "label_smoothing": 0.1},
+                                                   "entmax15": {"lr": 0.8, "label_smoothing": 0.1}}
+    everywhere = diverged + [{"kind": "tune", "name": "tune-entmax15-lr0.8-ls0", "seed": 1}]
+    assert best_points(tuning, rows, everywhere)["entmax15"] == {"lr": 1.6, "label_smoothing": 0.1}
+
+    study = types.SimpleNamespace(
+        rows=rows, diverged=diverged, repeat_sd=None,
+        values=lambda name, key: [r[key] for r in rows if r["name"] == name],
+        n=lambda name: sum(r["name"] == name for r in rows),
+        by_name={}, figure=lambda name: (tmp_path / name, name))
+    spec = types.SimpleNamespace(tuning=tuning, seeds=(0, 1), reference="softmax")
+    text = "\n".join(_tuning_section(spec, study))
+    entmax15 = next(line for line in text.splitlines() if line.startswith("| `entmax15`")).split(" | ")
+    assert entmax15[4] == "69.25 ± 0.00 †" and entmax15[-3:] == ["lr 0.8, ls 0.1", "0.40", "lr 0.8, ls 0.1 |"]
+    assert "† At a learning rate where another of the head's grid runs diverged (`entmax15`): not chosen" in text
