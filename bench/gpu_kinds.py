@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gzip
 import json
 import os
 import subprocess
@@ -33,12 +34,15 @@ RUNS = "runs"  # a record's paths: runs/<name>/<file>
 
 
 def recorded_files(records: Path, name: str) -> dict[str, str]:
-    """``{file name: text}`` of run ``name`` in the records folder (or single records file)."""
-    files = sorted(records.glob("*.jsonl")) if records.is_dir() else [records]
+    """``{file name: text}`` of run ``name`` in the records folder (or single records file; ``.jsonl.gz``
+    as ``zoo/study_records.py`` packs them, or plain ``.jsonl``)."""
+    files = sorted(p for p in records.glob("*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz"))) \
+        if records.is_dir() else [records]
     prefix = f"{RUNS}/{name}/"
     found = {}
     for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        data = path.read_bytes()
+        for line in (gzip.decompress(data) if path.name.endswith(".gz") else data).decode("utf-8").splitlines():
             if line.strip():
                 entry = json.loads(line)
                 if entry["path"].startswith(prefix):

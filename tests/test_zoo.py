@@ -3,6 +3,7 @@ matches its run records."""
 
 import argparse
 import dataclasses
+import gzip
 import importlib.util
 import json
 import subprocess
@@ -66,7 +67,7 @@ def test_runs_go_one_per_gpu_two_at_a_time(monkeypatch, tmp_path):
 
 def test_the_recorded_study_is_its_runs(tmp_path):
     """zoo/STUDY.md and zoo/results/cifar100-study5.jsonl agree with the run records they came from
-    (zoo/results/cifar100-study5-records/, one .jsonl per run name: each run's report.json, history.csv,
+    (zoo/results/cifar100-study5-records/, one .jsonl.gz per run name: each run's report.json, history.csv,
     config.toml and test.json), and the records unpack into a study directory without overwriting anything
     there."""
     import json
@@ -104,15 +105,53 @@ def test_the_recorded_study_is_its_runs(tmp_path):
         cells = re.search(rf"^\| `{re.escape(name)}` \| 5 \| ([^|]+) \| ([^|]+) \|", text, re.M).groups()
         assert [cell.strip() for cell in cells] == [f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}"
                                                     for v in (values, tested)]
-    # packing what was unpacked gives the same records, file for file
+    # packing what was unpacked gives the same records, file for file, byte for byte
     assert records.pack(study, tmp_path / "again") > 0
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(p.name for p in recorded.iterdir())
+    assert all(p.name.endswith(".jsonl.gz") for p in recorded.iterdir())
     for file in recorded.iterdir():
-        assert (tmp_path / "again" / file.name).read_text() == file.read_text(), file.name
-    # a single records file (the older layout) still unpacks
-    one = tmp_path / "one.jsonl"
-    one.write_text("".join(file.read_text() for file in sorted(recorded.glob("*.jsonl"))))
-    assert records.unpack(one, tmp_path / "from-one") == records.unpack(recorded, tmp_path / "from-dir") > 0
+        assert (tmp_path / "again" / file.name).read_bytes() == file.read_bytes(), file.name
+    # a single records file (the older layout), plain or compressed, still unpacks
+    text = "".join(records.read_text(file) for file in records.record_files(recorded))
+    (tmp_path / "one.jsonl").write_text(text)
+    (tmp_path / "one.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    expected = records.unpack(recorded, tmp_path / "from-dir")
+    assert records.unpack(tmp_path / "one.jsonl", tmp_path / "from-one") == expected > 0
+    assert records.unpack(tmp_path / "one.jsonl.gz", tmp_path / "from-one-gz") == expected
+
+
+def test_records_are_compressed_and_rewritten_only_where_they_changed(tmp_path):
+    """`pack` writes gzip-compressed records (the GPU tool carries the whole tree with every call, 64 MiB at
+    most): plain `.jsonl` records (the layout before 2026-12-06) are read and replaced; the same records
+    compressed by another zlib keep their bytes (no churn in git), changed records are rewritten."""
+    records_module = importlib.util.spec_from_file_location("study_records", ROOT / "zoo" / "study_records.py")
+    records = importlib.util.module_from_spec(records_module)
+    records_module.loader.exec_module(records)
+    study = tmp_path / "study"
+    for run in ("softmax-seed0", "taylor-seed0"):
+        (study / "runs" / run).mkdir(parents=True)
+        (study / "runs" / run / "report.json").write_text('{"accuracy": 0.5}')
+    (study / "study.json").write_text("{}")
+    out = tmp_path / "records"
+    records.pack(study, out)
+    assert sorted(p.name for p in out.iterdir()) == ["_study.jsonl.gz", "softmax.jsonl.gz", "taylor.jsonl.gz"]
+    plain = gzip.decompress((out / "softmax.jsonl.gz").read_bytes()).decode()
+    assert json.loads(plain.splitlines()[0]) == {"path": "runs/softmax-seed0/report.json", "text": '{"accuracy":0.5}'}
+    old = tmp_path / "old"  # the older layout: plain text
+    old.mkdir()
+    for file in out.iterdir():
+        (old / file.name[:-3]).write_text(gzip.decompress(file.read_bytes()).decode())
+    records.pack(study, old)
+    assert sorted(p.name for p in old.iterdir()) == sorted(p.name for p in out.iterdir())
+    assert all((old / p.name).read_bytes() == p.read_bytes() for p in out.iterdir())
+    same_text = gzip.decompress((out / "taylor.jsonl.gz").read_bytes())
+    (out / "taylor.jsonl.gz").write_bytes(gzip.compress(same_text, compresslevel=1, mtime=1))  # other bytes
+    other = (out / "taylor.jsonl.gz").read_bytes()
+    (study / "runs" / "softmax-seed0" / "report.json").write_text('{"accuracy": 0.6}')
+    records.pack(study, out)
+    assert (out / "taylor.jsonl.gz").read_bytes() == other
+    changed = gzip.decompress((out / "softmax.jsonl.gz").read_bytes()).decode().splitlines()[0]
+    assert json.loads(changed)["text"] == '{"accuracy":0.6}'
 
 
 def test_packing_scored_only_leaves_out_every_run_that_could_never_be_scored(tmp_path):
@@ -192,13 +231,13 @@ def test_merging_a_slice_only_adds_to_the_records(tmp_path):
     expected = study(tmp_path / "c", ["softmax-seed0", "softmax-seed1", "taylor-seed0", "gumbel-seed0"],
                      {"softmax-seed0": 1, "taylor-seed0": 1, "softmax-seed1": 0, "gumbel-seed0": 0})
     records.pack(expected, tmp_path / "expected")
-    assert sorted(p.name for p in committed.iterdir()) == ["_study.jsonl", "gumbel.jsonl", "softmax.jsonl",
-                                                           "taylor.jsonl"]
+    assert sorted(p.name for p in committed.iterdir()) == ["_study.jsonl.gz", "gumbel.jsonl.gz", "softmax.jsonl.gz",
+                                                           "taylor.jsonl.gz"]
     for file in (tmp_path / "expected").iterdir():
-        assert (committed / file.name).read_text() == file.read_text(), file.name
+        assert (committed / file.name).read_bytes() == file.read_bytes(), file.name
     assert records.merge(tmp_path / "rec", committed) == (14, 14)  # a directory; merging again adds nothing
 
-    before = {p.name: p.read_text() for p in committed.iterdir()}
+    before = {p.name: p.read_bytes() for p in committed.iterdir()}
     (sliced / "runs" / "softmax-seed0" / "report.json").write_text('{"run": "trained again"}')
     records.pack(sliced, tmp_path / "changed")
     with pytest.raises(SystemExit, match=r"runs/softmax-seed0/report.json differs between .*changed and"):
@@ -208,7 +247,7 @@ def test_merging_a_slice_only_adds_to_the_records(tmp_path):
     records.pack(sliced, tmp_path / "moved")
     with pytest.raises(SystemExit, match="places gumbel-seed0 differently"):
         records.merge(tmp_path / "moved", committed)
-    assert {p.name: p.read_text() for p in committed.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in committed.iterdir()} == before
     with pytest.raises(SystemExit, match=r"not found: .*rec2.tgz; nothing was written"):
         records.main(["merge", str(tmp_path / "rec2.tgz"), str(committed)])
 
@@ -238,11 +277,11 @@ def test_merging_takes_the_slices_plan_for_runs_not_yet_recorded(tmp_path):
     records.merge(tmp_path / "slice", committed)
     records.unpack(committed, tmp_path / "back")
     assert (tmp_path / "back" / "configs" / "tuned-softmax-seed5.toml").read_text() == "lr = 1.6"
-    before = {p.name: p.read_text() for p in committed.iterdir()}
+    before = {p.name: p.read_bytes() for p in committed.iterdir()}
     records.pack(study(tmp_path / "c", tuned_lr=1.6, grid_lr=0.4), tmp_path / "changed")
     with pytest.raises(SystemExit, match="configs/softmax-seed0.toml differs"):
         records.merge(tmp_path / "changed", committed)
-    assert {p.name: p.read_text() for p in committed.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in committed.iterdir()} == before
 
 
 def test_the_zoo_readme_quotes_the_recorded_study_as_it_stands():

@@ -1,4 +1,5 @@
-"""Pack a study directory's run records into text files, one per run name, or unpack them to continue the study.
+"""Pack a study directory's run records into compressed text files, one per run name, or unpack them to continue
+the study.
 
 A record keeps, per run, what the study's report and its resume logic read — ``config.toml``,
 ``history.csv``, ``report.json``, ``test.json`` (the test-split figures, once scored), ``failed.json``
@@ -7,11 +8,14 @@ per study, ``study.json``, ``placements.json`` and ``configs/``; never weights, 
 object per line:
 ``{"path": <relative to the study directory>, "text": <file contents>}``.
 
-``pack`` writes a directory of such files: ``<name>.jsonl`` holds the seeds of one run name (the run
-directory's name less its ``-seedN`` suffix: ``runs/softmax-seed0`` .. ``-seed2`` go to
-``softmax.jsonl``), ``_study.jsonl`` the study-level files; it rewrites the directory, so a ``.jsonl``
-there that the study no longer makes is removed. One file per name keeps each file small as a
-study grows. ``unpack`` reads such a directory, or a single records file (the older layout).
+``pack`` writes a directory of such files, gzip-compressed: ``<name>.jsonl.gz`` holds the seeds of one run
+name (the run directory's name less its ``-seedN`` suffix: ``runs/softmax-seed0`` .. ``-seed2`` go to
+``softmax.jsonl.gz``), ``_study.jsonl.gz`` the study-level files; it rewrites the directory, so a file
+there that the study no longer makes is removed, and leaves a file whose records did not change as it is
+(the same bytes, whatever the machine's zlib). One file per name keeps each file small as a study grows;
+compressed, the records are a sixth of their size, which is what the GPU tool carries with every call
+(64 MiB at most, 2026-12-06). ``unpack`` reads such a directory, or a single records file, compressed or
+not (plain ``.jsonl`` is the layout before 2026-12-06).
 
     python zoo/study_records.py pack runs/study zoo/results/cifar100-study-records
     python zoo/study_records.py unpack zoo/results/cifar100-study-records runs/study
@@ -37,6 +41,7 @@ that differs stops it with the differing file named, before the records are touc
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import tarfile
@@ -45,7 +50,8 @@ from pathlib import Path
 
 RUN_FILES = (".keras-softmax-run", "config.toml", "history.csv", "report.json", "test.json", "failed.json")
 STUDY_FILES = ("study.json", "placements.json")
-STUDY_RECORDS = "_study"  # the file (less .jsonl) that holds the study-level files
+STUDY_RECORDS = "_study"  # the file (less .jsonl.gz) that holds the study-level files
+SUFFIX = ".jsonl.gz"  # a records file; plain ".jsonl" is read too (the layout before 2026-12-06)
 TIMING_PREFIX = "timing-"  # a timing run's directory (keras_softmax/study/spec.py: timing-<name>-seed<s>)
 DIVERGED = "non-finite loss"  # failed.json's reason then (keras_softmax/training/rundir.py: DIVERGED)
 
@@ -81,7 +87,7 @@ def is_diverged(run: Path) -> bool:
 
 
 def group_of(path: Path) -> str:
-    """The records file (less .jsonl) that holds ``path``: its run's name without ``-seedN``, or
+    """The records file (less .jsonl.gz) that holds ``path``: its run's name without ``-seedN``, or
     ``_study`` for a study-level file."""
     if len(path.parts) > 2 and path.parts[0] == "runs":
         name = re.sub(r"-seed\d+$", "", path.parts[1])
@@ -102,19 +108,33 @@ def pack(study: Path, out: Path, scored_only: bool = False) -> int:
         line = json.dumps({"path": path.as_posix(), "text": text}, ensure_ascii=False)
         groups.setdefault(group_of(path), []).append(line)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.jsonl"):
-        if stale.stem not in groups:
+    for stale in record_files(out):
+        if stale.name not in {f"{name}{SUFFIX}" for name in groups}:
             stale.unlink()
     for name, lines in groups.items():
-        (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        text, target = "\n".join(lines) + "\n", out / f"{name}{SUFFIX}"
+        if target.exists() and read_text(target) == text:
+            continue  # unchanged: keep its bytes (another zlib may compress the same text differently)
+        target.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
     return sum(len(lines) for lines in groups.values())
+
+
+def record_files(records: Path) -> list[Path]:
+    """The records files of a records directory, compressed or not, in a stable order."""
+    return sorted(p for p in records.iterdir() if p.is_file() and p.name.endswith((SUFFIX, ".jsonl")))
+
+
+def read_text(file: Path) -> str:
+    """A records file's text, decompressed where its name ends in ``.gz``."""
+    data = file.read_bytes()
+    return (gzip.decompress(data) if file.name.endswith(".gz") else data).decode("utf-8")
 
 
 def unpack(records: Path, study: Path) -> int:
     """Write the files that ``records`` (a directory from ``pack``, or one records file) holds into
     ``study``, keeping any that are there already; the number written."""
     count = 0
-    for line in _record_lines(records):
+    for line in record_lines(records):
         item = json.loads(line)
         if _target(item, study).exists():
             continue  # never overwrite what a study has already written
@@ -145,7 +165,7 @@ def merge(incoming: Path, records: Path) -> tuple[int, int]:
         union = scratch / "union"
         count = unpack(records, union) if records.exists() else 0
         recorded_runs = {p.name for p in (union / "runs").iterdir()} if (union / "runs").is_dir() else set()
-        for line in _record_lines(incoming):
+        for line in record_lines(incoming):
             item = json.loads(line)
             target = _target(item, union)
             if not target.exists():
@@ -175,9 +195,10 @@ def _is_plan(path: str, recorded_runs: set[str]) -> bool:
     return len(parts) == 2 and parts[0] == "configs" and Path(parts[1]).stem not in recorded_runs
 
 
-def _record_lines(records: Path):
-    for file in sorted(records.glob("*.jsonl")) if records.is_dir() else [records]:
-        yield from file.read_text(encoding="utf-8").splitlines()
+def record_lines(records: Path):
+    """The record lines of a records directory (:func:`record_files`) or of one records file."""
+    for file in record_files(records) if records.is_dir() else [records]:
+        yield from read_text(file).splitlines()
 
 
 def _target(item: dict, study: Path) -> Path:
@@ -197,7 +218,7 @@ def _write(item: dict, study: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pack", help="study directory -> records directory (one .jsonl per run name)")
+    p = sub.add_parser("pack", help="study directory -> records directory (one .jsonl.gz per run name)")
     p.add_argument("study", type=Path)
     p.add_argument("records", type=Path)
     p.add_argument("--scored-only", action="store_true",

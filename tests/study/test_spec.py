@@ -303,8 +303,8 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
     records = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(records)
     records.unpack(root / "zoo" / "results" / "cifar100-strong-recipe-records", tmp_path / "study")
-    recorded = {Path(json.loads(line)["path"]).parts[1] for f in (root / "zoo" / "results" /
-                "cifar100-strong-recipe-records").glob("*.jsonl") for line in f.read_text().splitlines()
+    recorded = {Path(json.loads(line)["path"]).parts[1]
+                for line in records.record_lines(root / "zoo" / "results" / "cifar100-strong-recipe-records")
                 if json.loads(line)["path"].startswith("runs/")}
     assert {"log_softmax-sam0.05-late-seed0", "log_softmax-cutmix0.25-seed1"} <= recorded
     for run in runs:  # the preset's and the candidates' recorded runs are finished with the spec's settings
