@@ -212,6 +212,9 @@ class _Study:
         self.names = list(dict.fromkeys(p.name for p in planned))
         self.planned = planned
         self.planned_runs, self.planned_timing = _planned_counts(planned)
+        for name, _ in {(r["name"], r["seed"]) for r in self.diverged if r["kind"] != "timing"}:
+            if name in self.planned_runs:  # settled, never to finish: a verdict does not wait for it
+                self.planned_runs[name] -= 1
         self.compare_to = {p.name: p.compare_to for p in planned if p.compare_to}
         self._reports: dict[str, dict] = {}
         self.notes: dict[str, str] = {}
@@ -1008,9 +1011,9 @@ def _claims_section(spec, study: _Study, command: str) -> list[str]:
             "claimed difference); \"contradicted (its size is excluded)\": the claim states a size (a difference "
             "of at least so many points) and the Holm-level interval excludes it, whatever the direction's "
             "verdict; \"not shown\": inconclusive at these seeds; \"not yet measured\": a row it "
-            "needs has fewer than 2 runs; \"provisional\": a row has fewer runs than the study plans. A speed "
-            "claim is judged on the timing runs' epoch times, which belong to no split, in the validation "
-            "column. The study "
+            "needs has fewer than 2 runs; \"provisional\": a row has fewer runs than the study plans (a run "
+            "that diverged is not waited for). A speed claim is judged on the timing runs' epoch times, which "
+            "belong to no split, in the validation column. The study "
             f"command: `{_md(command)}`.", "", *_table(header, rows, ["l", "l", "l", "l", "l"])]
 
 

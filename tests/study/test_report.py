@@ -835,3 +835,23 @@ def test_a_learning_rate_that_diverged_for_a_head_is_not_chosen_for_it(tmp_path)
     entmax15 = next(line for line in text.splitlines() if line.startswith("| `entmax15`")).split(" | ")
     assert entmax15[4] == "69.25 ± 0.00 †" and entmax15[-3:] == ["lr 0.8, ls 0.1", "0.40", "lr 0.8, ls 0.1 |"]
     assert "† At a learning rate where another of the head's grid runs diverged (`entmax15`): not chosen" in text
+
+
+def test_a_verdict_does_not_wait_for_a_run_that_diverged(synthetic):
+    """A row with a diverged seed has fewer runs than planned for good: its verdicts are final, not
+    "*provisional*" forever (they were, on a pre-flight of the full study with a diverged tuned run); an
+    unfinished seed still makes them provisional."""
+    spec_path, out, *_ = synthetic
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    assert "*provisional*" not in (out / "STUDY.md").read_text()
+    (out / "runs" / "tuned-sparsemax-seed2" / "report.json").unlink()
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    waiting = (out / "STUDY.md").read_text()
+    assert "*provisional* (2 of 3 vs 3 of 3 runs)" in waiting
+    (out / "runs" / "tuned-sparsemax-seed2" / "failed.json").write_text('{"reason": "non-finite loss", "epoch": 2}')
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    settled = (out / "STUDY.md").read_text()
+    assert "1 diverged" in settled and "*provisional*" not in settled
+    assert [line for line in settled.splitlines() if "`tuned-sparsemax` −" in line] == [
+        line.replace("*provisional* (2 of 3 vs 3 of 3 runs): ", "")
+        for line in waiting.splitlines() if "`tuned-sparsemax` −" in line]
