@@ -222,10 +222,11 @@ def plot_forest(items: list[dict], path, *, margin: float | None = None, title: 
 
 
 def plot_grid_heatmaps(grids: dict, path, *, row_label: str, column_label: str, rows, columns, title: str = "",
-                       chosen: dict | None = None) -> Path:
+                       chosen: dict | None = None, set_aside: dict | None = None) -> Path:
     """One small heatmap per head: ``grids[head][i][j]`` the mean validation top-1 (fraction, or None)
     at ``rows[i]`` × ``columns[j]``, -inf where a run of that point diverged (left blank, marked "div.");
-    each head's colours span its own range; the chosen cell is boxed."""
+    each head's colours span its own range; the chosen cell is boxed, and the cells of ``set_aside[head]``
+    (``(i, j)``: points not to be chosen) carry a "†"."""
     heads = list(grids)
     n_rows, n_columns = _grid(len(heads), 4)
     fig = Figure(figsize=(2.3 * n_columns + 0.4, 2.0 * n_rows + 0.9), layout="constrained")
@@ -241,7 +242,8 @@ def plot_grid_heatmaps(grids: dict, path, *, row_label: str, column_label: str, 
             for j in range(values.shape[1]):
                 if np.isfinite(values[i, j]):
                     shade = (values[i, j] - low) / max(high - low, 1e-9)  # 0 = viridis's dark end
-                    ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                    mark = "†" if (i, j) in (set_aside or {}).get(head, ()) else ""
+                    ax.text(j, i, f"{values[i, j]:.1f}{mark}", ha="center", va="center", fontsize=7,
                             color="white" if shade < 0.5 else "black")
                 elif diverged[i, j]:
                     ax.text(j, i, "div.", ha="center", va="center", fontsize=7, color="firebrick")

@@ -795,11 +795,11 @@ def _tuning_section(spec, study: _Study) -> list[str]:
                 f"{len(points)} points on the same runs)."), ""]
     header = ["head", *[_md(_point_label(p)) for p in points], "leader so far", "lead over runner-up (pp)",
               "chosen"]
-    rows, heat, set_aside = [], {}, []
+    rows, heat, set_aside = [], {}, {}  # set_aside: head -> indices of its points at a diverged rate
     for head in tuning.heads:
         cells, means = [f"`{head}`"], []
         unstable = unstable_learning_rates(tuning, head, study.diverged)
-        for point in points:
+        for index, point in enumerate(points):
             values = study.values(tune_name(head, point), tuning.metric)
             s = summarize(values)
             diverged = sorted(r["seed"] for r in study.diverged if r["name"] == tune_name(head, point))
@@ -809,7 +809,7 @@ def _tuning_section(spec, study: _Study) -> list[str]:
                 cell = f"{cell}; {said}" if values else said
             elif values and point.get("lr") in unstable:
                 cell += " †"
-                set_aside.append(head)
+                set_aside.setdefault(head, set()).add(index)
             cells.append(cell)
             means.append(float("-inf") if diverged else s.mean)
         eligible = [i for i, p in enumerate(points) if p.get("lr") not in unstable] or range(len(points))
@@ -841,7 +841,7 @@ def _tuning_section(spec, study: _Study) -> list[str]:
                   "several grid seeds is what chooses.", ""]
     if set_aside:
         lines += [f"† At a learning rate where another of the head's grid runs diverged ("
-                  + ", ".join(f"`{h}`" for h in dict.fromkeys(set_aside))
+                  + ", ".join(f"`{h}`" for h in set_aside)
                   + "): not chosen, and left out of the leader and its lead, while another rate is left. The tuned "
                   "runs train on seeds the grid never saw, and a rate that diverged once, at whatever other "
                   "setting, is at the edge of what the head trains through.", ""]
@@ -853,21 +853,25 @@ def _tuning_section(spec, study: _Study) -> list[str]:
         tuning_grid, points_2d = tuning.grid, points
     if len(axes) == 2:
         first, second = (tuning_grid[a] for a in axes)
-        grids, chosen_cells = {}, {}
+        grids, chosen_cells, marked = {}, {}, {}
         for head, means in heat.items():
             grid = [[None] * len(second) for _ in first]
-            for point, mean in zip(points_2d, means):
-                grid[first.index(point[axes[0]])][second.index(point[axes[1]])] = mean
+            for index, (point, mean) in enumerate(zip(points_2d, means)):
+                cell = (first.index(point[axes[0]]), second.index(point[axes[1]]))
+                grid[cell[0]][cell[1]] = mean
+                if index in set_aside.get(head, ()):
+                    marked.setdefault(head, set()).add(cell)
             grids[head] = grid
             if head in best:
                 chosen = {**best[head], "_": ""}
                 chosen_cells[head] = (first.index(chosen[axes[0]]), second.index(chosen[axes[1]]))
         path, rel = study.figure("tuning-grid.png")
         plots.plot_grid_heatmaps(grids, path, row_label=axes[0], column_label=axes[1] if axes[1] != "_" else "",
-                                 rows=first, columns=second, chosen=chosen_cells,
+                                 rows=first, columns=second, chosen=chosen_cells, set_aside=marked,
                                  title=f"Tuning grid: validation {tuning.metric} (%), mean over the grid seeds "
                                        f"({grid_seeds}) finished so far; each head's own colour range "
-                                       "(red box: chosen)")
+                                       "(red box: chosen" + ("; †: at a rate that diverged, not chosen)"
+                                                             if marked else ")"))
         lines += [f"![tuning grid heatmaps]({rel})", ""]
     edges = _grid_edges(tuning, best)
     if edges:

@@ -799,7 +799,7 @@ def test_the_edge_note_says_where_the_highest_learning_rate_already_diverges():
     assert _diverged_at_top_lr(tuning, best, study) == ""
 
 
-def test_a_learning_rate_that_diverged_for_a_head_is_not_chosen_for_it(tmp_path):
+def test_a_learning_rate_that_diverged_for_a_head_is_not_chosen_for_it(tmp_path, monkeypatch):
     """The recorded grid of 2026-12-06: entmax15's best mean was lr 1.6 with smoothing 0.1 (69.25 %), while its
     lr 1.6 run without smoothing diverged on seed 1. Its tuned runs train on five seeds the grid never saw, so
     lr 1.6 is set aside for entmax15 (not for softmax, which trained through at every point), the table marks
@@ -831,7 +831,14 @@ def test_a_learning_rate_that_diverged_for_a_head_is_not_chosen_for_it(tmp_path)
         n=lambda name: sum(r["name"] == name for r in rows),
         by_name={}, figure=lambda name: (tmp_path / name, name))
     spec = types.SimpleNamespace(tuning=tuning, seeds=(0, 1), reference="softmax")
+    figures = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), real(fig, path))[1])
     text = "\n".join(_tuning_section(spec, study))
+    heatmap = figures[0]
+    assert [(ax.get_title(), t.get_text()) for ax in heatmap.axes for t in ax.texts if "†" in t.get_text()] == [
+        ("entmax15", "69.2†")]
+    assert "†: at a rate that diverged, not chosen" in heatmap.get_suptitle()
     entmax15 = next(line for line in text.splitlines() if line.startswith("| `entmax15`")).split(" | ")
     assert entmax15[4] == "69.25 ± 0.00 †" and entmax15[-3:] == ["lr 0.8, ls 0.1", "0.40", "lr 0.8, ls 0.1 |"]
     assert "† At a learning rate where another of the head's grid runs diverged (`entmax15`): not chosen" in text
