@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import gzip
 import json
 import os
 import subprocess
@@ -34,22 +33,29 @@ RUNS = "runs"  # a record's paths: runs/<name>/<file>
 
 
 def recorded_files(records: Path, name: str) -> dict[str, str]:
-    """``{file name: text}`` of run ``name`` in the records folder (or single records file; ``.jsonl.gz``
-    as ``zoo/study_records.py`` packs them, or plain ``.jsonl``)."""
-    files = sorted(p for p in records.glob("*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz"))) \
-        if records.is_dir() else [records]
+    """``{file name: text}`` of run ``name`` in the records folder (or single records file), read as
+    ``zoo/study_records.py`` reads them."""
     prefix = f"{RUNS}/{name}/"
     found = {}
-    for path in files:
-        data = path.read_bytes()
-        for line in (gzip.decompress(data) if path.name.endswith(".gz") else data).decode("utf-8").splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                if entry["path"].startswith(prefix):
-                    found[entry["path"][len(prefix):]] = entry["text"]
+    for line in _study_records().record_lines(records):
+        if line.strip():
+            entry = json.loads(line)
+            if entry["path"].startswith(prefix):
+                found[entry["path"][len(prefix):]] = entry["text"]
     if "config.toml" not in found:
         raise SystemExit(f"no run {name!r} with a config.toml in {records}")
     return found
+
+
+def _study_records():
+    """``zoo/study_records.py``, the one reader of the records' layout (a script, not a package module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_records", Path(__file__).resolve().parents[1] / "zoo" /
+                                                  "study_records.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _finished(run: Path, scored: bool) -> bool:
