@@ -7,8 +7,8 @@
 # .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz; .gpu/jaxcache.tgz (optional):
 # the JAX compilation cache the last slice sent back, so a fresh machine compiles less. LIMIT must leave
 # the call's 600 s room to pack (a slice killed by the call's own limit sends nothing back), and at least ~140 s
-# for one batch of four warm runs to train and score (with LIMIT=118, 2026-12-06, they trained and were cut
-# off before scoring, so nothing came back). The device
+# for one batch of four warm runs to train and score (with LIMIT=118, 2026-12-06, two of four had trained,
+# none had scored, so nothing came back). The device
 # returns at most 8 files per call, so the records come back as one archive, $OUT/rec.tgz: add it to the
 # records with `python zoo/study_records.py merge <the call's files>/rec.tgz RECORDS` (it refuses, changing
 # nothing, if a recorded file came back different) and commit. Another spec: SPEC, RECORDS and RUNS, e.g.
