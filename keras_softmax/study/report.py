@@ -894,36 +894,54 @@ def _tuning_section(spec, study: _Study) -> list[str]:
                                  f"tuned-{spec.primary}" in tuned and f"tuned-{spec.primary}" != reference else None)
     lines += study.calibration_table(tuned) + study.footnotes()
     heads = [h for h in tuning.heads if study.n(f"tuned-{h}")]
-    shared_pairs = [(h, spec.reference) for h in tuning.heads if h != spec.reference]
-    tuned_pairs = [(f"tuned-{h}", reference) for h in tuning.heads if f"tuned-{h}" != reference]
-    shared_v = {v.a: v for v in study.family(shared_pairs)}
-    tuned_v = {v.a[len("tuned-"):]: v for v in study.family(tuned_pairs)}
     lines += study.verdict_block("Tuned against shared recipe", "tuned-vs-shared",
                                  [(f"tuned-{h}", h) for h in tuning.heads])
-    header = ["head", "shared recipe top-1 (%)", "tuned top-1 (%)", f"vs `{spec.reference}`, shared",
-              f"vs `{spec.reference}`, tuned", "conclusion"]
-    rows, changed = [], []
-    for head in heads:
-        v_shared = shared_v[head].word if head in shared_v else "reference"
-        v_tuned = tuned_v[head].word if head in tuned_v else "reference"
-        provisional = any(v.provisional for v in (shared_v.get(head), tuned_v.get(head)) if v is not None)
-        if "untested" in (v_shared, v_tuned):
-            conclusion = "not known yet (fewer than 2 runs)"
-        elif v_shared == v_tuned:
-            conclusion = "provisional: same" if provisional else "same"
-        else:
-            conclusion = "provisional: **changes**" if provisional else "**changes**"
-            changed.append(f"`{head}`: {v_shared} → {v_tuned}" + (" (provisional)" if provisional else ""))
-        rows.append([f"`{head}`", format_summary(study.values(head, "accuracy"), 100, 2),
-                     format_summary(study.values(f"tuned-{head}", "accuracy"), 100, 2), v_shared, v_tuned, conclusion])
-    lines += [f"Shared recipe against per-head tuning: each head's verdict against `{spec.reference}` (Holm within "
-              "each column's family):", "", *_table(header, rows)]
-    ranked_shared = sorted(heads, key=lambda h: -(summarize(study.values(h, "accuracy")).mean or -1))
-    ranked_tuned = sorted(heads, key=lambda h: -(summarize(study.values(f"tuned-{h}", "accuracy")).mean or -1))
-    lines += [f"- Ranking by mean top-1, shared recipe: {', '.join(f'`{h}`' for h in ranked_shared)}",
-              f"- Ranking by mean top-1, tuned per head: {', '.join(f'`{h}`' for h in ranked_tuned)}",
-              "- Conclusions that change with tuning: " + ("; ".join(changed) if changed else "none"), ""]
-    return lines
+    return lines + _tuning_changes(study, spec.reference, reference, tuning.heads, heads)
+
+
+def _tuning_changes(study, shared_reference: str, tuned_reference: str, family: list, heads: list) -> list[str]:
+    """Each tuned head's verdict against the reference beside its verdict at the shared recipe, on validation
+    and on test (Holm within each column's family, the declared ``family`` of heads), and the rankings."""
+    shared_pairs = [(h, shared_reference) for h in family if h != shared_reference]
+    tuned_pairs = [(f"tuned-{h}", tuned_reference) for h in family if f"tuned-{h}" != tuned_reference]
+    header = ["head", "split", "shared recipe top-1 (%)", "tuned top-1 (%)", f"vs `{shared_reference}`, shared",
+              f"vs `{shared_reference}`, tuned", "conclusion"]
+    rows, changed, ranked = [], {}, {}
+    for split in ("val", "test"):
+        key = "accuracy" if split == "val" else "test_accuracy"
+        shared_v = {v.a: v for v in study.family(shared_pairs, split=split)}
+        tuned_v = {v.a[len("tuned-"):]: v for v in study.family(tuned_pairs, split=split)}
+        changed[split] = []
+        for head in heads:
+            v_shared = shared_v[head].word if head in shared_v else "reference"
+            v_tuned = tuned_v[head].word if head in tuned_v else "reference"
+            provisional = any(v.provisional for v in (shared_v.get(head), tuned_v.get(head)) if v is not None)
+            if "untested" in (v_shared, v_tuned):
+                conclusion = ("not known yet (fewer than 2 runs)" if split == "val"
+                              else "not known yet (fewer than 2 runs scored)")
+            elif v_shared == v_tuned:
+                conclusion = "provisional: same" if provisional else "same"
+            else:
+                conclusion = "provisional: **changes**" if provisional else "**changes**"
+                changed[split].append(f"`{head}`: {v_shared} → {v_tuned}" + (" (provisional)" if provisional else ""))
+            rows.append((heads.index(head), split, [f"`{head}`", _SPLIT_NAMES[split],
+                         format_summary(study.values(head, key), 100, 2),
+                         format_summary(study.values(f"tuned-{head}", key), 100, 2), v_shared, v_tuned, conclusion]))
+        for stem, name in (("shared", "{}"), ("tuned", "tuned-{}")):
+            means = {h: summarize(study.values(name.format(h), key)).mean for h in heads}
+            ranked[split, stem] = sorted((h for h in heads if means[h] is not None), key=lambda h: -means[h])
+    lines = [f"Shared recipe against per-head tuning: each head's verdict against `{shared_reference}` on each "
+             "split (Holm within each column's family and split):", "",
+             *_table(header, [cells for _, _, cells in sorted(rows, key=lambda r: (r[0], r[1] != "val"))])]
+    for split in ("val", "test"):
+        for stem, words in (("shared", "shared recipe"), ("tuned", "tuned per head")):
+            heads_ranked = ranked[split, stem]
+            lines.append(f"- Ranking by mean top-1 on {_SPLIT_NAMES[split]}, {words}: "
+                         + (", ".join(f"`{h}`" for h in heads_ranked) if heads_ranked else "no runs scored yet"))
+    for split in ("val", "test"):
+        lines.append(f"- Conclusions that change with tuning, on {_SPLIT_NAMES[split]}: "
+                     + ("; ".join(changed[split]) if changed[split] else "none"))
+    return lines + [""]
 
 
 _SPEED_WORDS = {"better": "slower", "worse": "faster"}  # a verdict's word on epoch seconds (a − b)

@@ -129,7 +129,10 @@ def test_report_only_builds_every_table_from_the_runs(synthetic):
 
     # The tuned table, the comparison with the shared recipe and the conclusion that changes.
     assert "## Per-head tuning" in text
-    assert "Conclusions that change with tuning: `sparsemax`: worse → better" in text
+    assert "Conclusions that change with tuning, on validation: `sparsemax`: worse → better" in text
+    # No run is scored on test here: the test rows say so instead of a verdict.
+    assert "Conclusions that change with tuning, on test: none" in text
+    assert "Ranking by mean top-1 on test, tuned per head: no runs scored yet" in text
     tuned_row = _cells(text, "tuned-softmax")[0]
     assert tuned_row[1] == "3"
     # Both chosen points lie at an end of the lr axis, which the report says.
@@ -196,9 +199,27 @@ def report_without(synthetic, *runs: str) -> str:
 
 def test_a_tuned_head_with_one_seed_changes_no_conclusion_yet(synthetic):
     text = report_without(synthetic, "tuned-sparsemax-seed1", "tuned-sparsemax-seed2")
-    comparison = [row for row in _cells(text, "sparsemax") if row[-1].startswith("not known")]
-    assert comparison and comparison[0][4] == "untested"
-    assert "Conclusions that change with tuning: none" in text
+    comparison = [row for row in _cells(text, "sparsemax")
+                  if row[1] == "validation" and row[-1].startswith("not known")]
+    assert comparison and comparison[0][5] == "untested"
+    assert "Conclusions that change with tuning, on validation: none" in text
+
+
+def test_the_tuning_comparison_gives_each_split_its_own_verdicts(synthetic):
+    """The shared-against-tuned table and its conclusions read validation and test apart (they were validation
+    only, unlabelled, while the study's verdicts give both)."""
+    spec_path, out, _, _, planned = synthetic
+    for p in planned:  # test scores: validation's, less 2 points, and sparsemax gains nothing from tuning on test
+        value = accuracy(p) - 0.02 - (0.15 if p.config.head == "sparsemax" and p.config.lr == 0.1 else 0.0)
+        write_json(out / "runs" / p.run_id / "test.json", {"accuracy": value})
+    run_study(spec_path, out, report_only=True, log=lambda line: None)
+    text = (out / "STUDY.md").read_text()
+    rows = {(row[0], row[1]): row for row in _cells(text, "sparsemax") if len(row) == 7}
+    assert rows["`sparsemax`", "validation"][2:] == ["61.00 ± 1.00", "76.00 ± 1.00", "worse", "better", "**changes**"]
+    assert rows["`sparsemax`", "test"][2:] == ["59.00 ± 1.00", "59.00 ± 1.00", "worse", "worse", "same"]
+    assert "Conclusions that change with tuning, on validation: `sparsemax`: worse → better" in text
+    assert "Conclusions that change with tuning, on test: none" in text
+    assert "Ranking by mean top-1 on test, tuned per head: `softmax`, `sparsemax`" in text
 
 
 def test_results_rows_copy_each_report(synthetic):
