@@ -906,13 +906,13 @@ def _tuning_changes(study, shared_reference: str, tuned_reference: str, family: 
     tuned_pairs = [(f"tuned-{h}", tuned_reference) for h in family if f"tuned-{h}" != tuned_reference]
     header = ["head", "split", "shared recipe top-1 (%)", "tuned top-1 (%)", f"vs `{shared_reference}`, shared",
               f"vs `{shared_reference}`, tuned", "conclusion"]
-    rows, changed, ranked = [], {}, {}
-    for split in ("val", "test"):
-        key = "accuracy" if split == "val" else "test_accuracy"
-        shared_v = {v.a: v for v in study.family(shared_pairs, split=split)}
-        tuned_v = {v.a[len("tuned-"):]: v for v in study.family(tuned_pairs, split=split)}
-        changed[split] = []
-        for head in heads:
+    keys = {"val": "accuracy", "test": "test_accuracy"}
+    verdicts = {split: ({v.a: v for v in study.family(shared_pairs, split=split)},
+                        {v.a[len("tuned-"):]: v for v in study.family(tuned_pairs, split=split)}) for split in keys}
+    rows, changed = [], {split: [] for split in keys}
+    for head in heads:
+        for split, key in keys.items():
+            shared_v, tuned_v = verdicts[split]
             v_shared = shared_v[head].word if head in shared_v else "reference"
             v_tuned = tuned_v[head].word if head in tuned_v else "reference"
             provisional = any(v.provisional for v in (shared_v.get(head), tuned_v.get(head)) if v is not None)
@@ -924,21 +924,17 @@ def _tuning_changes(study, shared_reference: str, tuned_reference: str, family: 
             else:
                 conclusion = "provisional: **changes**" if provisional else "**changes**"
                 changed[split].append(f"`{head}`: {v_shared} → {v_tuned}" + (" (provisional)" if provisional else ""))
-            rows.append((heads.index(head), split, [f"`{head}`", _SPLIT_NAMES[split],
-                         format_summary(study.values(head, key), 100, 2),
-                         format_summary(study.values(f"tuned-{head}", key), 100, 2), v_shared, v_tuned, conclusion]))
-        for stem, name in (("shared", "{}"), ("tuned", "tuned-{}")):
-            means = {h: summarize(study.values(name.format(h), key)).mean for h in heads}
-            ranked[split, stem] = sorted((h for h in heads if means[h] is not None), key=lambda h: -means[h])
+            rows.append([f"`{head}`", _SPLIT_NAMES[split], format_summary(study.values(head, key), 100, 2),
+                         format_summary(study.values(f"tuned-{head}", key), 100, 2), v_shared, v_tuned, conclusion])
     lines = [f"Shared recipe against per-head tuning: each head's verdict against `{shared_reference}` on each "
-             "split (Holm within each column's family and split):", "",
-             *_table(header, [cells for _, _, cells in sorted(rows, key=lambda r: (r[0], r[1] != "val"))])]
-    for split in ("val", "test"):
-        for stem, words in (("shared", "shared recipe"), ("tuned", "tuned per head")):
-            heads_ranked = ranked[split, stem]
+             "split (Holm within each column's family and split):", "", *_table(header, rows)]
+    for split, key in keys.items():
+        for name, words in (("{}", "shared recipe"), ("tuned-{}", "tuned per head")):
+            means = {h: summarize(study.values(name.format(h), key)).mean for h in heads}
+            ranked = sorted((h for h in heads if means[h] is not None), key=lambda h: -means[h])
             lines.append(f"- Ranking by mean top-1 on {_SPLIT_NAMES[split]}, {words}: "
-                         + (", ".join(f"`{h}`" for h in heads_ranked) if heads_ranked else "no runs scored yet"))
-    for split in ("val", "test"):
+                         + (", ".join(f"`{h}`" for h in ranked) if ranked else "no runs scored yet"))
+    for split in keys:
         lines.append(f"- Conclusions that change with tuning, on {_SPLIT_NAMES[split]}: "
                      + ("; ".join(changed[split]) if changed[split] else "none"))
     return lines + [""]
