@@ -652,7 +652,8 @@ def _intro(spec, study: _Study, command: str, planned_ids: set, finished_ids: se
              "figure below is recomputed from them (`--report-only` rebuilds this file).", "",
              "```bash", command, "```", "",
              f"- spec: `{spec.path}`; seeds {seeds}; reference `{spec.reference}`",
-             f"- runs: {len(finished_ids)} of {len(planned_ids)} planned so far finished"
+             f"- runs: {len(finished_ids)} of {len(planned_ids)} planned"
+             + (" so far" if waiting or len(finished_ids | diverged_ids) < len(planned_ids) else "") + " finished"
              + (f", {len(diverged_ids)} diverged" if diverged_ids else "")
              + (f" (see {' and '.join(see)} below)" if see else "")
              + (f"; {waiting} more tuned run(s) are planned once their heads' tuning grids are complete"

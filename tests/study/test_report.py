@@ -111,7 +111,8 @@ def test_report_only_builds_every_table_from_the_runs(synthetic):
     # The tuning grid is complete: each tuned head gets its best point, whose seed-0 run is the grid run.
     best = best_points(spec.tuning, read_results(out / "results.jsonl"))
     assert best == {"softmax": {"lr": 0.05}, "sparsemax": {"lr": 0.1}}
-    assert "runs: 16 of 16 planned so far finished" in text and "## Not finished" not in text
+    # Every planned run is done, so the header no longer says "so far" (it did while nothing was left).
+    assert "- runs: 16 of 16 planned finished\n" in text and "## Not finished" not in text
 
     # Accuracy table: mean ± sample std over the 3 seeds, and the Welch interval against log_softmax.
     row = _cells(text, "softmax")[0]
@@ -507,7 +508,7 @@ def test_a_diverged_grid_run_is_an_outcome_kept_its_point_never_chosen_and_not_t
 
     text = (out / "STUDY.md").read_text()
     # 12 head and variant runs, 4 at the grid's lr 0.1 (lr 0.05 is the shared recipe), 4 tuned
-    assert "- runs: 19 of 20 planned so far finished, 1 diverged (see *Diverged* below)\n" in text
+    assert "- runs: 19 of 20 planned finished, 1 diverged (see *Diverged* below)\n" in text  # none left
     assert "## Not finished" not in text
     assert (f"## Diverged\n\n1 run(s) stopped because the training loss became NaN or infinite" in text
             and f"- `tune-sparsemax-lr0.1` seed 1 (`runs/{blows_up}`): epoch 2, lr 0.1\n" in text)
