@@ -299,7 +299,7 @@ def test_the_zoo_readme_quotes_the_recorded_study_as_it_stands():
     assert [f for f in figures if f.replace("−", "-") not in study] == []
     finished, planned = re.search(r"^- runs: (\d+) of (\d+) planned", study, re.M).groups()
     assert f"from {finished} of the study's {planned} runs" in section
-    assert f"**{finished} of the {planned} planned runs so far" in readme
+    assert f"**{finished} of the {planned} planned runs" in readme
     strong = re.search(r"^Study `cifar100-strong.toml` .*: (\d+) of (\d+) planned runs", study, re.M).groups()
     assert "{} of its {} runs".format(*strong) in section
     top = (ROOT / "README.md").read_text(encoding="utf-8")
