@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from keras_softmax import environment, io
+from keras_softmax.models.walk import all_layers
 from keras_softmax.training.rundir import RunDirectory
 
 FORMATS = ("saved_model", "keras", "onnx")
@@ -191,7 +192,7 @@ def onnx_ready(model):
     Every other layer is the model's own object, so the copy computes the same function. A model
     that is not functional, or has no such pool, is returned as it is.
     """
-    if not isinstance(model, keras.Model) or not any(_tiles(layer) for layer in _all_layers(model)):
+    if not isinstance(model, keras.Model) or not any(_tiles(layer) for layer in all_layers(model)):
         return model
 
     def swap(layer):
@@ -201,13 +202,6 @@ def onnx_ready(model):
         return keras.models.clone_model(model, clone_function=swap, recursive=True)
     except Exception:  # subclassed models cannot be cloned; export them as they are
         return model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _export_in_tensorflow(fmt: str, keras_file, path, info: dict | None = None) -> Path:

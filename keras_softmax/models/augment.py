@@ -8,11 +8,14 @@ the JAX backend that runs training op by op, about a hundred times slower; GUIDE
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras_softmax.models.walk import all_layers
 
 #: Per-channel (R, G, B) mean of the CIFAR-100 training images, pixel values scaled to [0, 1].
 CIFAR100_MEAN = (0.5070751592371323, 0.48654887331495095, 0.4409178433670343)
@@ -170,6 +173,7 @@ class RandomCropFlip(keras.layers.Layer):
         self.fill_mode = fill_mode
         self.seed = None if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.paused = False  # identity in training too (augmentation_held); not part of the config
         self.set_extra_augmentation(policy=policy, erasing=erasing, mean=mean, std=std)
 
     def set_extra_augmentation(self, policy="none", erasing=0.0, mean=0.0, std=1.0):
@@ -202,7 +206,7 @@ class RandomCropFlip(keras.layers.Layer):
             )
 
     def call(self, inputs, training=None):
-        if not training:
+        if not training or self.paused:
             return inputs
         x = self._crop_flip(inputs)
         if self.policy != "none":
@@ -269,6 +273,37 @@ class RandomCropFlip(keras.layers.Layer):
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+
+#: What :func:`augmentation_held` leaves of each :class:`RandomCropFlip`'s augmentation in training mode.
+AUGMENTATION_HOLDS = ("training", "crop_flip", "none")
+
+
+@contextlib.contextmanager
+def augmentation_held(model, keep: str = "none"):
+    """Within the block, every :class:`RandomCropFlip` of ``model`` (nested models included) augments
+    less in training mode: ``keep = "none"``: not at all (the images as at inference); ``"crop_flip"``:
+    the crop and flip only (no TrivialAugment operation, no erasing); ``"training"``: as configured.
+
+    For passes that need the rest of the model in training mode but other images than training's,
+    e.g. BatchNorm statistics of test-like images (:mod:`keras_softmax.training.batchnorm`). The change
+    takes effect where the layer is next traced or called, so compiled training steps keep theirs; the
+    layers are restored on leaving the block, whatever happens in it.
+    """
+    if keep not in AUGMENTATION_HOLDS:
+        raise ValueError(f"keep must be one of {AUGMENTATION_HOLDS} (got {keep!r})")
+    layers = [layer for layer in all_layers(model) if isinstance(layer, RandomCropFlip)]
+    saved = [(layer.paused, layer.policy, layer.erasing) for layer in layers]
+    try:
+        for layer in layers:
+            if keep == "none":
+                layer.paused = True
+            elif keep == "crop_flip":
+                layer.policy, layer.erasing = "none", 0.0
+        yield layers
+    finally:
+        for layer, (paused, policy, erasing) in zip(layers, saved):
+            layer.paused, layer.policy, layer.erasing = paused, policy, erasing
 
 
 # --- TrivialAugment and random erasing: per-image operations drawn inside the compiled step -------

@@ -7,8 +7,9 @@ means and variances the BatchNormalization layers carry belong to none of them. 
 
 For each trainable BatchNormalization layer ℓ and each batch b of the training images, the model
 runs in training mode (every earlier BatchNormalization normalising with its batch's statistics,
-the augmentation inside the model drawing as it does in training), and ℓ's input x gives its batch
-statistics over every axis but the channel one, in float32 as the layer computes them:
+the augmentation inside the model drawing as it does in training, or less of it: ``augmentation``),
+and ℓ's input x gives its batch statistics over every axis but the channel one, in float32 as the
+layer computes them:
 
     μ_b = mean(x),   σ²_b = mean((x − μ_b)²)    (biased, as Keras's layer uses)
 
@@ -21,6 +22,12 @@ it out):
 
 the cumulative average ``update_bn`` takes (momentum None), in place of the exponential one training
 keeps. Frozen (``trainable = False``) layers keep theirs: in training mode they do not update either.
+
+Which images: ``update_bn`` takes training's (augmented) batches. With a strong augmentation policy
+those differ from the images the model meets at inference (TrivialAugment's colour and geometric
+operations shift every layer's input statistics), and the statistics are then those of the wrong
+images; ``augmentation = "none"`` takes them from the training images as the model sees them at
+inference, ``"crop_flip"`` with the crop and flip alone.
 """
 
 from __future__ import annotations
@@ -28,24 +35,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_softmax.models.augment import AUGMENTATION_HOLDS, augmentation_held
+from keras_softmax.models.walk import all_layers
+
 
 def batchnorm_layers(model) -> list:
     """Every trainable BatchNormalization layer of ``model``, nested models included, in order."""
-    found, seen = [], set()
-
-    def walk(layer):
-        for inner in getattr(layer, "layers", []):
-            if id(inner) in seen:
-                continue
-            seen.add(id(inner))
-            if isinstance(inner, keras.layers.BatchNormalization):
-                if inner.trainable:
-                    found.append(inner)
-            else:
-                walk(inner)
-
-    walk(model)
-    return found
+    return [layer for layer in all_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 
 def _statistics_model(model, layers):
@@ -106,27 +103,33 @@ def shuffled_batches(count: int, batch_size: int, seed: int = 0) -> list[np.ndar
     return [np.sort(order[start:start + batch_size]) for start in range(0, count - batch_size + 1, batch_size)]
 
 
-def recompute_batchnorm_statistics(model, images, batch_size: int, seed: int = 0) -> tuple[int, int]:
+def recompute_batchnorm_statistics(model, images, batch_size: int, seed: int = 0,
+                                   augmentation: str = "training") -> tuple[int, int]:
     """Set every trainable BatchNormalization layer's moving mean and variance to their average over
     ``images`` in shuffled batches of ``batch_size`` (the model in training mode); returns (layers,
     images used).
 
-    ``images`` are what the model takes (e.g. the uint8 training images; the augmentation layer
-    inside the model transforms them as in training). Only the moving statistics change. Full batches
-    only, as training takes them (:func:`shuffled_batches`): the statistics are those of batches of the
-    training size, and one program shape compiles.
+    ``images`` are what the model takes (e.g. the uint8 training images). ``augmentation`` says what
+    the model's augmentation layer does to them in the pass (:func:`augmentation_held`): ``"training"``
+    all of training's augmentation, ``"crop_flip"`` the crop and flip only, ``"none"`` nothing, so
+    the statistics are those of images as the model sees them at inference. Only the moving statistics
+    change. Full batches only, as training takes them (:func:`shuffled_batches`): the statistics are
+    those of batches of the training size, and one program shape compiles.
     """
+    if augmentation not in AUGMENTATION_HOLDS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATION_HOLDS} (got {augmentation!r})")
     layers = batchnorm_layers(model)
     if not layers:
         return 0, 0
     if len(images) == 0:
         raise ValueError("no images to recompute the BatchNormalization statistics from")
     batches = shuffled_batches(len(images), batch_size, seed)
-    forward = _training_forward(_statistics_model(model, layers))
     sums = None
-    for indices in batches:
-        stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in forward(images[indices])]
-        sums = stats if sums is None else [total + s for total, s in zip(sums, stats)]
+    with augmentation_held(model, augmentation):
+        forward = _training_forward(_statistics_model(model, layers))
+        for indices in batches:
+            stats = [np.asarray(keras.ops.convert_to_numpy(s), np.float64) for s in forward(images[indices])]
+            sums = stats if sums is None else [total + s for total, s in zip(sums, stats)]
     for i, layer in enumerate(layers):
         layer.moving_mean.assign((sums[2 * i] / len(batches)).astype(layer.moving_mean.dtype))
         layer.moving_variance.assign((sums[2 * i + 1] / len(batches)).astype(layer.moving_variance.dtype))

@@ -29,6 +29,9 @@ SCHEDULES = ("cosine", "constant", "onecycle")
 #: "fine": the dataset's own classes. "coarse": the superclasses of its fine->coarse map (CIFAR-100's
 #: 20), for a flat model of the superclasses; the validation images are the same as with "fine".
 LABELS = ("fine", "coarse")
+#: ``swa_batchnorm``'s recomputing passes -> what the model's augmentation does to the training images in
+#: the pass (keras_softmax.training.batchnorm.recompute_batchnorm_statistics's ``augmentation``).
+BATCHNORM_PASSES = {"recompute": "training", "recompute_crop_flip": "crop_flip", "recompute_plain": "none"}
 
 
 def first_averaged_epoch(swa_start: float, epochs: int) -> int | None:
@@ -194,9 +197,11 @@ class TrainConfig:
     # instead of crowded at the end of a decay to 0. 0: the plain schedule (cosine to 0).
     swa_lr: float = setting(0.0, number(0, words="a number >= 0 (0: the schedule's own)"))
     # The averaged model's BatchNorm statistics: "average" the epoch ends' moving statistics like every
-    # weight, or "recompute" them for the averaged weights with one pass over the training images in
-    # training mode (SWA's update_bn; keras_softmax.training.batchnorm).
-    swa_batchnorm: str = setting("average", choice("average", "recompute"))
+    # weight, or recompute them for the averaged weights with one pass over the training images in
+    # training mode (SWA's update_bn; keras_softmax.training.batchnorm): "recompute" with training's
+    # augmentation, "recompute_crop_flip" with its crop and flip alone, "recompute_plain" with none
+    # (the images as at inference).
+    swa_batchnorm: str = setting("average", choice("average", *BATCHNORM_PASSES))
     widths: list = setting([64, 160, 320, 640], positive_ints(4))
     augment: bool = setting(True, flag())
     # Standardise pixels with the CIFAR-100 channel mean and std (false: pixel / 255 only, as the

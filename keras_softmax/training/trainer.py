@@ -28,7 +28,9 @@ from keras_softmax.training.ahead import (BackgroundLoad, Compiling, Convolution
 from keras_softmax.training.averaging import WeightAverage
 from keras_softmax.training.batchnorm import recompute_batchnorm_statistics
 from keras_softmax.training.callbacks import EpochSeeds, RunRecorder, StepProgress, TrainingDiverged
-from keras_softmax.training.config import ConfigError, TrainConfig, first_sam_epoch, resolve, to_toml
+from keras_softmax.training.config import (
+    BATCHNORM_PASSES, ConfigError, TrainConfig, first_sam_epoch, resolve, to_toml,
+)
 from keras_softmax.training.metrics import training_metrics
 from keras_softmax.training.optim import make_optimizer
 from keras_softmax.training.rundir import RunDirectory, RunDirError
@@ -329,11 +331,15 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
         averager.apply(model)  # resumed after its last checkpoint: set the average as on_train_end would
     if averager is not None:
         log(averager.describe())
-        if config.swa_batchnorm == "recompute" and averager.count:
+        if config.swa_batchnorm in BATCHNORM_PASSES and averager.count:
             recomputing = time.perf_counter()
-            layers, images = recompute_batchnorm_statistics(model, dataset.x_train, batch_size, seed=config.seed)
+            augmentation = BATCHNORM_PASSES[config.swa_batchnorm]
+            layers, images = recompute_batchnorm_statistics(model, dataset.x_train, batch_size, seed=config.seed,
+                                                            augmentation=augmentation)
+            seen = {"training": "augmented as in training", "crop_flip": "cropped and flipped only",
+                    "none": "without augmentation"}[augmentation]
             log(f"BatchNorm statistics of the averaged weights recomputed: {layers} layers, one pass over "
-                f"{images:,} training images in training mode "
+                f"{images:,} training images in training mode, {seen} "
                 f"({time.perf_counter() - recomputing:.1f}s)")
     return TrainedRun(
         config=config, run_dir=run_dir, dataset=dataset, head=head, model=model, history=recorder.rows,
