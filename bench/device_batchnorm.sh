@@ -15,8 +15,9 @@
 # Runs, rows and the choice stay under $TMPDIR/bn (a warm machine keeps them between calls): a run whose
 # model.keras is there is not trained again, and its rows are not computed twice, so a cut-off call can be
 # repeated. BUDGET (default 585 s) bounds the whole call: a step that cannot finish in what is left is not
-# started. Back under $OUT (at most 8 files a call): <run>.log (the card, the run's output, "WALL <s> s",
-# its passes), <run>-report.json and <run>-history.csv, passes.jsonl (every row so far) and choice.txt.
+# started. Back under $OUT, at most 8 files (what a call sends back), in this order: passes.jsonl (every row so
+# far), choice.txt, each run's <run>.log (the card, its output, "WALL <s> s", its passes) and <run>-report.json,
+# then the runs' <run>-history.csv while there is room (on 2026-12-07 three refit seeds left three files behind).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     2>/dev/null || exit 1
@@ -67,11 +68,10 @@ done
 if [ "$PHASE" = choose ]; then
   python3 bench/batchnorm_pass.py --choose "$B/passes.jsonl" > "$B/choice.txt" 2>&1
 fi
-for f in "$B/$prefix"-s*.log; do
-  [ -f "$f" ] || continue
-  run=$(basename "$f" .log)
-  cp "$f" "$OUT/"
-  for g in report.json history.csv; do [ -f "$B/$run/$g" ] && cp "$B/$run/$g" "$OUT/$run-${g%.*}.${g#*.}"; done
-done
-for f in passes.jsonl choice.txt; do [ -f "$B/$f" ] && cp "$B/$f" "$OUT/"; done
-tail -n 2 "$B/$prefix"-s*.log; cat "$B/choice.txt" 2>/dev/null
+send() {  # copy $1 to $OUT as $2 while fewer than 8 files are there: the device sends back no more
+  [ -f "$1" ] && [ "$(ls "$OUT" | wc -l)" -lt 8 ] && cp "$1" "$OUT/$2"
+}
+for f in passes.jsonl choice.txt; do send "$B/$f" "$f"; done  # the rows first, then each run's log and report
+for f in "$B/$prefix"-s*.log; do run=$(basename "$f" .log); send "$f" "$run.log"; send "$B/$run/report.json" "$run-report.json"; done
+for f in "$B/$prefix"-s*.log; do run=$(basename "$f" .log); send "$B/$run/history.csv" "$run-history.csv"; done
+tail -n 2 "$B/$prefix"-s*.log; cat "$B/choice.txt" 2>/dev/null || true

@@ -5,44 +5,19 @@ the refit phase trains the refit preset with that setting. Run with stand-ins fo
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
+from device_scripts import needs_bash, run_script
 
-import pytest
+pytestmark = needs_bash
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "device_batchnorm.sh"
-
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
-                                reason="needs bash and timeout")
+# python3: a `train` leaves a run with its model; a pass appends a row for its run; --choose keeps the plain pass
+CASES = """  *" train "*) while [ "$1" != "--out" ]; do shift; done; mkdir -p "$2"
+    echo '{"accuracy": 0.76}' > "$2/report.json"; echo epoch > "$2/history.csv"; echo w > "$2/model.keras";;
+  *"--choose"*) echo recompute_plain; echo "mean validation top-1: ...";;
+  *batchnorm_pass.py*) echo "{\\"run\\": \\"$2\\", \\"split\\": \\"val\\"}" >> "$6"; echo "a row";;"""
 
 
 def _device(tmp_path, **env):
-    bin_dir, calls, out = tmp_path / "bin", tmp_path / "calls.txt", tmp_path / "out"
-    for folder in (bin_dir, tmp_path / "tmp" / "c" / "train"):  # the archives already unpacked
-        folder.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 580.0'\n")
-    (bin_dir / "python3").write_text(f'''#!/bin/sh
-echo "$*" >> "{calls}"
-case "$*" in
-  *" train "*) while [ "$1" != "--out" ]; do shift; done; mkdir -p "$2"
-    echo '{{"accuracy": 0.76}}' > "$2/report.json"; echo epoch > "$2/history.csv"; echo w > "$2/model.keras";;
-  *"--choose"*) echo recompute_plain; echo "mean validation top-1: ...";;
-  *batchnorm_pass.py*) echo "{{\\"run\\": \\"$2\\", \\"split\\": \\"val\\"}}" >> "$6"; echo "a row";;
-esac
-''')
-    for stub in bin_dir.iterdir():
-        stub.chmod(0o755)
-    environ = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OUT": str(out),
-               "TMPDIR": str(tmp_path / "tmp"), **env}
-    done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60)
-    calls_made = [c for c in calls.read_text().splitlines() if not c.startswith("-m pip")] if calls.exists() else []
-    calls.unlink(missing_ok=True)
-    return done, calls_made, out
+    return run_script("device_batchnorm.sh", tmp_path, CASES, "NVIDIA H100 80GB HBM3, 580.0", **env)
 
 
 def test_the_choose_phase_trains_each_seed_runs_the_passes_and_keeps_a_setting(tmp_path):
@@ -75,6 +50,16 @@ def test_the_choose_phase_trains_each_seed_runs_the_passes_and_keeps_a_setting(t
     assert sorted(p.name for p in out.iterdir()) == ["all-recompute_plain-s0-history.csv",
                                                      "all-recompute_plain-s0-report.json",
                                                      "all-recompute_plain-s0.log", "choice.txt", "passes.jsonl"]
+
+
+def test_three_seeds_send_the_rows_logs_and_reports_first_and_no_more_than_eight_files(tmp_path):
+    """Three refit seeds leave nine files or more; the device sends back 8 (on 2026-12-07 the rows and a log
+    were among those left behind). The rows, the choice, the logs and the reports go first."""
+    done, _, out = _device(tmp_path, PHASE="refit", SEEDS="0 1 2", SETTING="recompute")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["passes.jsonl", *(f"all-recompute-s{s}{f}" for s in (0, 1, 2) for f in (".log", "-report.json")),
+         "all-recompute-s0-history.csv"])
 
 
 def test_the_refit_phase_needs_a_setting_and_a_short_budget_starts_no_run(tmp_path):

@@ -4,40 +4,20 @@ that record how they were called, and a stand-in run that writes the files a rea
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
+from device_scripts import ROOT, needs_bash, run_script
 
-import pytest
+pytestmark = needs_bash
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "device_refit.sh"
-
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
-                                reason="needs bash and timeout")
+# python3: a `train` writes what a real run leaves for the script to copy back
+TRAIN = """  *" train "*) while [ "$1" != "--out" ]; do shift; done; mkdir -p "$2"
+    echo '{"accuracy": 0.76}' > "$2/report.json"; echo epoch > "$2/history.csv"
+    echo 'head = "log_softmax"' > "$2/config.toml";;"""
 
 
 def _refit(tmp_path, **env):
-    bin_dir, calls, out = tmp_path / "bin", tmp_path / "calls.txt", tmp_path / "out"
-    for folder in (bin_dir, out, tmp_path / "tmp" / "c" / "train"):  # the archives already unpacked
-        folder.mkdir(parents=True, exist_ok=True)
-    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200, 580.0'\n")
-    # python3: record the call; a `train` writes what a real run leaves for the script to copy back
-    (bin_dir / "python3").write_text(f'''#!/bin/sh
-echo "$*" >> "{calls}"
-case "$*" in *" train "*)
-  while [ "$1" != "--out" ]; do shift; done; mkdir -p "$2" && echo '{{"accuracy": 0.76}}' > "$2/report.json"
-  echo epoch > "$2/history.csv"; echo 'head = "log_softmax"' > "$2/config.toml";;
-esac
-''')
-    for stub in bin_dir.iterdir():
-        stub.chmod(0o755)
-    environ = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OUT": str(out),
-               "TMPDIR": str(tmp_path / "tmp"), **env}
-    done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60)
+    done, calls, out = run_script("device_refit.sh", tmp_path, TRAIN, "NVIDIA H200, 580.0", **env)
     assert done.returncode == 0, done.stderr
-    return [c for c in calls.read_text().splitlines() if not c.startswith("-m pip")], out
+    return calls, out
 
 
 def test_each_seed_trains_the_refit_preset_alone_and_its_report_comes_back(tmp_path):

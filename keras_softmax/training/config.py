@@ -200,7 +200,9 @@ class TrainConfig:
     # weight, or recompute them for the averaged weights with one pass over the training images in
     # training mode (SWA's update_bn; keras_softmax.training.batchnorm): "recompute" with training's
     # augmentation, "recompute_crop_flip" with its crop and flip alone, "recompute_plain" with none
-    # (the images as at inference).
+    # (the images as at inference). At the strong recipe (TrivialAugmentWide) "recompute" is the one to use:
+    # on the same weights the plain pass cost 2.4 points of validation top-1, crop-and-flip tied
+    # (bench/RESULTS.md §9, bench/batchnorm_pass.py).
     swa_batchnorm: str = setting("average", choice("average", *BATCHNORM_PASSES))
     widths: list = setting([64, 160, 320, 640], positive_ints(4))
     augment: bool = setting(True, flag())
