@@ -36,18 +36,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = ("recompute", "recompute_crop_flip", "recompute_plain")
+from keras_softmax.training.config import BATCHNORM_PASSES  # noqa: E402  (after the path, for a plain checkout)
+
+SETTINGS = tuple(BATCHNORM_PASSES)  # the preset's "recompute" first
 
 
 def scores(model, output_kind: str, images, labels, batch_size: int) -> dict:
     """Top-1, NLL and ECE of ``model`` on ``images`` at inference."""
+    from keras_softmax.evaluation.calibration import negative_log_likelihood
     from keras_softmax.evaluation.evaluate import predict_probabilities
     from keras_softmax.evaluation.metrics import expected_calibration_error
 
     probabilities = predict_probabilities(model, images, output_kind, batch_size=batch_size)
-    truth = probabilities[np.arange(len(labels)), labels]
     return {"accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-            "nll": float(np.mean(-np.log(np.maximum(truth, 1e-12)))),
+            "nll": float(negative_log_likelihood(labels, probabilities)),
             "ece": float(expected_calibration_error(labels, probabilities))}
 
 
@@ -57,7 +59,7 @@ def passes(run_dir, dataset: str | None = None, settings=SETTINGS):
     from keras_softmax.export import load_keras_file
     from keras_softmax.heads import get_head
     from keras_softmax.training.batchnorm import recompute_batchnorm_statistics
-    from keras_softmax.training.config import BATCHNORM_PASSES, resolve
+    from keras_softmax.training.config import resolve
     from keras_softmax.training.rundir import RunDirectory
 
     run = RunDirectory(run_dir)
