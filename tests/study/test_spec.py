@@ -273,28 +273,41 @@ def test_the_strong_recipe_spec_plans_six_heads_on_three_seeds_at_the_strong_pre
         assert config.seed in (0, 1, 2) and config.head in spec.heads
 
 
+STRONG_CANDIDATE_STUDIES = {
+    # spec: the settings each name changes against the strong preset, and two runs its records must hold
+    "cifar100-strong-recipe": ({"log_softmax": {}, "log_softmax-cutmix0.25": {"cutmix": 0.25},
+                                "log_softmax-wd2.5e-3": {"weight_decay": 2.5e-3},
+                                "log_softmax-ls0.2": {"label_smoothing": 0.2},
+                                "log_softmax-sam0.05-late": {"sam_rho": 0.05, "sam_start": 0.75}},
+                               {"log_softmax-sam0.05-late-seed0", "log_softmax-cutmix0.25-seed1"}),
+    "cifar100-strong-swa": ({"log_softmax": {}, "log_softmax-swalr0.1": {"swa_lr": 0.1},
+                             "log_softmax-swastart0.6": {"swa_start": 0.6}},
+                            {"log_softmax-swalr0.1-seed2", "log_softmax-swastart0.6-seed1"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRONG_CANDIDATE_STUDIES))
 def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_recorded_preset_runs(tmp_path,
-                                                                                                  monkeypatch):
-    """zoo/studies/cifar100-strong-recipe.toml (issue 24 item 1): the preset and four candidates on seeds
-    0-2; the preset's runs are the recorded ones (same configs), so only the candidates train."""
+                                                                                                  monkeypatch, name):
+    """zoo/studies/cifar100-strong-recipe.toml and cifar100-strong-swa.toml (issue 24 item 1): the preset and
+    its candidates on seeds 0-2; the preset's runs are the recorded ones (same configs), so only the
+    candidates train, and each candidate changes only its own settings."""
     import importlib.util
     from pathlib import Path
 
     from keras_softmax.study.runner import _differences, run_state
     from keras_softmax.training.config import resolve
 
+    changed, must_hold = STRONG_CANDIDATE_STUDIES[name]
     root = Path(__file__).resolve().parents[2]
-    spec = load_spec(root / "zoo" / "studies" / "cifar100-strong-recipe.toml")
+    spec = load_spec(root / "zoo" / "studies" / f"{name}.toml")
     dataset = ".data/cifar100-train-jpg.tar.gz"  # as the recorded runs name it; planning checks that it exists
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".data").mkdir()
     (tmp_path / dataset).write_bytes(b"")
     runs = Planner(spec, dataset=dataset).plan()
-    assert len({r.run_id for r in runs}) == 15
+    assert len({r.run_id for r in runs}) == 3 * len(changed)
     preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict()
-    changed = {"log_softmax": {}, "log_softmax-cutmix0.25": {"cutmix": 0.25},
-               "log_softmax-wd2.5e-3": {"weight_decay": 2.5e-3}, "log_softmax-ls0.2": {"label_smoothing": 0.2},
-               "log_softmax-sam0.05-late": {"sam_rho": 0.05, "sam_start": 0.75}}
     for run in runs:
         config = run.config.to_dict()
         differs = {k: v for k, v in config.items() if preset.get(k) != v and k not in ("seed", "dataset")}
@@ -302,11 +315,11 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
     loader = importlib.util.spec_from_file_location("study_records", root / "zoo" / "study_records.py")
     records = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(records)
-    records.unpack(root / "zoo" / "results" / "cifar100-strong-recipe-records", tmp_path / "study")
+    folder = root / "zoo" / "results" / f"{name}-records"
+    records.unpack(folder, tmp_path / "study")
     recorded = {Path(json.loads(line)["path"]).parts[1]
-                for line in records.record_lines(root / "zoo" / "results" / "cifar100-strong-recipe-records")
-                if json.loads(line)["path"].startswith("runs/")}
-    assert {"log_softmax-sam0.05-late-seed0", "log_softmax-cutmix0.25-seed1"} <= recorded
+                for line in records.record_lines(folder) if json.loads(line)["path"].startswith("runs/")}
+    assert must_hold <= recorded
     for run in runs:  # the preset's and the candidates' recorded runs are finished with the spec's settings
         path = tmp_path / "study" / "runs" / run.run_id
         if run.name == "log_softmax" or run.run_id in recorded:
