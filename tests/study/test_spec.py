@@ -273,6 +273,24 @@ def test_the_strong_recipe_spec_plans_six_heads_on_three_seeds_at_the_strong_pre
         assert config.seed in (0, 1, 2) and config.head in spec.heads
 
 
+# The strong preset's averaging window when the strong studies ran: the preset took swa_start = 0.6 on
+# 2026-12-07 (cifar100-strong-swa.toml's rule), and each of these specs pins the window its records had.
+STRONG_STUDIES_RAN = {"swa_start": 0.75}
+
+
+@pytest.mark.parametrize("name", ["cifar100-strong", "cifar100-strong-recipe", "cifar100-strong-swa"])
+def test_the_strong_studies_pin_the_window_their_runs_had_after_the_preset_took_another(name):
+    from pathlib import Path
+
+    from keras_softmax.training.config import resolve
+
+    root = Path(__file__).resolve().parents[2]
+    preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml")
+    spec = load_spec(root / "zoo" / "studies" / f"{name}.toml")
+    assert preset.swa_start == 0.6
+    assert {key: spec.settings[key] for key in STRONG_STUDIES_RAN} == STRONG_STUDIES_RAN
+
+
 STRONG_CANDIDATE_STUDIES = {
     # spec: the settings each name changes against the strong preset, and two runs its records must hold
     "cifar100-strong-recipe": ({"log_softmax": {}, "log_softmax-cutmix0.25": {"cutmix": 0.25},
@@ -307,7 +325,7 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
     (tmp_path / dataset).write_bytes(b"")
     runs = Planner(spec, dataset=dataset).plan()
     assert len({r.run_id for r in runs}) == 3 * len(changed)
-    preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict()
+    preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict() | STRONG_STUDIES_RAN
     for run in runs:
         config = run.config.to_dict()
         differs = {k: v for k, v in config.items() if preset.get(k) != v and k not in ("seed", "dataset")}
