@@ -82,6 +82,8 @@ def build_model(
     crop_padding=4,
     flip=True,
     dropout=0.0,
+    drop_block=0.0,
+    drop_block_size=2,
     mean=CIFAR100_MEAN,
     std=CIFAR100_STD,
     name=None,
@@ -91,7 +93,7 @@ def build_model(
 
     Layers, in order: ``images`` (uint8 input) -> ``normalize`` (:class:`ImageNormalization`) ->
     ``augment`` (:class:`RandomCropFlip`, active only in training; if ``augment``) -> the backbone
-    (``stage1_conv1`` ...) -> ``avg_pool`` -> ``dropout`` (if ``dropout > 0``) -> ``logits``
+    (``stage1_conv1`` ...; with ``drop_block > 0`` its dropout and DropBlock layers) -> ``avg_pool`` -> ``dropout`` (if ``dropout > 0``) -> ``logits``
     (float32 Dense with ``head.num_logits(num_classes)`` units) -> the head layer (float32).
     A head that owns its projection (``adaptive``, ``sampled``) takes the pooled features itself: no
     ``logits`` layer (its ``num_classes`` parameter is filled in from ``num_classes``). With a head
@@ -110,6 +112,9 @@ def build_model(
         crop_padding: padding (pixels) of the random crop; 0 disables cropping.
         flip: random horizontal flips.
         dropout: dropout rate in [0, 1) before the logits layer; 0 adds no layer.
+        drop_block: rate in [0, 1) of the backbone's own regularisation (ResNet-12: dropout after
+            stages 1-2, DropBlock after stages 3-4; :func:`keras_softmax.models.resnet12`); 0: none.
+        drop_block_size: the DropBlock's block side (int >= 1).
         mean: per-channel mean of the images on the [0, 1] scale.
         std: per-channel standard deviation on the [0, 1] scale.
         name: model name; default ``f"{backbone}_{head_name}"``, e.g. ``"resnet12_log_softmax"``.
@@ -134,6 +139,10 @@ def build_model(
     input_shape = _check_input_shape(input_shape, _DOWNSAMPLING[backbone])
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a number in [0, 1) (got {dropout!r})")
+    if isinstance(drop_block, bool) or not isinstance(drop_block, numbers.Real) or not 0.0 <= drop_block < 1.0:
+        raise ValueError(f"drop_block must be a number in [0, 1) (got {drop_block!r})")
+    if not _is_int(drop_block_size) or drop_block_size < 1:
+        raise ValueError(f"drop_block_size must be an integer >= 1 (got {drop_block_size!r})")
     if seed is not None and (not _is_int(seed) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None (got {seed!r})")
     try:
@@ -147,7 +156,7 @@ def build_model(
     x = ImageNormalization(mean=mean, std=std, name="normalize")(images)
     if augment:
         x = RandomCropFlip(padding=crop_padding, flip=flip, seed=seed, name="augment")(x)
-    x = BACKBONES[backbone](x, widths)
+    x = BACKBONES[backbone](x, widths, drop_rate=float(drop_block), drop_block_size=int(drop_block_size), seed=seed)
     x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="avg_pool")(x)
     if dropout > 0:
         dropout_seed = None if seed is None else seed + 1

@@ -7,12 +7,19 @@ ResNet-12 (Oreshkin et al. 2018, Lee et al. 2019) is four residual stages; each 
 
 with LeakyReLU slope 0.1 and bias-free convolutions (the batch norm supplies the shift). Each
 stage halves the height and width, so 32x32 images give 2x2x``widths[-1]`` features.
+
+The regularisation of the reference implementations (Lee et al. 2019's MetaOptNet, Tian et al. 2020),
+off by default: with ``drop_rate = r > 0`` each stage's pooled output goes through dropout at rate r
+(stages 1-2) or DropBlock at rate r with ``drop_block_size`` (stages 3-4; :mod:`.dropblock`).
 """
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 
+from keras_softmax.models.dropblock import DropBlock2D
 from keras_softmax.models.initializers import HostHeNormal
 
 #: The default stage widths, as in the original ResNet-12.
@@ -23,6 +30,8 @@ LEAKY_SLOPE = 0.1
 #: hundred steps, which matters for short CIFAR runs, and PyTorch's epsilon.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+#: The stages whose output goes through DropBlock when ``drop_rate > 0``; the others get dropout.
+DROP_BLOCK_STAGES = (3, 4)
 
 
 def _conv(filters, kernel_size, name):
@@ -74,7 +83,7 @@ def residual_stage(x, filters, name):
     return pool(y)
 
 
-def resnet12(inputs, widths=DEFAULT_WIDTHS):
+def resnet12(inputs, widths=DEFAULT_WIDTHS, drop_rate=0.0, drop_block_size=2, seed=None):
     """Apply a ResNet-12 backbone to ``inputs`` (functional API) and return its feature map.
 
     The stages are named ``stage1`` .. ``stage4`` (see :func:`residual_stage`). Parameters: a stage
@@ -85,6 +94,11 @@ def resnet12(inputs, widths=DEFAULT_WIDTHS):
         inputs: a ``(batch, height, width, channels)`` tensor, e.g. normalised images.
             Height and width should be at least 16 (each stage halves them).
         widths: the four stage widths (output channels), default ``(64, 160, 320, 640)``.
+        drop_rate: rate in [0, 1) of the dropout after stages 1-2 (``stage{k}_dropout``) and of the
+            DropBlock after stages 3-4 (``stage{k}_dropblock``); 0 adds no layer.
+        drop_block_size: the DropBlock's block side (2 for 32x32 images, as Tian et al. 2020 for
+            CIFAR; 5 for 84x84).
+        seed: int seed of the dropout layers (stage k draws from ``seed + 10 + k``; ``None``: random).
 
     Returns:
         The ``(batch, height // 16, width // 16, widths[-1])`` feature map, before pooling.
@@ -96,9 +110,17 @@ def resnet12(inputs, widths=DEFAULT_WIDTHS):
     widths = tuple(widths)
     if len(widths) != 4:
         raise ValueError(f"widths must have 4 entries, one per stage (got {widths!r})")
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real) or not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be a number in [0, 1) (got {drop_rate!r})")
     x = inputs
     for index, filters in enumerate(widths, start=1):
         x = residual_stage(x, int(filters), name=f"stage{index}")
+        if drop_rate > 0:
+            layer_seed = None if seed is None else seed + 10 + index
+            if index in DROP_BLOCK_STAGES:
+                x = DropBlock2D(drop_rate, drop_block_size, seed=layer_seed, name=f"stage{index}_dropblock")(x)
+            else:
+                x = keras.layers.Dropout(drop_rate, seed=layer_seed, name=f"stage{index}_dropout")(x)
     return x
 
 

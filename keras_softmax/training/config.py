@@ -213,6 +213,11 @@ class TrainConfig:
     crop_padding: int = setting(4, integer(0))
     flip: bool = setting(True, flag())
     dropout: float = setting(0.0, number(0, 1, high_open=True))
+    # ResNet-12's own regularisation in its reference implementations (Lee et al. 2019, Tian et al. 2020):
+    # dropout at this rate after stages 1-2 and DropBlock at this rate after stages 3-4 (models.dropblock),
+    # with blocks of drop_block_size pixels a side. 0: off.
+    drop_block: float = setting(0.0, number(0, 1, high_open=True, words="a number in [0, 1) (0: off)"))
+    drop_block_size: int = setting(2, integer(1))
     tta_flip: bool = setting(False, flag())
     precision: str = setting("auto", choice(*PRECISIONS))
     jit_compile: bool = setting(True, flag())  # resolve(): off on PyTorch unless given (default_jit_compile)

@@ -114,7 +114,8 @@ def build_for(config: TrainConfig, dataset):
     model = build_model(
         head, num_classes=dataset.num_classes, widths=tuple(config.widths),
         input_shape=dataset.image_shape, augment=config.augment, crop_padding=config.crop_padding,
-        flip=config.flip, dropout=config.dropout, seed=config.seed,
+        flip=config.flip, dropout=config.dropout, drop_block=config.drop_block,
+        drop_block_size=config.drop_block_size, seed=config.seed,
         mean=CIFAR100_MEAN if config.normalize else 0.0, std=CIFAR100_STD if config.normalize else 1.0,
     )
     if config.augment_policy != "none" or config.random_erasing:
