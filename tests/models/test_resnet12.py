@@ -73,3 +73,34 @@ def test_add_joins_third_bn_and_shortcut(backbone):
 def test_widths_must_have_four_entries():
     with pytest.raises(ValueError, match="widths"):
         resnet12(keras.Input((16, 16, 3)), (4, 8, 8))
+
+
+def test_drop_rate_adds_dropout_after_stages_1_2_and_dropblock_after_3_4():
+    from keras_softmax.models import DropBlock2D
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, resnet12(inputs, TINY, drop_rate=0.1, drop_block_size=3, seed=5))
+    for i in (1, 2):
+        layer = model.get_layer(f"stage{i}_dropout")
+        assert type(layer) is keras.layers.Dropout and layer.rate == 0.1 and layer.seed == 15 + i
+        assert layer.input._keras_history.operation.name == f"stage{i}_pool"
+    for i in (3, 4):
+        layer = model.get_layer(f"stage{i}_dropblock")
+        assert isinstance(layer, DropBlock2D) and (layer.rate, layer.block_size, layer.seed) == (0.1, 3, 15 + i)
+        assert layer.input._keras_history.operation.name == f"stage{i}_pool"
+    # The next stage reads the dropped features; the parameters do not change.
+    assert model.get_layer("stage2_conv1").input._keras_history.operation.name == "stage1_dropout"
+    assert model.get_layer("stage4_shortcut_conv").input._keras_history.operation.name == "stage3_dropblock"
+    assert model.count_params() == resnet12_num_params(TINY)
+    plain = keras.Model(inputs, resnet12(inputs, TINY))
+    assert not [layer.name for layer in plain.layers if "drop" in layer.name]
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    plain.set_weights(model.get_weights())  # at inference the layers are the identity
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(plain(x)),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, True, "0.1"])
+def test_drop_rate_must_be_below_one(rate):
+    with pytest.raises(ValueError, match="drop_rate"):
+        resnet12(keras.Input((16, 16, 3)), TINY, drop_rate=rate)

@@ -122,3 +122,25 @@ def test_augment_policy_and_random_erasing_reach_the_model_and_its_file(tmp_path
         with pytest.raises(ConfigError):
             resolve(None, {**TINY, **bad})
 
+
+
+def test_drop_block_reaches_the_backbone_and_its_file(tmp_path):
+    """``drop_block`` / ``drop_block_size`` put ResNet-12's dropout and DropBlock layers in the model, seeded
+    from the run's seed; the saved model keeps them; off by default; out-of-range values are refused."""
+    import types
+
+    from keras_softmax.training.config import ConfigError
+
+    dataset = types.SimpleNamespace(num_classes=5, image_shape=(16, 16, 3), fine_to_coarse=None)
+    _, model = build_for(resolve(None, {**TINY, "drop_block": 0.1, "drop_block_size": 3}), dataset)
+    layer = model.get_layer("stage3_dropblock")
+    assert (layer.rate, layer.block_size, layer.seed) == (0.1, 3, TINY["seed"] + 13)
+    assert model.get_layer("stage1_dropout").rate == 0.1
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras").get_layer("stage4_dropblock")
+    assert (loaded.rate, loaded.block_size) == (0.1, 3)
+    plain = build_for(resolve(None, TINY), dataset)[1]
+    assert not [layer.name for layer in plain.layers if "drop" in layer.name]
+    for bad in ({"drop_block": 1.0}, {"drop_block": -0.1}, {"drop_block_size": 0}, {"drop_block_size": 1.5}):
+        with pytest.raises(ConfigError, match="drop_block"):
+            resolve(None, {**TINY, **bad})
