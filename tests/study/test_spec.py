@@ -292,31 +292,34 @@ def test_the_strong_studies_pin_the_window_their_runs_had_after_the_preset_took_
 
 
 STRONG_CANDIDATE_STUDIES = {
-    # spec: the settings each name changes against the strong preset, and two runs its records must hold
+    # spec: the settings each name changes against the strong preset (as the spec pins it: STRONG_STUDIES_RAN
+    # for the studies that ran before the preset's window moved), and runs its records must hold
     "cifar100-strong-recipe": ({"log_softmax": {}, "log_softmax-cutmix0.25": {"cutmix": 0.25},
                                 "log_softmax-wd2.5e-3": {"weight_decay": 2.5e-3},
                                 "log_softmax-ls0.2": {"label_smoothing": 0.2},
                                 "log_softmax-sam0.05-late": {"sam_rho": 0.05, "sam_start": 0.75}},
-                               {"log_softmax-sam0.05-late-seed0", "log_softmax-cutmix0.25-seed1"}),
+                               {"log_softmax-sam0.05-late-seed0", "log_softmax-cutmix0.25-seed1"}, STRONG_STUDIES_RAN),
     "cifar100-strong-swa": ({"log_softmax": {}, "log_softmax-swalr0.1": {"swa_lr": 0.1},
                              "log_softmax-swastart0.6": {"swa_start": 0.6}},
-                            {"log_softmax-swalr0.1-seed2", "log_softmax-swastart0.6-seed1"}),
+                            {"log_softmax-swalr0.1-seed2", "log_softmax-swastart0.6-seed1"}, STRONG_STUDIES_RAN),
+    "cifar100-strong-dropblock": ({"log_softmax": {}, "log_softmax-dropblock0.1": {"drop_block": 0.1}},
+                                  {"log_softmax-seed0", "log_softmax-seed1", "log_softmax-seed2"}, {}),
 }
 
 
 @pytest.mark.parametrize("name", sorted(STRONG_CANDIDATE_STUDIES))
 def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_recorded_preset_runs(tmp_path,
                                                                                                   monkeypatch, name):
-    """zoo/studies/cifar100-strong-recipe.toml and cifar100-strong-swa.toml (issue 24 item 1): the preset and
-    its candidates on seeds 0-2; the preset's runs are the recorded ones (same configs), so only the
-    candidates train, and each candidate changes only its own settings."""
+    """zoo/studies/cifar100-strong-recipe.toml, -strong-swa.toml and -strong-dropblock.toml (issue 24 item 1):
+    the preset and its candidates on seeds 0-2; the preset's runs are the recorded ones (same configs), so only
+    the candidates train, and each candidate changes only its own settings."""
     import importlib.util
     from pathlib import Path
 
     from keras_softmax.study.runner import _differences, run_state
     from keras_softmax.training.config import resolve
 
-    changed, must_hold = STRONG_CANDIDATE_STUDIES[name]
+    changed, must_hold, pinned = STRONG_CANDIDATE_STUDIES[name]
     root = Path(__file__).resolve().parents[2]
     spec = load_spec(root / "zoo" / "studies" / f"{name}.toml")
     dataset = ".data/cifar100-train-jpg.tar.gz"  # as the recorded runs name it; planning checks that it exists
@@ -325,7 +328,7 @@ def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_reco
     (tmp_path / dataset).write_bytes(b"")
     runs = Planner(spec, dataset=dataset).plan()
     assert len({r.run_id for r in runs}) == 3 * len(changed)
-    preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict() | STRONG_STUDIES_RAN
+    preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml").to_dict() | pinned
     for run in runs:
         config = run.config.to_dict()
         differs = {k: v for k, v in config.items() if preset.get(k) != v and k not in ("seed", "dataset")}
