@@ -93,8 +93,9 @@ def build_model(
 
     Layers, in order: ``images`` (uint8 input) -> ``normalize`` (:class:`ImageNormalization`) ->
     ``augment`` (:class:`RandomCropFlip`, active only in training; if ``augment``) -> the backbone
-    (``stage1_conv1`` ...; with ``drop_block > 0`` its dropout and DropBlock layers) -> ``avg_pool`` -> ``dropout`` (if ``dropout > 0``) -> ``logits``
-    (float32 Dense with ``head.num_logits(num_classes)`` units) -> the head layer (float32).
+    (``stage1_conv1`` ...; with ``drop_block > 0`` its dropout and DropBlock layers) -> ``avg_pool``
+    -> ``dropout`` (if ``dropout > 0``) -> ``logits`` (float32 Dense with ``head.num_logits(num_classes)``
+    units) -> the head layer (float32).
     A head that owns its projection (``adaptive``, ``sampled``) takes the pooled features itself: no
     ``logits`` layer (its ``num_classes`` parameter is filled in from ``num_classes``). With a head
     that reads only some rows of its class weights per step (``sampled``) the model is a

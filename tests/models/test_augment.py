@@ -7,6 +7,8 @@ from keras import ops
 
 from keras_softmax.models import CIFAR100_MEAN, CIFAR100_STD, ImageNormalization, RandomCropFlip
 
+from .jit_calls import twice_under_jax_jit
+
 BACKEND = keras.backend.backend()
 
 
@@ -186,18 +188,11 @@ def test_compiles_inside_jax_jit():
 
     x = _images(batch=32)
     layer = RandomCropFlip(padding=2, seed=0)
-    layer.build(x.shape)
-
-    @jax.jit
-    def augment(state, images):
-        return layer.stateless_call([], state, images, training=True)
-
+    y1, y2 = twice_under_jax_jit(layer, x)
+    _match_crops(x, y1, padding=2)
+    _match_crops(x, y2, padding=2)
+    assert not np.array_equal(y1, y2)  # seed state threads through
     state = [v.value for v in layer.non_trainable_variables]
-    y1, state = augment(state, x)
-    y2, state = augment(state, x)
-    _match_crops(x, np.asarray(y1), padding=2)
-    _match_crops(x, np.asarray(y2), padding=2)
-    assert not np.array_equal(np.asarray(y1), np.asarray(y2))  # seed state threads through
     lowered = jax.jit(lambda s, i: layer.stateless_call([], s, i, training=True)).lower(state, x)
     assert "gather" in lowered.as_text()
 

@@ -8,6 +8,8 @@ import pytest
 from keras_softmax.models import DropBlock2D
 from keras_softmax.models.dropblock import block_seed_probability
 
+from .jit_calls import twice_under_jax_jit
+
 BACKEND = keras.backend.backend()
 
 
@@ -133,18 +135,6 @@ def test_it_needs_an_image_shaped_input():
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.jit test")
 def test_compiles_inside_jax_jit():
-    import jax
-
-    x = _ones(batch=8)
-    layer = DropBlock2D(0.3, 2, seed=0)
-    layer.build(x.shape)
-
-    @jax.jit
-    def drop(state, features):
-        return layer.stateless_call([], state, features, training=True)
-
-    state = [v.value for v in layer.non_trainable_variables]
-    y1, state = drop(state, x)
-    y2, state = drop(state, x)
-    assert 0 < np.mean(np.asarray(y1) == 0) < 1
-    assert not np.array_equal(np.asarray(y1), np.asarray(y2))  # the seed state threads through
+    y1, y2 = twice_under_jax_jit(DropBlock2D(0.3, 2, seed=0), _ones(batch=8))
+    assert 0 < np.mean(y1 == 0) < 1
+    assert not np.array_equal(y1, y2)  # the seed state threads through
