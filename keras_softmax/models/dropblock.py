@@ -22,6 +22,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_softmax.ops import check_fraction
+
 
 def block_seed_probability(rate: float, block_size: int, height: int, width: int) -> float:
     """The paper's gamma for a ``height x width`` map (block size clipped to the map); <= rate."""
@@ -50,13 +52,11 @@ class DropBlock2D(keras.layers.Layer):
 
     def __init__(self, rate=0.1, block_size=2, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"rate must be a number in [0, 1) (got {rate!r})")
         if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
             raise ValueError(f"block_size must be an integer >= 1 (got {block_size!r})")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None (got {seed!r})")
-        self.rate = float(rate)
+        self.rate = check_fraction("rate", rate)
         self.block_size = int(block_size)
         self.seed = None if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)

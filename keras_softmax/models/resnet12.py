@@ -15,12 +15,11 @@ off by default: with ``drop_rate = r > 0`` each stage's pooled output goes throu
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 
 from keras_softmax.models.dropblock import DropBlock2D
 from keras_softmax.models.initializers import HostHeNormal
+from keras_softmax.ops import check_fraction
 
 #: The default stage widths, as in the original ResNet-12.
 DEFAULT_WIDTHS = (64, 160, 320, 640)
@@ -110,8 +109,7 @@ def resnet12(inputs, widths=DEFAULT_WIDTHS, drop_rate=0.0, drop_block_size=2, se
     widths = tuple(widths)
     if len(widths) != 4:
         raise ValueError(f"widths must have 4 entries, one per stage (got {widths!r})")
-    if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real) or not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate must be a number in [0, 1) (got {drop_rate!r})")
+    drop_rate = check_fraction("drop_rate", drop_rate)
     x = inputs
     for index, filters in enumerate(widths, start=1):
         x = residual_stage(x, int(filters), name=f"stage{index}")
