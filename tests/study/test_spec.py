@@ -304,13 +304,17 @@ STRONG_CANDIDATE_STUDIES = {
                             {"log_softmax-swalr0.1-seed2", "log_softmax-swastart0.6-seed1"}, STRONG_STUDIES_RAN),
     "cifar100-strong-dropblock": ({"log_softmax": {}, "log_softmax-dropblock0.1": {"drop_block": 0.1}},
                                   {"log_softmax-seed0", "log_softmax-dropblock0.1-seed2"}, {}),
+    "cifar100-strong-width": ({"log_softmax": {},
+                               "log_softmax-width1.25": {"widths": [80, 200, 400, 800], "epochs": 240}},
+                              {"log_softmax-seed0", "log_softmax-seed2"}, {}),
 }
 
 
 @pytest.mark.parametrize("name", sorted(STRONG_CANDIDATE_STUDIES))
 def test_the_strong_recipe_candidates_each_change_one_setting_and_reuse_the_recorded_preset_runs(tmp_path,
                                                                                                   monkeypatch, name):
-    """zoo/studies/cifar100-strong-recipe.toml, -strong-swa.toml and -strong-dropblock.toml (issue 24 item 1):
+    """zoo/studies/cifar100-strong-recipe.toml, -strong-swa.toml, -strong-dropblock.toml and -strong-width.toml
+    (issue 24 item 1):
     the preset and its candidates on seeds 0-2; the preset's runs are the recorded ones (same configs), so only
     the candidates train, and each candidate changes only its own settings."""
     import importlib.util
