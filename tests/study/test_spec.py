@@ -268,18 +268,26 @@ def test_the_strong_recipe_spec_plans_six_heads_on_three_seeds_at_the_strong_pre
     preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml")
     for run in runs:
         config = run.config
-        assert (config.epochs, config.augment_policy, config.cutmix, config.batch_size, config.lr) == (
-            preset.epochs, preset.augment_policy, preset.cutmix, preset.batch_size, preset.lr)
+        assert (config.augment_policy, config.cutmix, config.batch_size, config.lr) == (
+            preset.augment_policy, preset.cutmix, preset.batch_size, preset.lr)
+        assert (config.epochs, config.widths, config.swa_start) == (300, [64, 160, 320, 640], 0.75)  # as pinned
         assert config.seed in (0, 1, 2) and config.head in spec.heads
 
 
-# The strong preset's averaging window when the strong studies ran: the preset took swa_start = 0.6 on
+# The strong preset's network and epochs before 2026-12-07's width study adopted 80-200-400-800 for 240 epochs
+# (cifar100-strong-width.toml's rule): every strong study ran them, and its spec pins them.
+STRONG_NETWORK_RAN = {"widths": [64, 160, 320, 640], "epochs": 300}
+# The strong preset's averaging window when the first strong studies ran: the preset took swa_start = 0.6 on
 # 2026-12-07 (cifar100-strong-swa.toml's rule), and each of these specs pins the window its records had.
-STRONG_STUDIES_RAN = {"swa_start": 0.75}
+STRONG_STUDIES_RAN = {"swa_start": 0.75} | STRONG_NETWORK_RAN
+#: what each strong study's spec pins against the preset as it is now
+STRONG_STUDY_PINS = {"cifar100-strong": STRONG_STUDIES_RAN, "cifar100-strong-recipe": STRONG_STUDIES_RAN,
+                     "cifar100-strong-swa": STRONG_STUDIES_RAN, "cifar100-strong-dropblock": STRONG_NETWORK_RAN,
+                     "cifar100-strong-width": STRONG_NETWORK_RAN}
 
 
-@pytest.mark.parametrize("name", ["cifar100-strong", "cifar100-strong-recipe", "cifar100-strong-swa"])
-def test_the_strong_studies_pin_the_window_their_runs_had_after_the_preset_took_another(name):
+@pytest.mark.parametrize("name", sorted(STRONG_STUDY_PINS))
+def test_the_strong_studies_pin_the_recipe_their_runs_had_after_the_preset_took_another(name):
     from pathlib import Path
 
     from keras_softmax.training.config import resolve
@@ -287,13 +295,14 @@ def test_the_strong_studies_pin_the_window_their_runs_had_after_the_preset_took_
     root = Path(__file__).resolve().parents[2]
     preset = resolve(root / "zoo" / "presets" / "cifar100-log_softmax-strong.toml")
     spec = load_spec(root / "zoo" / "studies" / f"{name}.toml")
-    assert preset.swa_start == 0.6
-    assert {key: spec.settings[key] for key in STRONG_STUDIES_RAN} == STRONG_STUDIES_RAN
+    assert (preset.swa_start, preset.widths, preset.epochs) == (0.6, [80, 200, 400, 800], 240)
+    pins = STRONG_STUDY_PINS[name]
+    assert {key: spec.settings[key] for key in pins} == pins
 
 
 STRONG_CANDIDATE_STUDIES = {
-    # spec: the settings each name changes against the strong preset (as the spec pins it: STRONG_STUDIES_RAN
-    # for the studies that ran before the preset's window moved), and runs its records must hold
+    # spec: the settings each name changes against the strong preset (as the spec pins it: STRONG_STUDY_PINS),
+    # and runs its records must hold
     "cifar100-strong-recipe": ({"log_softmax": {}, "log_softmax-cutmix0.25": {"cutmix": 0.25},
                                 "log_softmax-wd2.5e-3": {"weight_decay": 2.5e-3},
                                 "log_softmax-ls0.2": {"label_smoothing": 0.2},
@@ -303,10 +312,10 @@ STRONG_CANDIDATE_STUDIES = {
                              "log_softmax-swastart0.6": {"swa_start": 0.6}},
                             {"log_softmax-swalr0.1-seed2", "log_softmax-swastart0.6-seed1"}, STRONG_STUDIES_RAN),
     "cifar100-strong-dropblock": ({"log_softmax": {}, "log_softmax-dropblock0.1": {"drop_block": 0.1}},
-                                  {"log_softmax-seed0", "log_softmax-dropblock0.1-seed2"}, {}),
+                                  {"log_softmax-seed0", "log_softmax-dropblock0.1-seed2"}, STRONG_NETWORK_RAN),
     "cifar100-strong-width": ({"log_softmax": {},
                                "log_softmax-width1.25": {"widths": [80, 200, 400, 800], "epochs": 240}},
-                              {"log_softmax-seed0", "log_softmax-seed2"}, {}),
+                              {"log_softmax-seed0", "log_softmax-width1.25-seed2"}, STRONG_NETWORK_RAN),
 }
 
 
