@@ -8,6 +8,7 @@ one line. Tiny ResNet-12s on 160 digits, as in test_trainer.py.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -79,6 +80,49 @@ def test_running_average_state_and_resume():
         WeightAverage(first_epoch=3).resume(None, after_epoch=4)
     with pytest.raises(ValueError, match="was swa_start changed"):
         WeightAverage(first_epoch=2).resume(partial.state(), after_epoch=3)
+
+
+# The callback on a small model, on the backend it is run with: the sums are backend tensors kept apart from the
+# variables (on JAX the next train step donates the variables' arrays; on PyTorch a sum must not drag a graph).
+_SUMS_APART = textwrap.dedent("""
+    import keras, numpy as np
+    from keras_softmax.training.averaging import WeightAverage
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(2)])
+    average = WeightAverage(first_epoch=2)
+    average.set_model(model)
+    first = [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.weights]
+    average.on_epoch_end(0, {"loss": 1.0})  # epoch 1: before the first averaged epoch
+    assert average.total is None and average.count == 0
+    average.on_epoch_end(1, {"loss": 1.0})
+    assert not any(isinstance(t, np.ndarray) for t in average.total), "the sums went to the host"
+    assert all(t is not v.value for t, v in zip(average.total, model.weights)), "a sum is a variable's array"
+    assert not any(getattr(t, "requires_grad", False) for t in average.total), "a sum holds a gradient graph"
+    for v in model.weights:  # the variables move on; the sums must not move with them
+        v.assign(keras.ops.convert_to_numpy(v.value) + 1.0)
+    average.on_epoch_end(2, {"loss": float("nan")})  # a diverged epoch is left out
+    average.on_epoch_end(3, {"loss": 1.0})
+    assert average.count == 2 and "epochs 2-4" in average.describe()
+    average.on_train_end()  # the model ends with the mean of the two averaged ends
+    for v, w in zip(model.weights, first):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v.value), w + 0.5, rtol=1e-6, atol=1e-6)
+    print("ok")
+""")
+
+
+def test_the_sums_stay_on_the_backend_apart_from_the_variables():
+    """The callback keeps its sums where the weights are (reading them to the host cost ~0.1 s an epoch on an
+    H100), never as a variable's own array; on the backend this suite runs with."""
+    exec(compile(_SUMS_APART, "sums_apart", "exec"), {})
+
+
+@pytest.mark.parametrize("backend", [b for b in ("jax", "torch") if importlib.util.find_spec(b) is not None])
+def test_the_sums_stay_on_the_backend_apart_from_the_variables_on_jax_and_torch(backend):
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    process = subprocess.run([sys.executable, "-c", _SUMS_APART], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert process.returncode == 0 and process.stdout.strip().endswith("ok"), process.stderr[-3000:]
 
 
 class _FakeModel:
