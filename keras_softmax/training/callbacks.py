@@ -54,7 +54,8 @@ class RunRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir, num_train: int, epochs: int, history=None, checkpoint_every: int = 1,
-                 log=print, started: float | None = None, mixed_precision: bool = False, averager=None):
+                 log=print, started: float | None = None, mixed_precision: bool = False, averager=None,
+                 learning_rate=None):
         super().__init__()
         self.run_dir = run_dir
         self.num_train = num_train
@@ -69,6 +70,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.diverged: str | None = None
         self.mixed_precision = mixed_precision
         self.averager = averager
+        # step -> lr on the host (training.optim.learning_rate_reader); None: the optimizer's own, eagerly
+        self.learning_rate = learning_rate
         self._bad_step: int | None = None
 
     def non_finite_step(self, epoch_step: int) -> None:
@@ -150,6 +153,8 @@ class RunRecorder(keras.callbacks.Callback):
 
     def _learning_rate(self):
         optimizer = self.model.optimizer
+        if self.learning_rate is not None:
+            return self.learning_rate(int(keras.ops.convert_to_numpy(optimizer.iterations)))
         lr = optimizer.learning_rate
         if callable(lr):
             lr = lr(optimizer.iterations)

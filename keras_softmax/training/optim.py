@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import keras
+import numpy as np
 
 from keras_softmax.training.config import first_averaged_epoch
 
@@ -45,7 +47,27 @@ def learning_rate_schedule(config, steps_per_epoch: int):
     )
 
 
-def make_optimizer(config, steps_per_epoch: int, variables=None) -> keras.optimizers.Optimizer:
+def learning_rate_reader(schedule) -> Callable[[int], float]:
+    """``step -> learning rate`` as a float, for the host (the history's ``lr`` column at each epoch end).
+
+    ``schedule`` is what :func:`learning_rate_schedule` gives. Called eagerly on JAX, Keras's
+    ``CosineDecay`` with a warm-up traces both branches of its ``ops.cond`` anew at every call
+    (~16 ms an epoch end on the 2-core CPU, with the GPU idle meanwhile on a GPU machine); compiled once,
+    a call takes microseconds. The other backends evaluate the schedule as it is (an eager cond runs
+    one branch).
+    """
+    if not callable(schedule):
+        value = float(schedule)
+        return lambda step: value
+    if keras.backend.backend() == "jax":
+        import jax
+
+        compiled = jax.jit(lambda step: schedule(step))
+        return lambda step: float(compiled(np.int32(step)))
+    return lambda step: float(keras.ops.convert_to_numpy(schedule(step)))
+
+
+def make_optimizer(config, steps_per_epoch: int, variables=None, schedule=None) -> keras.optimizers.Optimizer:
     """SGD (Nesterov momentum), AdamW or Adam, optional EMA of the weights and gradient clipping.
 
     Weight decay is decoupled (Keras's convention: ``w -= lr * weight_decay * w`` each step) for
@@ -58,8 +80,11 @@ def make_optimizer(config, steps_per_epoch: int, variables=None) -> keras.optimi
     decided here, eagerly. Keras otherwise matches their names with ``re.search`` inside the first
     train step, which ``torch.compile`` cannot trace on torch 2.11 ("Cannot construct
     ``ConstantVariable`` for value of type <class 'type'>", from ``re``'s cache key).
+
+    ``schedule`` (default: :func:`learning_rate_schedule` of ``config``) is the learning rate per step.
     """
-    schedule = learning_rate_schedule(config, steps_per_epoch)
+    if schedule is None:
+        schedule = learning_rate_schedule(config, steps_per_epoch)
     common = {"use_ema": config.ema > 0, "ema_momentum": config.ema or 0.99,
               "global_clipnorm": config.global_clipnorm or None}
     if config.optimizer == "sgd":

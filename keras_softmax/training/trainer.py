@@ -32,7 +32,7 @@ from keras_softmax.training.config import (
     BATCHNORM_PASSES, ConfigError, TrainConfig, first_sam_epoch, resolve, to_toml,
 )
 from keras_softmax.training.metrics import training_metrics
-from keras_softmax.training.optim import make_optimizer
+from keras_softmax.training.optim import learning_rate_reader, learning_rate_schedule, make_optimizer
 from keras_softmax.training.rundir import RunDirectory, RunDirError
 
 
@@ -230,8 +230,9 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
     distribute.prepare_model(model, placement)
     loss = training_loss(config, head)
     check_composition(head, loss, outline.num_classes)  # before the directory is claimed
+    schedule = learning_rate_schedule(config, steps_per_epoch)
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch, model.trainable_variables),
+        optimizer=make_optimizer(config, steps_per_epoch, model.trainable_variables, schedule=schedule),
         loss=loss,
         **distribute.metrics_argument(placement, training_metrics(head.output_kind)),
         jit_compile=config.jit_compile,
@@ -302,7 +303,8 @@ def _train(config, out, *, resume, overwrite, log, placement, while_compiling=No
         log(f"class-kernel updates: {model.row_update_rule()}")
     recorder = RunRecorder(run_dir, num_train=steps_per_epoch * batch_size, epochs=config.epochs,
                            history=history, checkpoint_every=config.checkpoint_every, log=log,
-                           started=started, mixed_precision=config.precision != "float32", averager=averager)
+                           started=started, mixed_precision=config.precision != "float32", averager=averager,
+                           learning_rate=learning_rate_reader(schedule))
     fit_started = time.perf_counter()
     # The averager before the recorder: a checkpoint keeps the average up to its own epoch.
     callbacks = [EpochSeeds(), *([averager] if averager is not None else []), recorder]
