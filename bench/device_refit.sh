@@ -3,13 +3,12 @@
 # all 50,000 training images, scored on the test split at its end), one run per seed in SEEDS (default 0),
 # each alone on the GPU, with its wall time (bench/RESULTS.md §9 has the figures and the command):
 #
-#   run(command="SEEDS='0 1' bash bench/device_refit.sh", carry=[".whl", ".data"])
+#   run(command="SEEDS=0 bash bench/device_refit.sh", carry=[".whl", ".data"])    # then SEEDS=1
 #
-# .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz. At the 64-160-320-640 network two
-# runs took 500-536 s on a warm H100 (275 s as a fresh machine's first run), so a 10-minute call held two; at
-# the wider network the preset took on 2026-12-07 a run is expected to take ~300-310 s warm on an H100 (its
-# 45,000-image runs took 271-274 s), so give one seed a call (SEEDS=0, then SEEDS=1). LIMIT (default 360 s, room for a fresh machine's first run)
-# bounds each. FRESH=1 first times the fast preset as the fresh machine's first run (issue 24 item 3,
+# .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz. At the 80-200-400-800 network a run
+# took 299.9-300.2 s on a warm H100 and 349 s as a freshly lent machine's first run (2026-12-07), so give one seed
+# a call. LIMIT (default 420 s, room for a fresh machine's first run) bounds each. Each call trains into directories of its
+# own ($TMPDIR/runs/<pid>/), so a seed given again on the same machine trains again. FRESH=1 first times the fast preset as the fresh machine's first run (issue 24 item 3,
 # bench/cold_start.py; RESULTS §5's command; two files more, so with one seed). What comes back under
 # $OUT: all-s<seed>.log (the card and driver, the run's output and "WALL <s> s") and the run's report.json,
 # history.csv and config.toml as all-s<seed>-<file>. The device returns at most 8 files a call,
@@ -30,10 +29,10 @@ if [ "${FRESH:-0}" = 1 ]; then
   echo "cold rc=$?" >> "$OUT/cold.out"; tail -1 "$OUT/cold.out"
 fi
 for s in ${SEEDS:-0}; do
-  run=${TMPDIR:-/tmp}/runs/all-s$s
+  run=${TMPDIR:-/tmp}/runs/$$/all-s$s  # a directory of this call's own: a seed given again trains again
   { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1; } > "$OUT/all-s$s.log"
   TIMEFORMAT="WALL %R s"  # bash's own timer: the run's wall time, training and test scoring
-  { time timeout "${LIMIT:-360}" python3 -m keras_softmax.cli train \
+  { time timeout "${LIMIT:-420}" python3 -m keras_softmax.cli train \
       --config zoo/presets/cifar100-log_softmax-strong-all.toml --dataset "$C" --seed "$s" --out "$run" \
       >> "$OUT/all-s$s.log" 2>&1; echo "rc=$?" >> "$OUT/all-s$s.log"; } 2>> "$OUT/all-s$s.log"
   for f in report.json history.csv config.toml; do [ -f "$run/$f" ] && cp "$run/$f" "$OUT/all-s$s-$f"; done
