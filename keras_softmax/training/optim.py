@@ -52,9 +52,9 @@ def learning_rate_reader(schedule) -> Callable[[int], float]:
 
     ``schedule`` is what :func:`learning_rate_schedule` gives. Called eagerly on JAX, Keras's
     ``CosineDecay`` with a warm-up traces both branches of its ``ops.cond`` anew at every call
-    (~16 ms an epoch end on the 2-core CPU, with the GPU idle meanwhile on a GPU machine); compiled once,
-    a call takes microseconds. The other backends evaluate the schedule as it is (an eager cond runs
-    one branch).
+    (~16 ms an epoch end on the 2-core CPU); compiled once, a call takes microseconds, and on an H100 the
+    pause between epochs fell from ~28 ms to ~6 ms (bench/RESULTS.md §9). The other backends evaluate
+    the schedule as it is (an eager cond runs one branch).
     """
     if not callable(schedule):
         value = float(schedule)
