@@ -7,8 +7,9 @@
 #
 # .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz. At the 80-200-400-800 network a run
 # took 299.9-300.2 s on a warm H100 and 349 s as a freshly lent machine's first run (2026-12-07), so give one seed
-# a call. LIMIT (default 420 s, room for a fresh machine's first run) bounds each. Each call trains into directories of its
-# own ($TMPDIR/runs/<pid>/), so a seed given again on the same machine trains again. FRESH=1 first times the fast preset as the fresh machine's first run (issue 24 item 3,
+# a call. LIMIT (default 420 s, room for a fresh machine's first run) bounds each. Each call trains into
+# directories of its own ($TMPDIR/runs/<pid>/), so a seed given again on the same machine trains again.
+# FRESH=1 first times the fast preset as the fresh machine's first run (issue 24 item 3,
 # bench/cold_start.py; RESULTS §5's command; two files more, so with one seed). What comes back under
 # $OUT: all-s<seed>.log (the card and driver, the run's output and "WALL <s> s") and the run's report.json,
 # history.csv and config.toml as all-s<seed>-<file>. The device returns at most 8 files a call,
