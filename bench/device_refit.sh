@@ -6,8 +6,8 @@
 #   run(command="SEEDS=0 bash bench/device_refit.sh", carry=[".whl", ".data"])    # then SEEDS=1
 #
 # .whl: keras/namex/optree wheels; .data: copies of ../shared/data/*.tar.gz. At the 80-200-400-800 network a run
-# took 299.9-300.2 s on a warm H100 and 349 s as a freshly lent machine's first run (2026-12-07), so give one seed
-# a call. LIMIT (default 420 s, room for a fresh machine's first run) bounds each. Each call trains into
+# took 288.8-289.5 s on a warm H100 and 335 s as a freshly lent machine's first run (2026-12-07, e59624c), so give
+# one seed a call. LIMIT (default 420 s, room for a fresh machine's first run) bounds each. Each call trains into
 # directories of its own ($TMPDIR/runs/<pid>/), so a seed given again on the same machine trains again.
 # FRESH=1 first times the fast preset as the fresh machine's first run (issue 24 item 3,
 # bench/cold_start.py; RESULTS §5's command; two files more, so with one seed). What comes back under
